@@ -1,0 +1,395 @@
+"""The event bus: one interface, two implementations.
+
+* ``EmbeddedBus`` keeps the stream in the database (``bus_stream``), durable consumers as
+  offsets (``bus_consumers``), exactly like a JetStream stream with durable consumers, so it
+  survives a restart with nothing lost.
+* ``NatsBus`` (``kit/bus_nats.py``) uses NATS JetStream.
+
+Both dedupe publishes on the envelope id, redeliver a failing message up to ``max_deliver``
+times with a delay, then put it in the dead-letter table (``bus_dead_letters``) and move on.
+Handlers must be idempotent (components use their inbox tables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pocketpay.kit.clock import Clock, aware
+from pocketpay.kit.ids import new_id
+from pocketpay.kit.metrics import BUS_CONSUMED, BUS_DEAD_LETTERED, BUS_PUBLISHED
+
+log = structlog.get_logger(__name__)
+
+metadata = MetaData()
+
+bus_stream = Table(
+    "bus_stream",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("msg_id", String(80), nullable=False, unique=True),
+    Column("subject", String(100), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=False),
+)
+
+bus_consumers = Table(
+    "bus_consumers",
+    metadata,
+    Column("durable", String(80), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+bus_dead_letters = Table(
+    "bus_dead_letters",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("durable", String(80), nullable=False),
+    Column("event_id", String(80), nullable=False),
+    Column("subject", String(100), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("deliveries", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("replayed_at", DateTime(timezone=True), nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A past-tense fact: ``<component>.<noun>.<verb>`` with its data and trace context."""
+
+    id: str
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any]
+    trace: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+    version: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "type": self.type,
+                "occurred_at": self.occurred_at.isoformat(),
+                "data": self.data,
+                "trace": self.trace,
+                "source": self.source,
+                "version": self.version,
+            },
+            separators=(",", ":"),
+            default=str,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Envelope:
+        body = json.loads(raw)
+        return cls(
+            id=body["id"],
+            type=body["type"],
+            occurred_at=aware(datetime.fromisoformat(body["occurred_at"])),
+            data=body["data"],
+            trace=body.get("trace") or {},
+            source=body.get("source", ""),
+            version=int(body.get("version", 1)),
+        )
+
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS-style matching: ``payments.>`` matches any subject below ``payments``."""
+    p_parts, s_parts = pattern.split("."), subject.split(".")
+    for i, part in enumerate(p_parts):
+        if part == ">":
+            return len(s_parts) > i
+        if i >= len(s_parts) or (part != "*" and part != s_parts[i]):
+            return False
+    return len(p_parts) == len(s_parts)
+
+
+class Bus(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, env: Envelope) -> None: ...
+
+    def subscribe(self, durable: str, subjects: list[str], handler: Handler) -> None: ...
+
+    async def ping(self) -> float: ...
+
+    async def lag(self, durable: str) -> tuple[int, float]: ...
+
+
+async def dead_letter(
+    engine: AsyncEngine, durable: str, env: Envelope, error: str, deliveries: int, now: datetime
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(bus_dead_letters).values(
+                id=new_id("dlq"),
+                durable=durable,
+                event_id=env.id,
+                subject=env.type,
+                payload=env.to_json(),
+                error=error[:2000],
+                deliveries=deliveries,
+                created_at=now,
+            )
+        )
+    BUS_DEAD_LETTERED.labels(durable).inc()
+    log.error("bus.dead_lettered", durable=durable, event_id=env.id, type=env.type, error=error)
+
+
+async def list_dead_letters(engine: AsyncEngine, *, include_replayed: bool = False) -> list[Any]:
+    q = select(bus_dead_letters).order_by(bus_dead_letters.c.created_at)
+    if not include_replayed:
+        q = q.where(bus_dead_letters.c.replayed_at.is_(None))
+    async with engine.connect() as conn:
+        return list((await conn.execute(q)).all())
+
+
+async def replay_dead_letter(engine: AsyncEngine, bus: Bus, dlq_id: str, now: datetime) -> bool:
+    """Publish a dead letter again (same event id, so consumers that had it skip it)."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(select(bus_dead_letters).where(bus_dead_letters.c.id == dlq_id))
+        ).first()
+    if row is None or row.replayed_at is not None:
+        return False
+    env = Envelope.from_json(row.payload)
+    await bus.publish(_replay_copy(env, dlq_id))
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(bus_dead_letters).where(bus_dead_letters.c.id == dlq_id).values(replayed_at=now)
+        )
+    return True
+
+
+def _replay_copy(env: Envelope, dlq_id: str) -> Envelope:
+    # The bus dedupes on msg id; a replay is a new message carrying the same event id in data,
+    # so the trace stays and consumers' inboxes still recognize the event.
+    return Envelope(
+        id=env.id,
+        type=env.type,
+        occurred_at=env.occurred_at,
+        data=env.data,
+        trace={**env.trace, "replay_of": dlq_id},
+        source=env.source,
+        version=env.version,
+    )
+
+
+def msg_id_for(env: Envelope) -> str:
+    replay = env.trace.get("replay_of")
+    return f"{env.id}:{replay}" if replay else env.id
+
+
+@dataclass
+class _Subscription:
+    durable: str
+    subjects: list[str]
+    handler: Handler
+    task: asyncio.Task[None] | None = None
+
+
+class EmbeddedBus:
+    """A durable bus inside the process, stored in the database next to the outboxes."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        *,
+        max_deliver: int = 5,
+        retry_delay_ms: int = 200,
+        poll_seconds: float = 0.5,
+        batch: int = 200,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._max_deliver = max_deliver
+        self._retry_delay = retry_delay_ms / 1000
+        self._poll = poll_seconds
+        self._batch = batch
+        self._subs: list[_Subscription] = []
+        self._wake: dict[str, asyncio.Event] = {}
+        self._started = False
+
+    async def start(self) -> None:
+        for sub in self._subs:
+            await self._ensure_consumer(sub.durable)
+            sub.task = asyncio.create_task(self._consume(sub), name=f"bus-{sub.durable}")
+        self._started = True
+
+    async def close(self) -> None:
+        for sub in self._subs:
+            if sub.task:
+                sub.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sub.task
+        self._started = False
+
+    async def publish(self, env: Envelope) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(bus_stream).values(
+                        msg_id=msg_id_for(env),
+                        subject=env.type,
+                        payload=env.to_json(),
+                        published_at=self._clock.now(),
+                    )
+                )
+        except IntegrityError:
+            return  # duplicate publish (relay retried after a crash): already in the stream
+        BUS_PUBLISHED.labels(env.type.split(".")[0]).inc()
+        for ev in self._wake.values():
+            ev.set()
+
+    def subscribe(self, durable: str, subjects: list[str], handler: Handler) -> None:
+        self._subs.append(_Subscription(durable, subjects, handler))
+        self._wake[durable] = asyncio.Event()
+
+    async def ping(self) -> float:
+        from pocketpay.kit.db import ping
+
+        return await ping(self._engine)
+
+    async def lag(self, durable: str) -> tuple[int, float]:
+        """(messages not yet consumed by ``durable``, age in seconds of the oldest of them)."""
+        sub = next((s for s in self._subs if s.durable == durable), None)
+        async with self._engine.connect() as conn:
+            last = (
+                await conn.execute(
+                    select(bus_consumers.c.last_seq).where(bus_consumers.c.durable == durable)
+                )
+            ).scalar()
+            rows = (
+                await conn.execute(
+                    select(bus_stream.c.subject, bus_stream.c.published_at).where(
+                        bus_stream.c.seq > (last or 0)
+                    )
+                )
+            ).all()
+        pending = [
+            r for r in rows if sub is None or any(subject_matches(p, r.subject) for p in sub.subjects)
+        ]
+        if not pending:
+            return 0, 0.0
+        oldest = min(aware(r.published_at) for r in pending)
+        return len(pending), max(0.0, (self._clock.now() - oldest).total_seconds())
+
+    async def _ensure_consumer(self, durable: str) -> None:
+        with contextlib.suppress(IntegrityError):
+            async with self._engine.begin() as conn:
+                exists = (
+                    await conn.execute(
+                        select(func.count()).where(bus_consumers.c.durable == durable)
+                    )
+                ).scalar()
+                if not exists:
+                    await conn.execute(
+                        insert(bus_consumers).values(
+                            durable=durable, last_seq=0, updated_at=self._clock.now()
+                        )
+                    )
+
+    async def _consume(self, sub: _Subscription) -> None:
+        wake = self._wake[sub.durable]
+        while True:
+            try:
+                n = await self.drain_once(sub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("bus.consume_failed", durable=sub.durable, error=str(exc))
+                n = 0
+            if n >= self._batch:
+                continue
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=self._poll)
+
+    async def drain(self) -> None:
+        """Deliver everything pending to every subscriber (tests and shutdown use this)."""
+        for _ in range(1000):
+            total = 0
+            for sub in self._subs:
+                total += await self.drain_once(sub)
+            if total == 0:
+                return
+
+    async def drain_once(self, sub: _Subscription) -> int:
+        async with self._engine.connect() as conn:
+            last = (
+                await conn.execute(
+                    select(bus_consumers.c.last_seq).where(bus_consumers.c.durable == sub.durable)
+                )
+            ).scalar() or 0
+            rows = (
+                await conn.execute(
+                    select(bus_stream)
+                    .where(bus_stream.c.seq > last)
+                    .order_by(bus_stream.c.seq)
+                    .limit(self._batch)
+                )
+            ).all()
+        for row in rows:
+            if any(subject_matches(p, row.subject) for p in sub.subjects):
+                await self._deliver(sub, Envelope.from_json(row.payload))
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(bus_consumers)
+                    .where(bus_consumers.c.durable == sub.durable)
+                    .values(last_seq=row.seq, updated_at=self._clock.now())
+                )
+        return len(rows)
+
+    async def _deliver(self, sub: _Subscription, env: Envelope) -> None:
+        error = ""
+        for attempt in range(1, self._max_deliver + 1):
+            try:
+                await sub.handler(env)
+                BUS_CONSUMED.labels(sub.durable).inc()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "bus.handler_failed", durable=sub.durable, event_id=env.id, attempt=attempt,
+                    error=error,
+                )
+                if attempt < self._max_deliver:
+                    await asyncio.sleep(self._retry_delay * attempt)
+        await dead_letter(self._engine, sub.durable, env, error, self._max_deliver, self._clock.now())

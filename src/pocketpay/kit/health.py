@@ -1,0 +1,145 @@
+"""Liveness, readiness and dependency diagnostics, the same on every component.
+
+* ``GET /healthz``: the process is up; no dependency is touched.
+* ``GET /readyz``: fast checks of critical dependencies, each under its own timeout.
+  200 ``ready``; 200 ``degraded`` when a non-critical check fails or a check reports degraded
+  (an open PSP breaker); 503 ``not_ready`` when a critical check fails.
+* ``GET /health/deps``: every check with latency and details, for people, not probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from pocketpay.kit.metrics import render
+
+Status = Literal["ok", "degraded", "fail"]
+
+
+@dataclass
+class CheckResult:
+    status: Status
+    detail: dict[str, Any] = field(default_factory=dict)
+    latency_ms: float = 0.0
+
+
+CheckFn = Callable[[], Awaitable[CheckResult]]
+
+
+@dataclass
+class Check:
+    name: str
+    fn: CheckFn
+    critical: bool = True
+    timeout_seconds: float = 0.3
+    in_readiness: bool = True
+
+
+def format_uptime(seconds: float) -> str:
+    s = int(seconds)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    if h:
+        return f"{h}h{m}m{sec}s"
+    if m:
+        return f"{m}m{sec}s"
+    return f"{sec}s"
+
+
+class Health:
+    def __init__(self, component: str) -> None:
+        self.component = component
+        self.checks: list[Check] = []
+        self.started = time.monotonic()
+
+    def add(
+        self,
+        name: str,
+        fn: CheckFn,
+        *,
+        critical: bool = True,
+        timeout_seconds: float = 0.3,
+        in_readiness: bool = True,
+    ) -> None:
+        self.checks.append(Check(name, fn, critical, timeout_seconds, in_readiness))
+
+    async def _run(self, check: Check) -> CheckResult:
+        start = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(check.fn(), timeout=check.timeout_seconds)
+        except TimeoutError:
+            result = CheckResult("fail", {"error": f"timed out after {check.timeout_seconds}s"})
+        except Exception as exc:
+            result = CheckResult("fail", {"error": f"{type(exc).__name__}: {exc}"[:300]})
+        result.latency_ms = round((time.perf_counter() - start) * 1000, 2)
+        return result
+
+    async def run(self, *, readiness: bool) -> dict[str, tuple[Check, CheckResult]]:
+        checks = [c for c in self.checks if c.in_readiness or not readiness]
+        results = await asyncio.gather(*(self._run(c) for c in checks))
+        return {c.name: (c, r) for c, r in zip(checks, results, strict=True)}
+
+    async def readiness(self) -> tuple[int, dict[str, Any]]:
+        results = await self.run(readiness=True)
+        status = "ready"
+        for check, res in results.values():
+            if res.status == "fail" and check.critical:
+                status = "not_ready"
+                break
+            if res.status != "ok":
+                status = "degraded"
+        body = {
+            "status": status,
+            "component": self.component,
+            "checks": {name: res.status for name, (_, res) in results.items()},
+            "latency_ms": {name: res.latency_ms for name, (_, res) in results.items()},
+            "details": {name: res.detail for name, (_, res) in results.items() if res.detail},
+        }
+        return (503 if status == "not_ready" else 200), body
+
+    async def deps(self) -> dict[str, Any]:
+        results = await self.run(readiness=False)
+        return {
+            "component": self.component,
+            "uptime": format_uptime(time.monotonic() - self.started),
+            "checks": {
+                name: {
+                    "status": res.status,
+                    "critical": check.critical,
+                    "latency_ms": res.latency_ms,
+                    **res.detail,
+                }
+                for name, (check, res) in results.items()
+            },
+        }
+
+
+def health_router(health: Health) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "uptime": format_uptime(time.monotonic() - health.started)}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        code, body = await health.readiness()
+        return JSONResponse(body, status_code=code)
+
+    @router.get("/health/deps")
+    async def deps() -> dict[str, Any]:
+        return await health.deps()
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        data, ctype = render()
+        return Response(data, media_type=ctype)
+
+    return router

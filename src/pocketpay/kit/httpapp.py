@@ -1,0 +1,175 @@
+"""What every component's FastAPI app shares: problem+json errors, request ids, metrics, a
+request body limit. Errors are translated to HTTP here, once, whatever the component raised."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pocketpay.kit.errors import AppError
+from pocketpay.kit.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+log = structlog.get_logger(__name__)
+
+PROBLEM = "application/problem+json"
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    request: Request | None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://pocketpay.dev/errors/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": getattr(request.state, "request_id", None) if request else None,
+    }
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _clean_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        out.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid"),
+                    "type": err.get("type", "invalid")})
+    return out[:50]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.title, exc.detail, request, exc.errors,
+                       exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean_validation_errors(exc)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem(400, "request.malformed_json", "Malformed JSON",
+                           "The request body is not valid JSON.", request, errors)
+        first = errors[0] if errors else {"field": "body", "message": "invalid"}
+        return problem(
+            422, "validation.failed", "Validation failed",
+            f"{first['field']}: {first['message']}", request, errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "auth.unauthorized",
+                 403: "auth.forbidden", 413: "request.too_large", 415: "request.unsupported_media"}
+        code = codes.get(exc.status_code, f"http.{exc.status_code}")
+        detail = exc.detail if isinstance(exc.detail, str) else "request rejected"
+        return problem(exc.status_code, code, detail, detail, request,
+                       headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("http.unhandled", path=request.url.path)
+        return problem(500, "internal.error", "Internal error",
+                       "Something went wrong on our side; the request id helps us find it.",
+                       request)
+
+
+class RequestContextMiddleware:
+    """Request id (taken from ``X-Request-Id`` or made), body size limit, metrics by route."""
+
+    def __init__(self, app: ASGIApp, component: str, max_body_bytes: int = 64 * 1024) -> None:
+        self.app = app
+        self.component = component
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        declared = headers.get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            await _too_large(scope, receive, send, rid, self.max_body)
+            return
+        seen = 0
+        status_holder = {"status": 500}
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_body:
+                    raise _BodyTooLarge
+            return msg
+
+        async def send_wrapper(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                status_holder["status"] = msg["status"]
+                msg.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(msg)
+
+        start = time.perf_counter()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        except _BodyTooLarge:
+            await _too_large(scope, receive, send, rid, self.max_body)
+            status_holder["status"] = 413
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            HTTP_REQUESTS.labels(self.component, method, template,
+                                 str(status_holder["status"])).inc()
+            HTTP_LATENCY.labels(self.component, method, template).observe(
+                time.perf_counter() - start
+            )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send, rid: str, limit: int) -> None:
+    body = {
+        "type": "https://pocketpay.dev/errors/request.too_large",
+        "title": "Request body too large",
+        "status": 413,
+        "detail": f"The request body exceeds {limit} bytes.",
+        "code": "request.too_large",
+        "request_id": rid,
+    }
+    resp = JSONResponse(body, status_code=413, media_type=PROBLEM)
+    await resp(scope, receive, send)
+
+
+def new_app(component: str, *, title: str, max_body_bytes: int = 64 * 1024,
+            docs: bool = False) -> FastAPI:
+    app = FastAPI(
+        title=title,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, component=component,
+                       max_body_bytes=max_body_bytes)
+    return app

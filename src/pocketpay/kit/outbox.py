@@ -1,0 +1,225 @@
+"""Transactional outbox and inbox.
+
+A component writes its events into its own ``<component>_outbox`` table in the same transaction
+as the state change; the relay publishes unpublished rows to the bus and marks them. A crash
+between commit and publish leaves the row unpublished, so it goes out after restart; the bus
+dedupes on the event id and every consumer dedupes again through its ``<component>_inbox``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pocketpay.kit.bus import Bus, Envelope
+from pocketpay.kit.clock import Clock
+from pocketpay.kit.ids import new_id
+from pocketpay.kit.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED, RELAY_LATENCY
+from pocketpay.kit.tracing import current_trace_context
+
+log = structlog.get_logger(__name__)
+
+
+def outbox_table(metadata: MetaData, component: str) -> Table:
+    return Table(
+        f"{component}_outbox",
+        metadata,
+        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+               autoincrement=True),
+        Column("event_id", String(40), nullable=False, unique=True),
+        Column("type", String(100), nullable=False),
+        Column("occurred_at", DateTime(timezone=True), nullable=False),
+        Column("data", JSON, nullable=False),
+        Column("trace", JSON, nullable=False),
+        Column("published_at", DateTime(timezone=True), nullable=True, index=True),
+    )
+
+
+def inbox_table(metadata: MetaData, component: str) -> Table:
+    return Table(
+        f"{component}_inbox",
+        metadata,
+        Column("event_id", String(80), primary_key=True),
+        Column("type", String(100), nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+async def add_event(
+    conn: AsyncConnection,
+    outbox: Table,
+    event_type: str,
+    data: dict[str, Any],
+    occurred_at: datetime,
+) -> str:
+    """Write one event into the outbox inside the caller's transaction; returns its id."""
+    event_id = new_id("evt")
+    await conn.execute(
+        insert(outbox).values(
+            event_id=event_id,
+            type=event_type,
+            occurred_at=occurred_at,
+            data=data,
+            trace=current_trace_context(),
+        )
+    )
+    return event_id
+
+
+async def claim_inbox(
+    conn: AsyncConnection, inbox: Table, event_id: str, event_type: str, now: datetime
+) -> bool:
+    """Record ``event_id`` in the inbox; False if it was processed before (skip the effect)."""
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                insert(inbox).values(event_id=event_id, type=event_type, processed_at=now)
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+class OutboxRelay:
+    """Publishes a component's outbox to the bus, in order, and marks rows as published."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        outbox: Table,
+        bus: Bus,
+        clock: Clock,
+        *,
+        source: str,
+        poll_seconds: float = 0.5,
+        batch: int = 200,
+    ) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self._bus = bus
+        self._clock = clock
+        self._source = source
+        self._poll = poll_seconds
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        """Called after a commit that wrote events, so they go out without waiting a poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"relay-{self._source}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                sent = await self.publish_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # bus or database down: keep the rows, try again
+                log.warning("outbox.relay_failed", source=self._source, error=str(exc))
+                sent = 0
+            if sent >= self._batch:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+
+    async def publish_pending(self) -> int:
+        """One relay pass: publish up to ``batch`` unpublished events. Returns how many."""
+        t = self._outbox
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(t)
+                    .where(t.c.published_at.is_(None))
+                    .order_by(t.c.seq)
+                    .limit(self._batch)
+                )
+            ).all()
+        if not rows:
+            OUTBOX_BACKLOG.labels(self._source).set(0)
+            return 0
+        done: list[int] = []
+        started = time.perf_counter()
+        try:
+            for row in rows:
+                env = Envelope(
+                    id=row.event_id,
+                    type=row.type,
+                    occurred_at=row.occurred_at,
+                    data=row.data,
+                    trace=row.trace or {},
+                    source=self._source,
+                )
+                await self._bus.publish(env)
+                done.append(row.seq)
+        finally:
+            if done:
+                async with self._engine.begin() as conn:
+                    await conn.execute(
+                        update(t).where(t.c.seq.in_(done)).values(published_at=self._clock.now())
+                    )
+                OUTBOX_PUBLISHED.labels(self._source).inc(len(done))
+                RELAY_LATENCY.labels(self._source).observe(time.perf_counter() - started)
+        return len(done)
+
+    async def backlog(self) -> tuple[int, float]:
+        """(unpublished count, age in seconds of the oldest unpublished event)."""
+        return await outbox_backlog(self._engine, self._outbox, self._clock.now)
+
+
+async def outbox_backlog(
+    engine: AsyncEngine, outbox: Table, now: Callable[[], datetime]
+) -> tuple[int, float]:
+    from sqlalchemy import func
+
+    t = outbox
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(func.count(), func.min(t.c.occurred_at)).where(t.c.published_at.is_(None))
+            )
+        ).one()
+    count, oldest = int(row[0]), row[1]
+    age = 0.0
+    if oldest is not None:
+        if oldest.tzinfo is None:
+            from datetime import UTC
+
+            oldest = oldest.replace(tzinfo=UTC)
+        age = max(0.0, (now() - oldest).total_seconds())
+    return count, age
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), default=str)

@@ -1,0 +1,136 @@
+"""One typed settings tree. Defaults are the embedded mode: one process, SQLite, in-process bus,
+the sandbox PSP. Every value can be set from the environment (``POCKETPAY_`` prefix, ``__`` for
+nesting, e.g. ``POCKETPAY_PSP__API_KEY``) or from a ``.env`` file; secrets may be given as a
+path with the ``_FILE`` variables documented in docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+COMPONENTS = ("gateway", "payments", "ledger", "notifications", "monitor", "sandbox")
+
+
+class AuthSettings(BaseModel):
+    jwt_secret: str = ""  # empty: generated once and kept in <var_dir>/jwt_secret (mode 0600)
+    jwt_issuer: str = "pocketpay"
+    jwt_audience: str = "pocketpay-api"
+    access_ttl_seconds: int = 900
+    refresh_ttl_seconds: int = 30 * 24 * 3600
+    admin_emails: list[str] = Field(default_factory=list)  # signups with these emails get `admin`
+
+
+class PspSettings(BaseModel):
+    provider: Literal["sandbox", "stripe"] = "sandbox"
+    api_key: str = "sk_test_pocketpay_sandbox"
+    webhook_secret: str = "whsec_pocketpay_sandbox"
+    # Base URL of the Stripe API. Empty means the built-in sandbox of this process.
+    api_base: str = ""
+    timeout_seconds: float = 5.0
+    ping_timeout_seconds: float = 1.0
+    breaker_failure_threshold: int = 5
+    breaker_reset_seconds: float = 30.0
+    webhook_tolerance_seconds: int = 300
+    # How often payments asks the PSP whether captured funds are available (settlement).
+    settle_poll_seconds: float = 1.0
+    # How long a created payment may wait for its PSP attempt before it is retried.
+    attempt_retry_seconds: float = 5.0
+
+
+class SandboxSettings(BaseModel):
+    api_key: str = "sk_test_pocketpay_sandbox"
+    webhook_secret: str = "whsec_pocketpay_sandbox"
+    # Where the sandbox posts its signed webhooks. Empty: the gateway of this process.
+    webhook_url: str = ""
+    settle_delay_seconds: float = 3.0
+
+
+class BusSettings(BaseModel):
+    max_deliver: int = 5
+    retry_delay_ms: int = 200
+    ack_wait_seconds: float = 30.0
+    stream: str = "POCKETPAY"
+    relay_poll_seconds: float = 0.5
+    relay_batch: int = 200
+
+
+class MonitorSettings(BaseModel):
+    interval_seconds: float = 15.0
+    poll_timeout_seconds: float = 5.0
+    # component -> base URL; empty means the /internal/<component>/ paths of this process.
+    targets: dict[str, str] = Field(default_factory=dict)
+    fail_threshold: int = 3
+    recover_threshold: int = 2
+    lag_threshold_seconds: float = 30.0
+    psp_error_rate_threshold: float = 0.20
+    psp_error_window_seconds: float = 300.0
+    psp_min_calls: int = 5
+    flap_window_seconds: float = 600.0
+    flap_threshold: int = 4
+    reminder_seconds: float = 1800.0
+    slack_webhook_url: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+    email_from: str = "pocketpay-monitor@localhost"
+    email_to: list[str] = Field(default_factory=list)
+    channel_timeout_seconds: float = 5.0
+    channel_retries: int = 3
+
+
+class ObservabilitySettings(BaseModel):
+    log_level: str = "INFO"
+    log_json: bool = True
+    otlp_endpoint: str = ""  # empty: tracing off
+    service_name: str = "pocketpay"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="POCKETPAY_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8011
+    var_dir: Path = Path("var")
+    database_url: str = ""  # empty: sqlite+aiosqlite:///<var_dir>/pocketpay.db
+    bus_url: str = "embedded"  # or nats://127.0.0.1:4222
+    # Components reached over HTTP: name -> base URL. Absent ones are served in-process.
+    urls: dict[str, str] = Field(default_factory=dict)
+    internal_token: str = ""  # shared secret on internal calls in scale mode
+    public_url: str = ""  # how the outside world reaches the gateway; empty: http://host:port
+    max_body_bytes: int = 64 * 1024
+    db_pool_size: int = 10
+
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    psp: PspSettings = Field(default_factory=PspSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.var_dir / 'pocketpay.db'}"
+
+    def resolved_public_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    def resolved_jwt_secret(self) -> str:
+        """The JWT signing secret: from settings, else generated once into var_dir."""
+        if self.auth.jwt_secret:
+            return self.auth.jwt_secret
+        path = self.var_dir / "jwt_secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
