@@ -65,3 +65,14 @@ async def ping(engine: AsyncEngine) -> float:
 
 def dialect(conn: AsyncConnection) -> str:
     return conn.dialect.name
+
+
+def insert_ignore(conn: AsyncConnection, table: Any) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the connection's dialect (PostgreSQL, SQLite)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()

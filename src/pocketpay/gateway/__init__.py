@@ -1,0 +1,1 @@
+"""Gateway: the public HTTP surface (auth, validation, idempotency, webhooks intake)."""

@@ -1,0 +1,57 @@
+"""The gateway component: the public API app with its own health checks."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pocketpay.gateway.auth import AuthService
+from pocketpay.gateway.idempotency import IdempotencyStore
+from pocketpay.gateway.routes import Gateway, build_router
+from pocketpay.kit.clock import Clock
+from pocketpay.kit.component import Component
+from pocketpay.kit.db import ping
+from pocketpay.kit.health import CheckResult, Health, health_router
+from pocketpay.kit.httpapp import new_app
+from pocketpay.kit.tokens import TokenCodec
+from pocketpay.ledger.client import LedgerClient
+from pocketpay.payments.client import PaymentsClient
+from pocketpay.settings import Settings
+
+DESCRIPTION = """PocketPay's public API. Amounts are integers in minor units (cents).
+Every POST that moves money needs an `Idempotency-Key` header. Errors are
+`application/problem+json` with a stable `code`."""
+
+
+def build(settings: Settings, engine: AsyncEngine, clock: Clock, payments: PaymentsClient,
+          ledger: LedgerClient) -> Component:
+    tokens = TokenCodec(settings.resolved_jwt_secret(), issuer=settings.auth.jwt_issuer,
+                        audience=settings.auth.jwt_audience,
+                        ttl_seconds=settings.auth.access_ttl_seconds)
+    auth = AuthService(engine, clock, tokens, settings.auth.refresh_ttl_seconds,
+                       settings.auth.admin_emails)
+    gw = Gateway(auth, IdempotencyStore(engine, clock), payments, ledger,
+                 settings.psp.webhook_secret, settings.psp.webhook_tolerance_seconds)
+    health = Health("gateway")
+
+    async def db_check() -> CheckResult:
+        return CheckResult("ok", {"latency_ms": round(await ping(engine), 2)})
+
+    async def payments_check() -> CheckResult:
+        await payments.http.request("GET", "/healthz")
+        return CheckResult("ok")
+
+    async def ledger_check() -> CheckResult:
+        await ledger.http.request("GET", "/healthz")
+        return CheckResult("ok")
+
+    health.add("db", db_check)
+    health.add("payments", payments_check, critical=False, timeout_seconds=1.0)
+    health.add("ledger", ledger_check, critical=False, timeout_seconds=1.0)
+    app: FastAPI = new_app("gateway", title="PocketPay API", docs=True,
+                           max_body_bytes=settings.max_body_bytes)
+    app.description = DESCRIPTION
+    app.version = "1.0.0"
+    app.include_router(health_router(health))
+    app.include_router(build_router(gw))
+    return Component("gateway", app, health, state={"tokens": tokens, "auth": auth})

@@ -1,0 +1,121 @@
+"""Sign-up, login and refresh-token rotation. Passwords are hashed with argon2id; refresh
+tokens are opaque, stored as SHA-256 hashes, single use: a used one no longer works, and
+presenting a used one revokes its whole family (theft detection, as OAuth 2.1 recommends)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pocketpay.gateway.models import refresh_tokens, users
+from pocketpay.kit.clock import Clock, aware
+from pocketpay.kit.errors import AppError, Unauthorized
+from pocketpay.kit.ids import new_id
+from pocketpay.kit.tokens import Principal, TokenCodec
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+_DUMMY_HASH = _hasher.hash("timing-equalizer")
+
+
+class EmailTaken(AppError):
+    code = "auth.email_taken"
+    status = 409
+    title = "Email already registered"
+
+
+def _sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def user_view(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "email": row.email, "name": row.name, "role": row.role,
+            "created_at": aware(row.created_at).isoformat()}
+
+
+class AuthService:
+    def __init__(self, engine: AsyncEngine, clock: Clock, tokens: TokenCodec,
+                 refresh_ttl_seconds: int, admin_emails: list[str]) -> None:
+        self._engine = engine
+        self._clock = clock
+        self.tokens = tokens
+        self._refresh_ttl = refresh_ttl_seconds
+        self._admins = {e.lower() for e in admin_emails}
+
+    async def signup(self, email: str, password: str, name: str) -> dict[str, Any]:
+        email = email.lower()
+        now = self._clock.now()
+        uid = new_id("usr")
+        role = "admin" if email in self._admins else "user"
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(users).values(
+                    id=uid, email=email, name=name, password_hash=_hasher.hash(password),
+                    role=role, created_at=now))
+                row = (await conn.execute(select(users).where(users.c.id == uid))).one()
+        except IntegrityError as exc:
+            raise EmailTaken("An account with this email exists; log in instead.") from exc
+        return await self._session(row, new_id("fam"), now)
+
+    async def login(self, email: str, password: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.email == email.lower()))).first()
+        try:
+            _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
+        except (VerificationError, InvalidHashError):
+            row = None
+        if row is None:
+            raise Unauthorized("Wrong email or password.", code="auth.invalid_credentials")
+        return await self._session(row, new_id("fam"), self._clock.now())
+
+    async def refresh(self, token: str) -> dict[str, Any]:
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            rt = (await conn.execute(select(refresh_tokens).where(
+                refresh_tokens.c.token_hash == _sha(token)))).first()
+            if rt is None or aware(rt.expires_at) <= now:
+                raise Unauthorized("The refresh token is not valid; log in again.",
+                                   code="auth.invalid_refresh_token")
+            used = await conn.execute(update(refresh_tokens).where(
+                refresh_tokens.c.token_hash == rt.token_hash, refresh_tokens.c.used_at.is_(None),
+            ).values(used_at=now))
+            if used.rowcount == 0:
+                await conn.execute(delete(refresh_tokens).where(
+                    refresh_tokens.c.family == rt.family))
+                reuse = True
+            else:
+                reuse = False
+            row = (await conn.execute(select(users).where(users.c.id == rt.user_id))).one()
+        if reuse:
+            raise Unauthorized("This refresh token was already used; log in again.",
+                               code="auth.invalid_refresh_token")
+        return await self._session(row, rt.family, now)
+
+    async def _session(self, row: Any, family: str, now: datetime) -> dict[str, Any]:
+        refresh = secrets.token_urlsafe(32)
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(refresh_tokens).values(
+                token_hash=_sha(refresh), user_id=row.id, family=family,
+                expires_at=now + timedelta(seconds=self._refresh_ttl)))
+        access = self.tokens.issue(Principal(row.id, row.role, row.email), now)
+        return {"user": user_view(row), "access_token": access, "refresh_token": refresh,
+                "token_type": "Bearer", "expires_in": self.tokens.ttl_seconds}
+
+    async def get_user(self, user_id: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        if row is None:
+            raise Unauthorized("This account no longer exists.", code="auth.invalid_token")
+        return user_view(row)
+
+    async def find_by_email(self, email: str) -> dict[str, Any] | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.email == email.lower()))).first()
+        return user_view(row) if row else None

@@ -1,0 +1,226 @@
+"""The public API, v1. Thin: authenticate, validate, apply idempotency, call the owning
+component through its typed client, shape the answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import stripe
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from pocketpay.gateway.auth import AuthService
+from pocketpay.gateway.idempotency import IdempotencyStore, check_key, fingerprint
+from pocketpay.gateway.schemas import LoginIn, RefreshIn, SignupIn, TransferCreate
+from pocketpay.kit.errors import AppError, NotFound, Unauthorized
+from pocketpay.kit.ids import new_id
+from pocketpay.kit.metrics import WEBHOOKS
+from pocketpay.kit.money import MoneyError, normalize_currency
+from pocketpay.kit.tokens import Principal
+from pocketpay.ledger.client import LedgerClient
+from pocketpay.payments.client import PaymentsClient
+from pocketpay.payments.schemas import CancelIn, CaptureIn, PaymentCreate, RefundCreate
+
+_bearer = HTTPBearer(auto_error=False, description="The access token from /auth/login")
+
+
+class Gateway:
+    def __init__(self, auth: AuthService, idem: IdempotencyStore, payments: PaymentsClient,
+                 ledger: LedgerClient, webhook_secret: str, webhook_tolerance: int) -> None:
+        self.auth = auth
+        self.idem = idem
+        self.payments = payments
+        self.ledger = ledger
+        self.webhook_secret = webhook_secret
+        self.webhook_tolerance = webhook_tolerance
+
+
+def build_router(gw: Gateway) -> APIRouter:
+    r = APIRouter(prefix="/api/v1")
+
+    async def principal(
+        creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    ) -> Principal:
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise Unauthorized("Send 'Authorization: Bearer <access_token>'.",
+                               headers={"WWW-Authenticate": "Bearer"})
+        return gw.auth.tokens.verify(creds.credentials)
+
+    async def once(
+        request: Request, who: Principal, key: str | None, body: Any,
+        op: Callable[[], Awaitable[dict[str, Any]]], status: int,
+    ) -> JSONResponse:
+        checked = check_key(key)
+        fp = fingerprint(request.method, request.url.path, body)
+
+        async def run() -> tuple[int, dict[str, Any]]:
+            return status, await op()
+
+        code, result, replayed = await gw.idem.run(who.user_id, checked, fp, run)
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        media = "application/problem+json" if code >= 400 else "application/json"
+        return JSONResponse(result, status_code=code, headers=headers, media_type=media)
+
+    _auth_routes(r, gw, principal)
+    _payment_routes(r, gw, principal, once)
+    _wallet_routes(r, gw, principal, once)
+    _webhook_routes(r, gw)
+    return r
+
+
+def _auth_routes(r: APIRouter, gw: Gateway, principal: Any) -> None:
+    @r.post("/auth/signup", status_code=201, tags=["auth"])
+    async def signup(body: SignupIn) -> dict[str, Any]:
+        return await gw.auth.signup(str(body.email), body.password, body.name)
+
+    @r.post("/auth/login", tags=["auth"])
+    async def login(body: LoginIn) -> dict[str, Any]:
+        return await gw.auth.login(str(body.email), body.password)
+
+    @r.post("/auth/refresh", tags=["auth"])
+    async def refresh(body: RefreshIn) -> dict[str, Any]:
+        return await gw.auth.refresh(body.refresh_token)
+
+    @r.get("/me", tags=["auth"])
+    async def me(who: Principal = Depends(principal)) -> dict[str, Any]:
+        return await gw.auth.get_user(who.user_id)
+
+
+IdemHeader = Header(default=None, alias="Idempotency-Key",
+                    description="Required on every POST that moves money.")
+
+
+def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> None:
+    p = gw.payments
+
+    @r.post("/payments", status_code=202, tags=["payments"])
+    async def create_payment(request: Request, body: PaymentCreate,
+                             who: Principal = Depends(principal),
+                             key: str | None = IdemHeader) -> JSONResponse:
+        data = body.model_dump()
+        return await once(request, who, key, data, lambda: p.create(who.user_id, data), 202)  # type: ignore[no-any-return]
+
+    @r.get("/payments", tags=["payments"])
+    async def list_payments(
+        who: Principal = Depends(principal),
+        status: str | None = Query(None, pattern="^(created|authorized|captured|settled|refunded|failed|canceled)$"),
+        limit: int = Query(20, ge=1, le=100),
+        starting_after: str | None = Query(None, max_length=60),
+    ) -> dict[str, Any]:
+        return await p.list(who.user_id, status, limit, starting_after)
+
+    @r.get("/payments/{payment_id}", tags=["payments"])
+    async def get_payment(payment_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        return await p.get(who.user_id, payment_id)
+
+    @r.get("/payments/{payment_id}/events", tags=["payments"])
+    async def payment_events(payment_id: str,
+                             who: Principal = Depends(principal)) -> dict[str, Any]:
+        return await p.events(who.user_id, payment_id)
+
+    @r.post("/payments/{payment_id}/capture", tags=["payments"])
+    async def capture(request: Request, payment_id: str, body: CaptureIn | None = None,
+                      who: Principal = Depends(principal),
+                      key: str | None = IdemHeader) -> JSONResponse:
+        amount = body.amount_minor if body else None
+        return await once(request, who, key, {"amount_minor": amount},  # type: ignore[no-any-return]
+                          lambda: p.capture(who.user_id, payment_id, amount), 200)
+
+    @r.post("/payments/{payment_id}/cancel", tags=["payments"])
+    async def cancel(request: Request, payment_id: str, body: CancelIn | None = None,
+                     who: Principal = Depends(principal),
+                     key: str | None = IdemHeader) -> JSONResponse:
+        return await once(request, who, key, {},  # type: ignore[no-any-return]
+                          lambda: p.cancel(who.user_id, payment_id), 200)
+
+    @r.post("/payments/{payment_id}/refunds", status_code=202, tags=["payments"])
+    async def refund(request: Request, payment_id: str, body: RefundCreate | None = None,
+                     who: Principal = Depends(principal),
+                     key: str | None = IdemHeader) -> JSONResponse:
+        data = (body or RefundCreate()).model_dump()
+        return await once(request, who, key, data,  # type: ignore[no-any-return]
+                          lambda: p.refund(who.user_id, payment_id, data), 202)
+
+    @r.get("/refunds/{refund_id}", tags=["payments"])
+    async def get_refund(refund_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+        return await p.get_refund(who.user_id, refund_id)
+
+
+def _currency(code: str) -> str:
+    try:
+        return normalize_currency(code)
+    except MoneyError as exc:
+        raise AppError(str(exc), code="validation.unknown_currency", status=422) from exc
+
+
+def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> None:
+    @r.get("/wallets", tags=["wallets"])
+    async def wallets(who: Principal = Depends(principal)) -> dict[str, Any]:
+        body = await gw.ledger.wallets(who.user_id)
+        keep = ("currency", "available_minor", "pending_minor", "posted_minor")
+        return {"data": [{k: w[k] for k in keep} for w in body["data"]]}
+
+    @r.get("/wallets/{currency}/entries", tags=["wallets"])
+    async def entries(currency: str, who: Principal = Depends(principal),
+                      limit: int = Query(20, ge=1, le=100),
+                      starting_after: str | None = Query(None, pattern="^[0-9]{1,18}$"),
+                      ) -> dict[str, Any]:
+        return await gw.ledger.entries(who.user_id, _currency(currency), limit, starting_after)
+
+    @r.post("/transfers", status_code=201, tags=["transfers"])
+    async def send(request: Request, body: TransferCreate, who: Principal = Depends(principal),
+                   key: str | None = IdemHeader) -> JSONResponse:
+        data = body.model_dump(mode="json")
+
+        async def op() -> dict[str, Any]:
+            recipient = await gw.auth.find_by_email(str(body.recipient))
+            if recipient is None:
+                raise NotFound("No PocketPay user has this email.",
+                               code="transfers.recipient_not_found")
+            return await gw.ledger.send({
+                "id": new_id("tr"), "sender_id": who.user_id, "recipient_id": recipient["id"],
+                "sender_email": who.email, "recipient_email": recipient["email"],
+                "amount_minor": body.amount_minor, "currency": body.currency, "note": body.note,
+            })
+
+        return await once(request, who, key, data, op, 201)  # type: ignore[no-any-return]
+
+    @r.get("/transfers", tags=["transfers"])
+    async def list_transfers(who: Principal = Depends(principal),
+                             limit: int = Query(20, ge=1, le=100),
+                             starting_after: str | None = Query(None, max_length=60),
+                             ) -> dict[str, Any]:
+        return await gw.ledger.list_transfers(who.user_id, limit, starting_after)
+
+    @r.get("/transfers/{transfer_id}", tags=["transfers"])
+    async def get_transfer(transfer_id: str,
+                           who: Principal = Depends(principal)) -> dict[str, Any]:
+        return await gw.ledger.get_transfer(who.user_id, transfer_id)
+
+
+def _webhook_routes(r: APIRouter, gw: Gateway) -> None:
+    @r.post("/webhooks/stripe", tags=["webhooks"])
+    async def stripe_webhook(
+        request: Request, stripe_signature: str | None = Header(None, alias="Stripe-Signature"),
+    ) -> dict[str, Any]:
+        payload = await request.body()
+        if not stripe_signature:
+            WEBHOOKS.labels("bad_signature").inc()
+            raise AppError("Missing Stripe-Signature header.", code="webhooks.invalid_signature",
+                           status=400)
+        try:
+            event = stripe.Webhook.construct_event(
+                payload, stripe_signature, gw.webhook_secret, tolerance=gw.webhook_tolerance)
+        except stripe.SignatureVerificationError as exc:
+            WEBHOOKS.labels("bad_signature").inc()
+            raise AppError("The Stripe-Signature does not match this payload, or it is too "
+                           "old.", code="webhooks.invalid_signature", status=400) from exc
+        except ValueError as exc:
+            WEBHOOKS.labels("malformed").inc()
+            raise AppError("The webhook body is not a valid event.",
+                           code="webhooks.malformed", status=400) from exc
+        result = await gw.payments.psp_event(event.to_dict())
+        WEBHOOKS.labels(result.get("status", "processed")).inc()
+        return {"received": True, **result}

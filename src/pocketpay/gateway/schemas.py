@@ -1,0 +1,41 @@
+"""Public request bodies (unknown fields are rejected)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictInt, field_validator
+
+from pocketpay.kit.money import MAX_AMOUNT_MINOR, MoneyError, normalize_currency
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignupIn(_Strict):
+    email: EmailStr
+    password: str = Field(min_length=10, max_length=256)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class LoginIn(_Strict):
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshIn(_Strict):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class TransferCreate(_Strict):
+    recipient: EmailStr
+    amount_minor: StrictInt = Field(gt=0, le=MAX_AMOUNT_MINOR)
+    currency: str = Field(min_length=3, max_length=3)
+    note: str = Field(default="", max_length=500)
+
+    @field_validator("currency")
+    @classmethod
+    def _cur(cls, value: str) -> str:
+        try:
+            return normalize_currency(value)
+        except MoneyError as exc:
+            raise ValueError(str(exc)) from exc

@@ -1,0 +1,71 @@
+"""The base of every typed internal client.
+
+The same client code serves both run modes: in the embedded mode its transport is the owning
+component's ASGI app in this process, at scale it is plain HTTP to that component's URL.
+Errors come back as problem+json and are raised again as ``AppError`` with the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import stamina
+
+from pocketpay.kit.errors import AppError, Unavailable
+from pocketpay.kit.tracing import current_trace_context
+
+
+class InternalClient:
+    def __init__(
+        self, component: str, base_url: str, *, token: str = "",
+        transport: httpx.AsyncBaseTransport | None = None, timeout_seconds: float = 10.0,
+    ) -> None:
+        self.component = component
+        headers = {"X-Internal-Token": token} if token else {}
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, transport=transport, headers=headers, timeout=timeout_seconds,
+            limits=limits,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> Any:
+        headers = current_trace_context()
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            resp = await self._send(method, path, json, clean, headers)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"{self.component} is unreachable: {type(exc).__name__}",
+                              code=f"{self.component}.unavailable") from exc
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {"detail": resp.text[:200], "status": resp.status_code}
+            if not isinstance(body, dict) or "code" not in body:
+                body = {"code": f"{self.component}.error", "status": resp.status_code,
+                        "detail": str(body)[:200]}
+            raise AppError.from_dict(body)
+        return resp.json()
+
+    async def _send(
+        self, method: str, path: str, json: Any, params: dict[str, Any], headers: dict[str, str]
+    ) -> httpx.Response:
+        if method != "GET":
+            return await self._http.request(method, path, json=json, params=params,
+                                            headers=headers)
+        # Reads are safe to retry on a connection blip; writes are retried by their callers
+        # with idempotency keys, never blindly here.
+        async for attempt in stamina.retry_context(on=httpx.TransportError, attempts=3,
+                                                   wait_initial=0.05, wait_max=0.5):
+            with attempt:
+                return await self._http.request(method, path, params=params, headers=headers)
+        raise AssertionError("unreachable")

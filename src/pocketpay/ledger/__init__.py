@@ -1,0 +1,1 @@
+"""Ledger: double-entry accounts and immutable transfers (TigerBeetle's vocabulary), wallets."""

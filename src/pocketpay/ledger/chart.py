@@ -1,0 +1,63 @@
+"""The chart of accounts and transfer codes.
+
+Account ids are deterministic so a caller never has to look one up before moving money:
+``wal_<owner>_<CUR>`` for a user's wallet, ``sys_<name>_<CUR>`` for system accounts.
+Wallets are guarded (debits must not exceed credits) and live in one balance row; system
+accounts are unguarded and spread over ``SYSTEM_SHARDS`` balance rows so that the hot PSP
+receivable account is not one row every capture fights over.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+SYSTEM_SHARDS = 16
+
+
+class AccountCode(IntEnum):
+    WALLET = 1
+    PSP_RECEIVABLE = 10  # card money the PSP owes us, until it is available
+    PSP_SETTLED = 11  # money the PSP made available (our cash at the PSP)
+
+
+class TransferCode(IntEnum):
+    CARD_AUTHORIZATION = 100  # pending: PSP receivable -> wallet
+    CARD_CAPTURE = 101  # posting of the authorization hold
+    SETTLEMENT = 102  # PSP settled <- PSP receivable
+    REFUND = 103  # wallet -> PSP receivable (pending while the PSP refunds)
+    WALLET_TRANSFER = 104  # wallet -> wallet
+
+
+SYSTEM_NAMES = {
+    "psp_receivable": AccountCode.PSP_RECEIVABLE,
+    "psp_settled": AccountCode.PSP_SETTLED,
+}
+
+
+def wallet_account_id(owner_id: str, currency: str) -> str:
+    return f"wal_{owner_id}_{currency}"
+
+
+def system_account_id(name: str, currency: str) -> str:
+    if name not in SYSTEM_NAMES:
+        raise ValueError(f"unknown system account {name!r}")
+    return f"sys_{name}_{currency}"
+
+
+def parse_account_id(account_id: str) -> tuple[AccountCode, str | None, str]:
+    """(code, owner or None, currency) of a deterministic account id."""
+    kind, _, rest = account_id.partition("_")
+    head, _, currency = rest.rpartition("_")
+    if kind == "wal" and head and len(currency) == 3:
+        return AccountCode.WALLET, head, currency
+    if kind == "sys" and head in SYSTEM_NAMES and len(currency) == 3:
+        return SYSTEM_NAMES[head], None, currency
+    raise ValueError(f"not a ledger account id: {account_id!r}")
+
+
+def is_guarded(code: AccountCode) -> bool:
+    return code == AccountCode.WALLET
+
+
+def shard_count(code: AccountCode) -> int:
+    return 1 if is_guarded(code) else SYSTEM_SHARDS

@@ -1,0 +1,71 @@
+"""Tables owned by the ledger. No other component reads or writes them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+)
+
+from pocketpay.kit.outbox import inbox_table, outbox_table
+
+metadata = MetaData()
+
+accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("id", String(120), primary_key=True),
+    Column("code", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("owner_id", String(60), nullable=True, index=True),
+    Column("shards", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Stored balances: one row per account (wallets) or SYSTEM_SHARDS rows (system accounts).
+balances = Table(
+    "ledger_balances",
+    metadata,
+    Column("account_id", String(120), nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("debits_pending", BigInteger, nullable=False, default=0),
+    Column("debits_posted", BigInteger, nullable=False, default=0),
+    Column("credits_pending", BigInteger, nullable=False, default=0),
+    Column("credits_posted", BigInteger, nullable=False, default=0),
+    PrimaryKeyConstraint("account_id", "shard"),
+)
+
+transfers = Table(
+    "ledger_transfers",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("id", String(120), nullable=False, unique=True),  # chosen by the caller
+    Column("debit_account_id", String(120), nullable=False),
+    Column("credit_account_id", String(120), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("code", Integer, nullable=False),
+    # posted | pending | post_pending | void_pending
+    Column("kind", String(16), nullable=False),
+    Column("pending_id", String(120), nullable=True),
+    # for kind=pending: open | posted | voided
+    Column("pending_state", String(10), nullable=True),
+    Column("debit_shard", Integer, nullable=False, default=0),
+    Column("credit_shard", Integer, nullable=False, default=0),
+    Column("user_data", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ledger_transfers_debit", "debit_account_id", "seq"),
+    Index("ix_ledger_transfers_credit", "credit_account_id", "seq"),
+)
+
+outbox = outbox_table(metadata, "ledger")
+inbox = inbox_table(metadata, "ledger")

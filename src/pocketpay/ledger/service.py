@@ -1,0 +1,302 @@
+"""Ledger use cases. Functions take the caller's connection: only an entrypoint commits.
+
+Rules (TigerBeetle's): transfers are immutable, amounts are positive integers, both accounts
+share the currency, ids are chosen by the caller so a retried request is a no-op, and a
+guarded account (a wallet) never lets debits exceed credits. Pending transfers reserve money
+and are later posted (possibly for less) or voided.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pocketpay.kit.clock import aware
+from pocketpay.kit.db import insert_ignore
+from pocketpay.kit.metrics import LEDGER_TRANSFERS
+from pocketpay.kit.money import MAX_AMOUNT_MINOR
+from pocketpay.ledger.chart import (
+    AccountCode,
+    TransferCode,
+    is_guarded,
+    parse_account_id,
+    shard_count,
+    wallet_account_id,
+)
+from pocketpay.ledger.errors import (
+    InsufficientFunds,
+    InvalidTransfer,
+    PendingNotOpen,
+    TransferIdConflict,
+    TransferNotFound,
+)
+from pocketpay.ledger.models import accounts, balances, transfers
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    id: str
+    debit_account_id: str
+    credit_account_id: str
+    amount_minor: int
+    currency: str
+    code: TransferCode
+    pending: bool = False
+    user_data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Balance:
+    account_id: str
+    currency: str
+    debits_pending: int
+    debits_posted: int
+    credits_pending: int
+    credits_posted: int
+
+    @property
+    def posted_minor(self) -> int:
+        return self.credits_posted - self.debits_posted
+
+    @property
+    def pending_minor(self) -> int:
+        return self.credits_pending - self.debits_pending
+
+    @property
+    def available_minor(self) -> int:
+        return self.credits_posted - self.debits_posted - self.debits_pending
+
+
+def _validate(req: TransferRequest) -> tuple[AccountCode, AccountCode]:
+    if not 0 < req.amount_minor <= MAX_AMOUNT_MINOR:
+        raise InvalidTransfer("amount_minor must be a positive integer within limits")
+    if req.debit_account_id == req.credit_account_id:
+        raise InvalidTransfer("a transfer needs two different accounts")
+    try:
+        d_code, _, d_cur = parse_account_id(req.debit_account_id)
+        c_code, _, c_cur = parse_account_id(req.credit_account_id)
+    except ValueError as exc:
+        raise InvalidTransfer(str(exc)) from exc
+    if not d_cur == c_cur == req.currency:
+        raise InvalidTransfer("both accounts must be in the transfer's currency")
+    return d_code, c_code
+
+
+async def ensure_account(conn: AsyncConnection, account_id: str, now: datetime) -> None:
+    code, owner, currency = parse_account_id(account_id)
+    n = shard_count(code)
+    await conn.execute(
+        insert_ignore(conn, accounts).values(
+            id=account_id, code=int(code), currency=currency, owner_id=owner, shards=n,
+            created_at=now,
+        )
+    )
+    await conn.execute(
+        insert_ignore(conn, balances),
+        [
+            {"account_id": account_id, "shard": s, "debits_pending": 0, "debits_posted": 0,
+             "credits_pending": 0, "credits_posted": 0}
+            for s in range(n)
+        ],
+    )
+
+
+async def _apply(
+    conn: AsyncConnection,
+    account_id: str,
+    code: AccountCode,
+    shard: int,
+    deltas: dict[str, int],
+    guard_amount: int | None,
+    now: datetime,
+) -> None:
+    """Add ``deltas`` to one balance row. With ``guard_amount``, refuse (InsufficientFunds)
+    unless the account's available balance covers it, in the same atomic UPDATE."""
+    b = balances.c
+    values = {col: getattr(b, col) + delta for col, delta in deltas.items()}
+    stmt = update(balances).where(b.account_id == account_id, b.shard == shard).values(values)
+    if guard_amount is not None and is_guarded(code):
+        stmt = stmt.where(
+            b.credits_posted - b.debits_posted - b.debits_pending >= guard_amount
+        )
+        result = await conn.execute(stmt)
+        if result.rowcount == 0:
+            raise InsufficientFunds(
+                "The wallet's available balance does not cover this amount."
+            )
+        return
+    result = await conn.execute(stmt)
+    if result.rowcount == 0:
+        await ensure_account(conn, account_id, now)
+        await conn.execute(stmt)
+
+
+async def _insert_transfer(conn: AsyncConnection, values: dict[str, Any]) -> Row[Any] | None:
+    """Insert; on an id already taken, return the existing row (a replay) or raise."""
+    res = await conn.execute(insert_ignore(conn, transfers).values(**values))
+    if res.rowcount == 1:
+        return None
+    existing = (await conn.execute(select(transfers).where(transfers.c.id == values["id"]))).one()
+    same = all(
+        getattr(existing, k) == values[k]
+        for k in ("debit_account_id", "credit_account_id", "amount_minor", "currency", "code",
+                  "kind", "pending_id")
+    )
+    if not same:
+        raise TransferIdConflict(f"transfer id {values['id']} exists with other values")
+    return existing
+
+
+async def create_transfer(conn: AsyncConnection, req: TransferRequest, now: datetime) -> Row[Any]:
+    d_code, c_code = _validate(req)
+    d_shard = random.randrange(shard_count(d_code))
+    c_shard = random.randrange(shard_count(c_code))
+    kind = "pending" if req.pending else "posted"
+    existing = await _insert_transfer(
+        conn,
+        {
+            "id": req.id, "debit_account_id": req.debit_account_id,
+            "credit_account_id": req.credit_account_id, "amount_minor": req.amount_minor,
+            "currency": req.currency, "code": int(req.code), "kind": kind, "pending_id": None,
+            "pending_state": "open" if req.pending else None, "debit_shard": d_shard,
+            "credit_shard": c_shard, "user_data": req.user_data, "created_at": now,
+        },
+    )
+    if existing is not None:
+        return existing
+    col = "pending" if req.pending else "posted"
+    try:
+        await _apply(conn, req.debit_account_id, d_code, d_shard, {f"debits_{col}": req.amount_minor},
+                     req.amount_minor, now)
+    except InsufficientFunds:
+        LEDGER_TRANSFERS.labels(req.code.name.lower(), "insufficient_funds").inc()
+        raise
+    await _apply(conn, req.credit_account_id, c_code, c_shard,
+                 {f"credits_{col}": req.amount_minor}, None, now)
+    LEDGER_TRANSFERS.labels(req.code.name.lower(), "posted").inc()
+    return await get_transfer(conn, req.id)
+
+
+async def resolve_pending(
+    conn: AsyncConnection,
+    transfer_id: str,
+    pending_id: str,
+    now: datetime,
+    *,
+    post: bool,
+    amount_minor: int | None = None,
+    user_data: dict[str, Any] | None = None,
+) -> Row[Any]:
+    """Post (``post=True``, optionally for less) or void an open pending transfer."""
+    pending = (await conn.execute(select(transfers).where(transfers.c.id == pending_id))).first()
+    if pending is None or pending.kind != "pending":
+        raise TransferNotFound(f"no pending transfer {pending_id}")
+    amount = pending.amount_minor if amount_minor is None or not post else amount_minor
+    if not 0 < amount <= pending.amount_minor:
+        raise InvalidTransfer("a posted amount must be positive and at most the pending amount")
+    existing = await _insert_transfer(
+        conn,
+        {
+            "id": transfer_id, "debit_account_id": pending.debit_account_id,
+            "credit_account_id": pending.credit_account_id, "amount_minor": amount,
+            "currency": pending.currency, "code": pending.code,
+            "kind": "post_pending" if post else "void_pending", "pending_id": pending_id,
+            "pending_state": None, "debit_shard": pending.debit_shard,
+            "credit_shard": pending.credit_shard, "user_data": user_data or {},
+            "created_at": now,
+        },
+    )
+    if existing is not None:
+        return existing
+    res = await conn.execute(
+        update(transfers)
+        .where(transfers.c.id == pending_id, transfers.c.pending_state == "open")
+        .values(pending_state="posted" if post else "voided")
+    )
+    if res.rowcount == 0:
+        raise PendingNotOpen(f"pending transfer {pending_id} was already {pending.pending_state}")
+    full = pending.amount_minor
+    posted = amount if post else 0
+    d_code, _, _ = parse_account_id(pending.debit_account_id)
+    c_code, _, _ = parse_account_id(pending.credit_account_id)
+    await _apply(conn, pending.debit_account_id, d_code, pending.debit_shard,
+                 {"debits_pending": -full, "debits_posted": posted}, None, now)
+    await _apply(conn, pending.credit_account_id, c_code, pending.credit_shard,
+                 {"credits_pending": -full, "credits_posted": posted}, None, now)
+    LEDGER_TRANSFERS.labels(TransferCode(pending.code).name.lower(),
+                            "post_pending" if post else "void_pending").inc()
+    return await get_transfer(conn, transfer_id)
+
+
+async def get_transfer(conn: AsyncConnection, transfer_id: str) -> Row[Any]:
+    row = (await conn.execute(select(transfers).where(transfers.c.id == transfer_id))).first()
+    if row is None:
+        raise TransferNotFound(f"no transfer {transfer_id}")
+    return row
+
+
+async def find_transfer(conn: AsyncConnection, transfer_id: str) -> Row[Any] | None:
+    return (await conn.execute(select(transfers).where(transfers.c.id == transfer_id))).first()
+
+
+async def balance(conn: AsyncConnection, account_id: str) -> Balance:
+    """Sum of the account's balance rows: at most SYSTEM_SHARDS rows, whatever the history."""
+    _, _, currency = parse_account_id(account_id)
+    b = balances.c
+    row = (
+        await conn.execute(
+            select(
+                func.coalesce(func.sum(b.debits_pending), 0),
+                func.coalesce(func.sum(b.debits_posted), 0),
+                func.coalesce(func.sum(b.credits_pending), 0),
+                func.coalesce(func.sum(b.credits_posted), 0),
+            ).where(b.account_id == account_id)
+        )
+    ).one()
+    return Balance(account_id, currency, *(int(v) for v in row))
+
+
+async def wallets(conn: AsyncConnection, owner_id: str) -> list[Balance]:
+    rows = (
+        await conn.execute(
+            select(accounts.c.id)
+            .where(accounts.c.owner_id == owner_id, accounts.c.code == int(AccountCode.WALLET))
+            .order_by(accounts.c.currency)
+        )
+    ).all()
+    return [await balance(conn, r.id) for r in rows]
+
+
+async def entries(
+    conn: AsyncConnection, owner_id: str, currency: str, limit: int, starting_after: int | None
+) -> list[Row[Any]]:
+    """Transfers that touch a wallet, newest first, paged by ``seq``."""
+    acct = wallet_account_id(owner_id, currency)
+    t = transfers.c
+    q = select(transfers).where(or_(t.debit_account_id == acct, t.credit_account_id == acct))
+    if starting_after is not None:
+        q = q.where(t.seq < starting_after)
+    return list((await conn.execute(q.order_by(t.seq.desc()).limit(limit))).all())
+
+
+def transfer_dict(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "seq": row.seq,
+        "debit_account_id": row.debit_account_id,
+        "credit_account_id": row.credit_account_id,
+        "amount_minor": row.amount_minor,
+        "currency": row.currency,
+        "code": TransferCode(row.code).name.lower(),
+        "kind": row.kind,
+        "pending_id": row.pending_id,
+        "pending_state": row.pending_state,
+        "user_data": row.user_data,
+        "created_at": aware(row.created_at).isoformat(),
+    }

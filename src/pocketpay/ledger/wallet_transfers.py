@@ -1,0 +1,122 @@
+"""User-to-user transfers: one posted ledger transfer between two wallets, plus an event."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pocketpay.kit.clock import aware
+from pocketpay.kit.outbox import add_event
+from pocketpay.ledger import service
+from pocketpay.ledger.chart import TransferCode, wallet_account_id
+from pocketpay.ledger.errors import InvalidTransfer, TransferNotFound
+from pocketpay.ledger.models import outbox, transfers
+from pocketpay.ledger.schemas import WalletTransferIn
+
+
+def view(row: Row[Any]) -> dict[str, Any]:
+    data = row.user_data or {}
+    return {
+        "id": row.id,
+        "object": "transfer",
+        "status": "posted",
+        "amount_minor": row.amount_minor,
+        "currency": row.currency,
+        "sender_id": data.get("sender_id"),
+        "recipient_id": data.get("recipient_id"),
+        "sender_email": data.get("sender_email"),
+        "recipient_email": data.get("recipient_email"),
+        "note": data.get("note", ""),
+        "created_at": aware(row.created_at).isoformat(),
+    }
+
+
+async def send(conn: AsyncConnection, body: WalletTransferIn, now: datetime) -> dict[str, Any]:
+    if body.sender_id == body.recipient_id:
+        raise InvalidTransfer("You cannot send money to yourself.", code="ledger.self_transfer")
+    existing = await service.find_transfer(conn, body.id)
+    row = await service.create_transfer(
+        conn,
+        service.TransferRequest(
+            id=body.id,
+            debit_account_id=wallet_account_id(body.sender_id, body.currency),
+            credit_account_id=wallet_account_id(body.recipient_id, body.currency),
+            amount_minor=body.amount_minor,
+            currency=body.currency,
+            code=TransferCode.WALLET_TRANSFER,
+            user_data={
+                "sender_id": body.sender_id, "recipient_id": body.recipient_id,
+                "sender_email": body.sender_email, "recipient_email": body.recipient_email,
+                "note": body.note,
+            },
+        ),
+        now,
+    )
+    result = view(row)
+    if existing is None:
+        await add_event(conn, outbox, "ledger.transfer.posted", result, now)
+    return result
+
+
+def _mine(owner_id: str) -> Any:
+    t = transfers.c
+    return and_(
+        t.code == int(TransferCode.WALLET_TRANSFER),
+        t.kind == "posted",
+        or_(t.debit_account_id.like(f"wal\\_{owner_id}\\_%", escape="\\"),
+            t.credit_account_id.like(f"wal\\_{owner_id}\\_%", escape="\\")),
+    )
+
+
+async def get(conn: AsyncConnection, owner_id: str, transfer_id: str) -> dict[str, Any]:
+    row = (
+        await conn.execute(select(transfers).where(transfers.c.id == transfer_id, _mine(owner_id)))
+    ).first()
+    if row is None:
+        raise TransferNotFound(f"No transfer {transfer_id}.", code="not_found")
+    return view(row)
+
+
+async def list_for(
+    conn: AsyncConnection, owner_id: str, limit: int, starting_after: str | None
+) -> tuple[list[dict[str, Any]], bool]:
+    t = transfers.c
+    q = select(transfers).where(_mine(owner_id))
+    if starting_after:
+        cursor = (await conn.execute(select(t.seq).where(t.id == starting_after))).scalar()
+        if cursor is not None:
+            q = q.where(t.seq < cursor)
+    rows = (await conn.execute(q.order_by(t.seq.desc()).limit(limit + 1))).all()
+    return [view(r) for r in rows[:limit]], len(rows) > limit
+
+
+async def refund_hold(
+    conn: AsyncConnection, refund_id: str, payment_id: str, owner_id: str, amount_minor: int,
+    currency: str, now: datetime,
+) -> None:
+    """Reserve a refund's amount in the wallet before the PSP is asked to refund."""
+    from pocketpay.ledger.chart import system_account_id
+    from pocketpay.ledger.consumers import refund_hold_id
+
+    await service.create_transfer(
+        conn,
+        service.TransferRequest(
+            id=refund_hold_id(refund_id),
+            debit_account_id=wallet_account_id(owner_id, currency),
+            credit_account_id=system_account_id("psp_receivable", currency),
+            amount_minor=amount_minor,
+            currency=currency,
+            code=TransferCode.REFUND,
+            pending=True,
+            user_data={"payment_id": payment_id, "refund_id": refund_id},
+        ),
+        now,
+    )
+
+
+def not_found(transfer_id: str) -> TransferNotFound:
+    return TransferNotFound(f"No transfer {transfer_id}.")

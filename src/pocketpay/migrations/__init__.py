@@ -1,0 +1,1 @@
+"""Alembic migrations: one linear history for SQLite (batch mode) and PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Payments: the payment state machine, attempts against the PSP, refunds, PSP webhooks."""

@@ -1,0 +1,177 @@
+"""The payments component: internal API, the authorization consumer, settlement and
+reconciliation jobs, health checks (including the PSP behind its breaker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Query
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pocketpay.kit.bus import Bus, Envelope
+from pocketpay.kit.clock import Clock
+from pocketpay.kit.component import Component, internal_auth
+from pocketpay.kit.db import ping
+from pocketpay.kit.health import CheckResult, Health, health_router
+from pocketpay.kit.httpapp import new_app
+from pocketpay.kit.outbox import OutboxRelay
+from pocketpay.ledger.client import LedgerClient
+from pocketpay.payments import service
+from pocketpay.payments.flows import Flows
+from pocketpay.payments.models import outbox
+from pocketpay.payments.providers.base import Provider
+from pocketpay.payments.schemas import CaptureIn, PaymentCreateInternal, RefundCreate
+from pocketpay.payments.states import PaymentStatus
+from pocketpay.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def _router(engine: AsyncEngine, clock: Clock, flows: Flows, provider: Provider) -> APIRouter:
+    r = APIRouter()
+
+    @r.post("/payments", status_code=202)
+    async def create(body: PaymentCreateInternal) -> dict[str, Any]:
+        async with engine.begin() as conn:
+            row = await service.create(
+                conn, owner_id=body.owner_id, amount_minor=body.amount_minor,
+                currency=body.currency, payment_method=body.payment_method,
+                capture_method=body.capture_method, description=body.description,
+                metadata=body.metadata, provider=provider.name, now=clock.now())
+        flows.relay.notify()
+        return service.payment_view(row)
+
+    @r.get("/payments")
+    async def list_payments(
+        owner_id: str, status: PaymentStatus | None = None,
+        limit: int = Query(20, ge=1, le=100), starting_after: str | None = None,
+    ) -> dict[str, Any]:
+        async with engine.connect() as conn:
+            rows, more = await service.list_for(conn, owner_id, status.value if status else None,
+                                                limit, starting_after)
+        data = [service.payment_view(p) for p in rows]
+        return {"data": data, "has_more": more, "next_cursor": data[-1]["id"] if more else None}
+
+    @r.get("/payments/{payment_id}")
+    async def get(payment_id: str, owner_id: str) -> dict[str, Any]:
+        async with engine.connect() as conn:
+            return service.payment_view(await service.get(conn, payment_id, owner_id))
+
+    @r.get("/payments/{payment_id}/events")
+    async def events(payment_id: str, owner_id: str) -> dict[str, Any]:
+        async with engine.connect() as conn:
+            await service.get(conn, payment_id, owner_id)
+            return {"data": await service.events_of(conn, payment_id)}
+
+    @r.post("/payments/{payment_id}/capture")
+    async def capture(payment_id: str, owner_id: str, body: CaptureIn) -> dict[str, Any]:
+        return await flows.capture(owner_id, payment_id, body.amount_minor)
+
+    @r.post("/payments/{payment_id}/cancel")
+    async def cancel(payment_id: str, owner_id: str) -> dict[str, Any]:
+        return await flows.cancel(owner_id, payment_id)
+
+    @r.post("/payments/{payment_id}/refunds", status_code=202)
+    async def refund(payment_id: str, owner_id: str, body: RefundCreate) -> dict[str, Any]:
+        return await flows.refund(owner_id, payment_id, body.amount_minor, body.reason)
+
+    @r.get("/refunds/{refund_id}")
+    async def get_refund(refund_id: str, owner_id: str) -> dict[str, Any]:
+        async with engine.connect() as conn:
+            return service.refund_view(await service.get_refund(conn, refund_id, owner_id))
+
+    @r.post("/psp-events")
+    async def psp_event(event: dict[str, Any]) -> dict[str, str]:
+        return await flows.handle_psp_event(event)
+
+    @r.get("/health/provider")
+    async def provider_health() -> dict[str, Any]:
+        return await _provider_status(provider)
+
+    return r
+
+
+async def _provider_status(provider: Provider) -> dict[str, Any]:
+    stats = provider.stats()
+    try:
+        latency = await provider.ping()
+        status = "ok"
+    except Exception as exc:
+        latency, status = 0.0, "degraded" if stats["breaker"] != "closed" else "fail"
+        stats["error"] = str(exc)[:200]
+    if provider.stats()["breaker"] != "closed":
+        status = "degraded"
+    return {"status": status, "latency_ms": round(latency, 2), **stats,
+            "breaker": provider.stats()["breaker"]}
+
+
+class _Jobs:
+    """Settlement polling and reconciliation, each pass bounded, on an interval."""
+
+    def __init__(self, flows: Flows, clock: Clock, interval_seconds: float) -> None:
+        self._flows = flows
+        self._clock = clock
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="payments-jobs")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._flows.settle_due()
+                await self._flows.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("payments.jobs_failed", error=str(exc))
+            await asyncio.sleep(self._interval)
+
+
+def build(
+    settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus, provider: Provider,
+    ledger: LedgerClient,
+) -> Component:
+    relay = OutboxRelay(engine, outbox, bus, clock, source="payments",
+                        poll_seconds=settings.bus.relay_poll_seconds, batch=settings.bus.relay_batch)
+    flows = Flows(engine, clock, provider, ledger, relay, settings.psp.attempt_retry_seconds)
+    health = Health("payments")
+
+    async def db_check() -> CheckResult:
+        return CheckResult("ok", {"latency_ms": round(await ping(engine), 2)})
+
+    async def bus_check() -> CheckResult:
+        return CheckResult("ok", {"latency_ms": round(await bus.ping(), 2)})
+
+    async def psp_check() -> CheckResult:
+        body = await _provider_status(provider)
+        # The PSP never makes payments "not ready": an open breaker or a failing ping degrades.
+        return CheckResult("ok" if body["status"] == "ok" else "degraded", body)
+
+    health.add("db", db_check)
+    health.add("bus", bus_check, timeout_seconds=1.0)
+    health.add("provider", psp_check, critical=False,
+               timeout_seconds=settings.psp.ping_timeout_seconds + 0.5)
+    app = new_app("payments", title="PocketPay payments (internal)")
+    app.include_router(health_router(health))
+    app.include_router(_router(engine, clock, flows, provider),
+                       dependencies=[internal_auth(settings.internal_token)])
+
+    async def on_created(env: Envelope) -> None:
+        await flows.authorize(env.data["payment_id"])
+
+    bus.subscribe("payments-processor", ["payments.payment.created"], on_created)
+    jobs = _Jobs(flows, clock, settings.psp.settle_poll_seconds)
+    return Component("payments", app, health, on_start=[relay.start, jobs.start],
+                     on_stop=[jobs.stop, relay.stop], state={"flows": flows, "relay": relay,
+                                                             "jobs": jobs})

@@ -1,0 +1,56 @@
+"""Typed client of the payments internal API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pocketpay.kit.client import InternalClient
+
+
+class PaymentsClient:
+    def __init__(self, http: InternalClient) -> None:
+        self.http = http
+
+    async def _req(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.http.request(method, path, **kw)
+        return result
+
+    async def create(self, owner_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._req("POST", "/payments", json=body | {"owner_id": owner_id})
+
+    async def get(self, owner_id: str, payment_id: str) -> dict[str, Any]:
+        return await self._req("GET", f"/payments/{payment_id}", params={"owner_id": owner_id})
+
+    async def list(
+        self, owner_id: str, status: str | None, limit: int, starting_after: str | None
+    ) -> dict[str, Any]:
+        return await self._req("GET", "/payments", params={
+            "owner_id": owner_id, "status": status, "limit": limit,
+            "starting_after": starting_after})
+
+    async def events(self, owner_id: str, payment_id: str) -> dict[str, Any]:
+        return await self._req("GET", f"/payments/{payment_id}/events",
+                               params={"owner_id": owner_id})
+
+    async def capture(
+        self, owner_id: str, payment_id: str, amount_minor: int | None
+    ) -> dict[str, Any]:
+        return await self._req("POST", f"/payments/{payment_id}/capture",
+                               params={"owner_id": owner_id}, json={"amount_minor": amount_minor})
+
+    async def cancel(self, owner_id: str, payment_id: str) -> dict[str, Any]:
+        return await self._req("POST", f"/payments/{payment_id}/cancel",
+                               params={"owner_id": owner_id}, json={})
+
+    async def refund(self, owner_id: str, payment_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._req("POST", f"/payments/{payment_id}/refunds",
+                               params={"owner_id": owner_id}, json=body)
+
+    async def get_refund(self, owner_id: str, refund_id: str) -> dict[str, Any]:
+        return await self._req("GET", f"/refunds/{refund_id}", params={"owner_id": owner_id})
+
+    async def psp_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        return await self._req("POST", "/psp-events", json=event)
+
+    async def provider_health(self) -> dict[str, Any]:
+        return await self._req("GET", "/health/provider")

@@ -1,0 +1,41 @@
+"""Payments business errors (stable codes)."""
+
+from __future__ import annotations
+
+from pocketpay.kit.errors import AppError
+
+
+class InvalidTransition(AppError):
+    code = "payments.invalid_transition"
+    status = 409
+    title = "Invalid payment state transition"
+
+
+class PaymentNotFound(AppError):
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class RefundExceedsCaptured(AppError):
+    code = "payments.refund_exceeds_captured"
+    status = 422
+    title = "Refund exceeds the captured amount"
+
+
+class CaptureExceedsAuthorized(AppError):
+    code = "payments.capture_exceeds_authorized"
+    status = 422
+    title = "Capture exceeds the authorized amount"
+
+
+class UnknownPaymentMethod(AppError):
+    code = "payments.invalid_payment_method"
+    status = 422
+    title = "Invalid payment method"
+
+
+class ProviderUnavailable(AppError):
+    code = "payments.provider_unavailable"
+    status = 503
+    title = "Payment provider unavailable"

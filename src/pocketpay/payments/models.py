@@ -1,0 +1,98 @@
+"""Tables owned by payments."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from pocketpay.kit.outbox import inbox_table, outbox_table
+
+metadata = MetaData()
+
+payments = Table(
+    "payments_payments",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("owner_id", String(60), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("capture_method", String(10), nullable=False),
+    Column("amount_captured_minor", BigInteger, nullable=False, default=0),
+    Column("amount_refunded_minor", BigInteger, nullable=False, default=0),
+    Column("payment_method", String(100), nullable=False),
+    Column("description", String(500), nullable=True),
+    Column("metadata", JSON, nullable=False),
+    Column("failure_code", String(60), nullable=True),
+    Column("failure_message", String(500), nullable=True),
+    Column("provider", String(20), nullable=False),
+    Column("psp_intent_id", String(80), nullable=True, index=True),
+    Column("psp_charge_id", String(80), nullable=True),
+    Column("psp_balance_txn_id", String(80), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_payments_owner_seq", "owner_id", "seq"),
+    Index("ix_payments_status", "status"),
+)
+
+attempts = Table(
+    "payments_attempts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("payment_id", String(40), nullable=False, index=True),
+    Column("operation", String(20), nullable=False),  # authorize | capture | cancel
+    # pending | succeeded | failed | unknown (a timeout: resolved by webhook or by asking)
+    Column("status", String(12), nullable=False),
+    Column("idempotency_key", String(100), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("tries", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+timeline = Table(
+    "payments_timeline",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("payment_id", String(40), nullable=False, index=True),
+    Column("from_status", String(16), nullable=True),
+    Column("to_status", String(16), nullable=False),
+    Column("cause", String(40), nullable=False),  # api | psp | psp_webhook | settlement | ...
+    Column("detail", JSON, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+)
+
+refunds = Table(
+    "payments_refunds",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("payment_id", String(40), nullable=False, index=True),
+    Column("owner_id", String(60), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("reason", String(60), nullable=True),
+    Column("psp_refund_id", String(80), nullable=True),
+    Column("failure_code", String(60), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Inbox for PSP webhooks: each PSP event id is applied once.
+psp_events = inbox_table(metadata, "payments_psp")
+
+outbox = outbox_table(metadata, "payments")
+inbox = inbox_table(metadata, "payments")

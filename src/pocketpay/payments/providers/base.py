@@ -1,0 +1,99 @@
+"""The interface every PSP adapter implements, and the errors it may raise."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pocketpay.kit.clock import Clock
+
+
+@dataclass(frozen=True)
+class IntentResult:
+    intent_id: str
+    status: str  # Stripe's: requires_capture | succeeded | canceled | requires_payment_method | processing
+    amount_capturable_minor: int = 0
+    amount_received_minor: int = 0
+    charge_id: str | None = None
+    balance_txn_id: str | None = None
+    decline_code: str | None = None
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    refund_id: str
+    status: str  # succeeded | pending | failed | canceled
+    failure_code: str | None = None
+
+
+class PspError(Exception):
+    """Base of adapter errors."""
+
+
+class PspDeclined(PspError):
+    """The PSP answered: the card was declined. Final for this attempt."""
+
+    def __init__(self, code: str, message: str, intent_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.intent_id = intent_id
+
+
+class PspRejected(PspError):
+    """The PSP refused the request itself (4xx): our parameters or state were wrong."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PspUnavailable(PspError):
+    """No answer we can trust (timeout, network, 5xx, breaker open): the outcome is unknown."""
+
+
+class Provider(Protocol):
+    name: str
+
+    async def authorize(
+        self, *, amount_minor: int, currency: str, payment_method: str, capture_method: str,
+        idempotency_key: str, metadata: dict[str, str],
+    ) -> IntentResult: ...
+
+    async def capture(
+        self, intent_id: str, amount_minor: int | None, idempotency_key: str
+    ) -> IntentResult: ...
+
+    async def cancel(self, intent_id: str, idempotency_key: str) -> IntentResult: ...
+
+    async def retrieve(self, intent_id: str) -> IntentResult: ...
+
+    async def refund(
+        self, intent_id: str, amount_minor: int, idempotency_key: str, metadata: dict[str, str]
+    ) -> RefundResult: ...
+
+    async def balance_available(self, balance_txn_id: str) -> bool: ...
+
+    async def ping(self) -> float: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class CallWindow:
+    """Outcomes of PSP calls over a sliding window (for the 5-minute error rate)."""
+
+    def __init__(self, clock: Clock, window_seconds: float = 300.0, limit: int = 100_000) -> None:
+        self._clock = clock
+        self._window = window_seconds
+        self._calls: deque[tuple[float, bool]] = deque(maxlen=limit)
+
+    def record(self, ok: bool) -> None:
+        self._calls.append((self._clock.monotonic(), ok))
+
+    def counts(self) -> tuple[int, int]:
+        horizon = self._clock.monotonic() - self._window
+        while self._calls and self._calls[0][0] < horizon:
+            self._calls.popleft()
+        errors = sum(1 for _, ok in self._calls if not ok)
+        return len(self._calls), errors

@@ -1,0 +1,178 @@
+"""The Stripe adapter, through the official SDK. Pointed at our sandbox by default; given real
+keys and no ``api_base`` it talks to Stripe itself. Every call runs behind a timeout and a
+circuit breaker and carries an idempotency key derived from our own ids."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import stripe
+
+from pocketpay.kit.breaker import BreakerOpen, CircuitBreaker
+from pocketpay.kit.clock import Clock
+from pocketpay.kit.metrics import PSP_CALLS, PSP_LATENCY
+from pocketpay.payments.providers.base import (
+    CallWindow,
+    IntentResult,
+    PspDeclined,
+    PspRejected,
+    PspUnavailable,
+    RefundResult,
+)
+
+T = TypeVar("T")
+
+
+def _charge_ids(charge: Any) -> tuple[str | None, str | None]:
+    if charge is None or isinstance(charge, str):
+        return charge, None
+    bt = charge.get("balance_transaction")
+    return charge.get("id"), bt if isinstance(bt, str) or bt is None else bt.get("id")
+
+
+def _plain(obj: Any) -> Any:
+    return obj.to_dict() if hasattr(obj, "to_dict") else obj
+
+
+def _intent(obj: Any) -> IntentResult:
+    pi = _plain(obj)
+    charge_id, btxn = _charge_ids(pi.get("latest_charge"))
+    err = pi.get("last_payment_error") or {}
+    return IntentResult(
+        intent_id=pi["id"],
+        status=pi["status"],
+        amount_capturable_minor=int(pi.get("amount_capturable") or 0),
+        amount_received_minor=int(pi.get("amount_received") or 0),
+        charge_id=charge_id,
+        balance_txn_id=btxn,
+        decline_code=(err.get("decline_code") or err.get("code")) if err else None,
+        failure_message=err.get("message") if err else None,
+    )
+
+
+class StripeProvider:
+    name = "stripe"
+
+    def __init__(
+        self, api_key: str, api_base: str, clock: Clock, *, timeout_seconds: float = 5.0,
+        ping_timeout_seconds: float = 1.0, failure_threshold: int = 5, reset_seconds: float = 30.0,
+        name: str = "stripe",
+    ) -> None:
+        self.name = name
+        base = {"api": api_base} if api_base else None
+        self._client = stripe.StripeClient(
+            api_key, base_addresses=base,  # type: ignore[arg-type]
+            http_client=stripe.HTTPXClient(timeout=timeout_seconds), max_network_retries=0,
+        )
+        self._ping_client = stripe.StripeClient(
+            api_key, base_addresses=base,  # type: ignore[arg-type]
+            http_client=stripe.HTTPXClient(timeout=ping_timeout_seconds), max_network_retries=0,
+        )
+        self.breaker = CircuitBreaker("psp", clock, failure_threshold=failure_threshold,
+                                      reset_seconds=reset_seconds)
+        self.window = CallWindow(clock)
+
+    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            self.breaker.before_call()
+        except BreakerOpen as exc:
+            PSP_CALLS.labels(op, "breaker_open").inc()
+            raise PspUnavailable(str(exc)) from exc
+        start = time.perf_counter()
+        try:
+            result = await fn()
+        except stripe.CardError as exc:
+            self._ok(op, "declined")
+            pi = getattr(exc, "error", None)
+            intent = getattr(pi, "payment_intent", None) if pi else None
+            raise PspDeclined(
+                exc.code and (getattr(pi, "decline_code", None) or exc.code) or "card_declined",
+                exc.user_message or str(exc),
+                intent.get("id") if intent else None,
+            ) from exc
+        except (stripe.InvalidRequestError, stripe.IdempotencyError) as exc:
+            self._ok(op, "rejected")
+            raise PspRejected(exc.code or "invalid_request", exc.user_message or str(exc)) from exc
+        except (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError,
+                stripe.AuthenticationError) as exc:
+            self._fail(op)
+            raise PspUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        except stripe.StripeError as exc:
+            self._fail(op)
+            raise PspUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            PSP_LATENCY.labels(op).observe(time.perf_counter() - start)
+        self._ok(op, "ok")
+        return result
+
+    def _ok(self, op: str, outcome: str) -> None:
+        self.breaker.record_success()
+        self.window.record(True)
+        PSP_CALLS.labels(op, outcome).inc()
+
+    def _fail(self, op: str) -> None:
+        self.breaker.record_failure()
+        self.window.record(False)
+        PSP_CALLS.labels(op, "error").inc()
+
+    async def authorize(
+        self, *, amount_minor: int, currency: str, payment_method: str, capture_method: str,
+        idempotency_key: str, metadata: dict[str, str],
+    ) -> IntentResult:
+        params: Any = {
+            "amount": amount_minor, "currency": currency.lower(), "payment_method": payment_method,
+            "confirm": True, "capture_method": capture_method, "metadata": metadata,
+            "expand": ["latest_charge"],
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+        }
+        pi = await self._call("authorize", lambda: self._client.v1.payment_intents.create_async(
+            params, {"idempotency_key": idempotency_key}))
+        return _intent(pi)
+
+    async def capture(
+        self, intent_id: str, amount_minor: int | None, idempotency_key: str
+    ) -> IntentResult:
+        params: Any = {"expand": ["latest_charge"]}
+        if amount_minor is not None:
+            params["amount_to_capture"] = amount_minor
+        pi = await self._call("capture", lambda: self._client.v1.payment_intents.capture_async(
+            intent_id, params, {"idempotency_key": idempotency_key}))
+        return _intent(pi)
+
+    async def cancel(self, intent_id: str, idempotency_key: str) -> IntentResult:
+        pi = await self._call("cancel", lambda: self._client.v1.payment_intents.cancel_async(
+            intent_id, None, {"idempotency_key": idempotency_key}))
+        return _intent(pi)
+
+    async def retrieve(self, intent_id: str) -> IntentResult:
+        params: Any = {"expand": ["latest_charge"]}
+        pi = await self._call("retrieve", lambda: self._client.v1.payment_intents.retrieve_async(
+            intent_id, params))
+        return _intent(pi)
+
+    async def refund(
+        self, intent_id: str, amount_minor: int, idempotency_key: str, metadata: dict[str, str]
+    ) -> RefundResult:
+        params: Any = {"payment_intent": intent_id, "amount": amount_minor, "metadata": metadata}
+        r = await self._call("refund", lambda: self._client.v1.refunds.create_async(
+            params, {"idempotency_key": idempotency_key}))
+        body = _plain(r)
+        return RefundResult(body["id"], body["status"], body.get("failure_reason"))
+
+    async def balance_available(self, balance_txn_id: str) -> bool:
+        bt = await self._call("balance_transaction",
+                              lambda: self._client.v1.balance_transactions.retrieve_async(
+                                  balance_txn_id))
+        return bool(_plain(bt)["status"] == "available")
+
+    async def ping(self) -> float:
+        start = time.perf_counter()
+        await self._call("ping", lambda: self._ping_client.v1.balance.retrieve_async())
+        return (time.perf_counter() - start) * 1000
+
+    def stats(self) -> dict[str, Any]:
+        calls, errors = self.window.counts()
+        return {"breaker": self.breaker.state, "calls_5m": calls, "errors_5m": errors,
+                "error_rate_5m": round(errors / calls, 4) if calls else 0.0}

@@ -1,0 +1,58 @@
+"""Request bodies of the payments API (shared by the gateway's public API)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from pocketpay.kit.money import MAX_AMOUNT_MINOR, MoneyError, normalize_currency
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _currency(value: str) -> str:
+    try:
+        return normalize_currency(value)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+class PaymentCreate(_Strict):
+    amount_minor: StrictInt = Field(gt=0, le=MAX_AMOUNT_MINOR,
+                                    description="Amount in minor units (cents), a positive integer.")
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    # A PSP payment-method token (pm_...), never card data.
+    payment_method: str = Field(pattern=r"^pm_[A-Za-z0-9_]{1,90}$", examples=["pm_card_visa"])
+    capture_method: Literal["automatic", "manual"] = "automatic"
+    description: str | None = Field(default=None, max_length=500)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=20)
+
+    _cur = field_validator("currency")(_currency)
+
+    @field_validator("metadata")
+    @classmethod
+    def _meta(cls, value: dict[str, str]) -> dict[str, str]:
+        for k, v in value.items():
+            if not 0 < len(k) <= 40 or len(v) > 500:
+                raise ValueError("metadata keys are 1-40 characters, values at most 500")
+        return value
+
+
+class CaptureIn(_Strict):
+    amount_minor: StrictInt | None = Field(default=None, gt=0, le=MAX_AMOUNT_MINOR)
+
+
+class CancelIn(_Strict):
+    pass
+
+
+class RefundCreate(_Strict):
+    amount_minor: StrictInt | None = Field(default=None, gt=0, le=MAX_AMOUNT_MINOR)
+    reason: Literal["requested_by_customer", "duplicate", "fraudulent"] | None = None
+
+
+class PaymentCreateInternal(PaymentCreate):
+    owner_id: str = Field(min_length=1, max_length=60)

@@ -1,0 +1,194 @@
+"""Payment records and their state changes. Functions take the caller's connection; every
+state change writes the timeline row and the outbox event in that same transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pocketpay.kit.clock import aware
+from pocketpay.kit.ids import new_id
+from pocketpay.kit.metrics import PAYMENTS
+from pocketpay.kit.outbox import add_event
+from pocketpay.payments.errors import InvalidTransition, PaymentNotFound
+from pocketpay.payments.models import outbox, payments, refunds, timeline
+from pocketpay.payments.states import PaymentStatus, can_transition
+
+
+def iso(value: datetime | None) -> str | None:
+    return aware(value).isoformat() if value else None
+
+
+def payment_view(row: Row[Any] | Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "object": "payment",
+        "status": row.status,
+        "amount_minor": row.amount_minor,
+        "currency": row.currency,
+        "amount_captured_minor": row.amount_captured_minor,
+        "amount_refunded_minor": row.amount_refunded_minor,
+        "capture_method": row.capture_method,
+        "payment_method": row.payment_method,
+        "description": row.description,
+        "metadata": row.metadata,
+        "failure_code": row.failure_code,
+        "failure_message": row.failure_message,
+        "provider": row.provider,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def refund_view(row: Row[Any] | Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "object": "refund",
+        "payment_id": row.payment_id,
+        "amount_minor": row.amount_minor,
+        "currency": row.currency,
+        "status": row.status,
+        "reason": row.reason,
+        "failure_code": row.failure_code,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+async def get(conn: AsyncConnection, payment_id: str, owner_id: str | None = None) -> Row[Any]:
+    q = select(payments).where(payments.c.id == payment_id)
+    if owner_id is not None:
+        q = q.where(payments.c.owner_id == owner_id)
+    row = (await conn.execute(q)).first()
+    if row is None:
+        raise PaymentNotFound(f"No payment {payment_id}.")
+    return row
+
+
+async def create(
+    conn: AsyncConnection, *, owner_id: str, amount_minor: int, currency: str,
+    payment_method: str, capture_method: str, description: str | None,
+    metadata: dict[str, str], provider: str, now: datetime,
+) -> Row[Any]:
+    payment_id = new_id("pay")
+    await conn.execute(
+        insert(payments).values(
+            id=payment_id, owner_id=owner_id, amount_minor=amount_minor, currency=currency,
+            status=PaymentStatus.CREATED.value, capture_method=capture_method,
+            amount_captured_minor=0, amount_refunded_minor=0, payment_method=payment_method,
+            description=description, metadata=metadata, provider=provider,
+            created_at=now, updated_at=now,
+        )
+    )
+    row = await get(conn, payment_id)
+    await _record(conn, row, None, PaymentStatus.CREATED, "api", {}, now)
+    return row
+
+
+async def _record(
+    conn: AsyncConnection, row: Row[Any] | Any, before: PaymentStatus | None,
+    after: PaymentStatus, cause: str, detail: dict[str, Any], now: datetime,
+) -> None:
+    await conn.execute(
+        insert(timeline).values(
+            payment_id=row.id, from_status=before.value if before else None,
+            to_status=after.value, cause=cause, detail=detail, occurred_at=now,
+        )
+    )
+    data = payment_view(row) | {"payment_id": row.id, "owner_id": row.owner_id}
+    await add_event(conn, outbox, f"payments.payment.{after.value}", data, now)
+    PAYMENTS.labels(after.value, row.provider).inc()
+
+
+async def transition(
+    conn: AsyncConnection, payment_id: str, target: PaymentStatus, *, cause: str, now: datetime,
+    detail: dict[str, Any] | None = None, strict: bool = True, **changes: Any,
+) -> Row[Any] | None:
+    """Move a payment to ``target`` if the table allows it from its current status.
+
+    The UPDATE is conditional on the status read, so two racing writers cannot both move it.
+    ``strict``: raise InvalidTransition on a move the table forbids; otherwise return None
+    (PSP events that arrive late or twice are simply not applied).
+    """
+    row = await get(conn, payment_id)
+    current = PaymentStatus(row.status)
+    if not can_transition(current, target):
+        if strict:
+            raise InvalidTransition(
+                f"A {current.value} payment cannot become {target.value}.",
+            )
+        return None
+    res = await conn.execute(
+        update(payments)
+        .where(payments.c.id == payment_id, payments.c.status == current.value)
+        .values(status=target.value, updated_at=now, **changes)
+    )
+    if res.rowcount == 0:
+        if strict:
+            raise InvalidTransition(f"The payment changed state concurrently; retry.")
+        return None
+    after = await get(conn, payment_id)
+    await _record(conn, after, current, target, cause, detail or {}, now)
+    return after
+
+
+async def set_fields(conn: AsyncConnection, payment_id: str, now: datetime, **values: Any) -> None:
+    await conn.execute(
+        update(payments).where(payments.c.id == payment_id).values(updated_at=now, **values)
+    )
+
+
+async def list_for(
+    conn: AsyncConnection, owner_id: str, status: str | None, limit: int,
+    starting_after: str | None,
+) -> tuple[list[Row[Any]], bool]:
+    p = payments.c
+    q = select(payments).where(p.owner_id == owner_id)
+    if status:
+        q = q.where(p.status == status)
+    if starting_after:
+        cursor = (
+            await conn.execute(select(p.seq).where(p.id == starting_after, p.owner_id == owner_id))
+        ).scalar()
+        if cursor is not None:
+            q = q.where(p.seq < cursor)
+    rows = list((await conn.execute(q.order_by(p.seq.desc()).limit(limit + 1))).all())
+    return rows[:limit], len(rows) > limit
+
+
+async def events_of(conn: AsyncConnection, payment_id: str) -> list[dict[str, Any]]:
+    rows = (
+        await conn.execute(
+            select(timeline).where(timeline.c.payment_id == payment_id).order_by(timeline.c.seq)
+        )
+    ).all()
+    return [
+        {"from_status": r.from_status, "to_status": r.to_status, "cause": r.cause,
+         "detail": r.detail, "occurred_at": iso(r.occurred_at)}
+        for r in rows
+    ]
+
+
+async def add_timeline_note(
+    conn: AsyncConnection, payment_id: str, status: str, cause: str, detail: dict[str, Any],
+    now: datetime,
+) -> None:
+    """A timeline row that is not a status change (a refund, a failed attempt)."""
+    await conn.execute(
+        insert(timeline).values(payment_id=payment_id, from_status=status, to_status=status,
+                                cause=cause, detail=detail, occurred_at=now)
+    )
+
+
+async def get_refund(conn: AsyncConnection, refund_id: str, owner_id: str | None) -> Row[Any]:
+    q = select(refunds).where(refunds.c.id == refund_id)
+    if owner_id is not None:
+        q = q.where(refunds.c.owner_id == owner_id)
+    row = (await conn.execute(q)).first()
+    if row is None:
+        raise PaymentNotFound(f"No refund {refund_id}.")
+    return row

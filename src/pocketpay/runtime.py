@@ -1,0 +1,169 @@
+"""Builds engines, the bus, clients and apps from settings, for any set of components.
+
+Embedded (the default): every component in this process on one SQLite file, the database
+bus, the sandbox PSP mounted at /sandbox, components' internal APIs under /internal/<name>/.
+Scale: one component per process, on PostgreSQL and NATS, reaching the others over HTTP
+with the same typed clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pocketpay.kit.bus import Bus, EmbeddedBus
+from pocketpay.kit.client import InternalClient
+from pocketpay.kit.clock import Clock, SystemClock
+from pocketpay.kit.component import Component
+from pocketpay.kit.db import create_engine
+from pocketpay.ledger.client import LedgerClient
+from pocketpay.payments.client import PaymentsClient
+from pocketpay.payments.providers.stripe import StripeProvider
+from pocketpay.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+EMBEDDED = ("gateway", "payments", "ledger", "sandbox")
+
+
+def make_bus(settings: Settings, engine: AsyncEngine, clock: Clock) -> Bus:
+    b = settings.bus
+    if settings.bus_url.startswith("nats://"):
+        from pocketpay.kit.bus_nats import NatsBus
+
+        return NatsBus(settings.bus_url, engine, clock, stream=b.stream, max_deliver=b.max_deliver,
+                       retry_delay_ms=b.retry_delay_ms, ack_wait_seconds=b.ack_wait_seconds)
+    return EmbeddedBus(engine, clock, max_deliver=b.max_deliver, retry_delay_ms=b.retry_delay_ms,
+                       poll_seconds=b.relay_poll_seconds, batch=b.relay_batch)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, components: tuple[str, ...] = EMBEDDED,
+                 clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.names = components
+        self.clock = clock or SystemClock()
+        self.engine = create_engine(settings.resolved_database_url(),
+                                    pool_size=settings.db_pool_size)
+        self.bus = make_bus(settings, self.engine, self.clock)
+        self.components: dict[str, Component] = {}
+        self.clients: list[InternalClient] = []
+        self.sandbox_app: FastAPI | None = None
+        self._build()
+        self.app = self._compose()
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    def _client(self, name: str) -> InternalClient:
+        s = self.settings
+        if name in self.components:
+            transport = httpx.ASGITransport(app=self.components[name].app)
+            client = InternalClient(name, f"http://{name}.internal", transport=transport,
+                                    token=s.internal_token)
+        elif name in s.urls:
+            client = InternalClient(name, s.urls[name], token=s.internal_token,
+                                    timeout_seconds=s.psp.timeout_seconds + 5)
+        else:
+            raise RuntimeError(f"component {name} is neither in this process nor in "
+                               f"POCKETPAY_URLS; set POCKETPAY_URLS='{{\"{name}\": \"http://...\"}}'")
+        self.clients.append(client)
+        return client
+
+    def provider(self) -> StripeProvider:
+        s = self.settings
+        base = s.psp.api_base or (f"{s.resolved_public_url()}/sandbox"
+                                  if s.psp.provider == "sandbox" else "")
+        return StripeProvider(
+            s.psp.api_key, base, self.clock, timeout_seconds=s.psp.timeout_seconds,
+            ping_timeout_seconds=s.psp.ping_timeout_seconds,
+            failure_threshold=s.psp.breaker_failure_threshold,
+            reset_seconds=s.psp.breaker_reset_seconds, name=s.psp.provider)
+
+    def _build(self) -> None:
+        s, e, c = self.settings, self.engine, self.clock
+        if "ledger" in self.names:
+            from pocketpay.ledger.app import build as build_ledger
+
+            self.components["ledger"] = build_ledger(s, e, c, self.bus)
+        if "payments" in self.names:
+            from pocketpay.payments.app import build as build_payments
+
+            ledger = LedgerClient(self._client("ledger"))
+            self.components["payments"] = build_payments(s, e, c, self.bus, self.provider(),
+                                                         ledger)
+        if "gateway" in self.names:
+            from pocketpay.gateway.app import build as build_gateway
+
+            self.components["gateway"] = build_gateway(
+                s, e, c, PaymentsClient(self._client("payments")),
+                LedgerClient(self._client("ledger")))
+        if "sandbox" in self.names:
+            from pocketpay.sandbox import create_app as sandbox_app
+
+            hook = s.sandbox.webhook_url or f"{s.resolved_public_url()}/api/v1/webhooks/stripe"
+            self.sandbox_app = sandbox_app(s.sandbox, c, webhook_url=hook)
+        if "monitor" in self.names:
+            from pocketpay.monitor_wiring import build_monitor
+
+            self.components["monitor"] = build_monitor(self)
+
+    def _compose(self) -> FastAPI:
+        """The app this process serves."""
+        root: FastAPI
+        if "gateway" in self.components:
+            root = self.components["gateway"].app
+        elif len(self.components) == 1:
+            root = next(iter(self.components.values())).app
+        elif self.sandbox_app is not None and not self.components:
+            root = self.sandbox_app
+        else:
+            root = FastAPI()
+        for name, comp in self.components.items():
+            if comp.app is not root:
+                root.mount(f"/internal/{name}", comp.app)
+        if self.sandbox_app is not None and self.sandbox_app is not root:
+            root.mount("/sandbox", self.sandbox_app)
+        root.router.lifespan_context = self._lifespan
+        return root
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Any) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.sandbox_app is not None:
+            await self._sandbox_lifespan_enter()
+        await self.bus.start()
+        for comp in self.components.values():
+            await comp.start()
+        log.info("pocketpay.started", components=list(self.names))
+
+    async def stop(self) -> None:
+        for comp in reversed(list(self.components.values())):
+            await comp.stop()
+        await self.bus.close()
+        if self.sandbox_app is not None:
+            await self._sandbox_lifespan_exit()
+        for client in self.clients:
+            await client.aclose()
+        await self.engine.dispose()
+
+    async def _sandbox_lifespan_enter(self) -> None:
+        assert self.sandbox_app is not None
+        self._sandbox_cm = self.sandbox_app.router.lifespan_context(self.sandbox_app)
+        await self._sandbox_cm.__aenter__()
+
+    async def _sandbox_lifespan_exit(self) -> None:
+        await self._sandbox_cm.__aexit__(None, None, None)
