@@ -97,8 +97,7 @@ async def _check(settings: Settings) -> list[str]:
 
     engine = create_engine(settings.resolved_database_url())
     try:
-        async with engine.connect() as conn:
-            return await run_check(conn)
+        return await run_check(engine)
     finally:
         await engine.dispose()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pocketpay.ledger.models import balances, transfers
 
@@ -45,10 +45,21 @@ async def _stored(conn: AsyncConnection) -> Totals:
     return {r[0]: [int(v) for v in r[1:]] for r in rows}
 
 
-async def run_check(conn: AsyncConnection) -> list[str]:
-    """Returns the problems found; empty means the ledger is consistent."""
+async def run_check(engine: AsyncEngine) -> list[str]:
+    """Returns the problems found; empty means the ledger is consistent.
+
+    Both sums are read in one snapshot (REPEATABLE READ on PostgreSQL; SQLite's transaction
+    is one snapshot already), so transfers posted meanwhile cannot show up as a mismatch."""
+    async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            derived, stored = await _from_transfers(conn), await _stored(conn)
+    return _compare(derived, stored)
+
+
+def _compare(derived: Totals, stored: Totals) -> list[str]:
     problems: list[str] = []
-    derived, stored = await _from_transfers(conn), await _stored(conn)
     for account in sorted(set(derived) | set(stored)):
         want = derived.get(account, [0, 0, 0, 0])
         have = stored.get(account, [0, 0, 0, 0])
