@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -36,8 +37,14 @@ def free_port() -> int:
 @asynccontextmanager
 async def serving(app: Any, port: int) -> AsyncIterator[str]:
     """Serve ``app`` (with its lifespan) on 127.0.0.1:port in this event loop."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
-                            log_level="warning", timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="on",
+        log_level="warning",
+        timeout_graceful_shutdown=3,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(2000):
@@ -67,8 +74,9 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 
 
 
 def pg_url(database: str = PG_TEST_DB) -> str:
-    base = os.environ.get("POCKETPAY_TEST_DATABASE_URL",
-                          f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_TEST_DB}")
+    base = os.environ.get(
+        "POCKETPAY_TEST_DATABASE_URL", f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_TEST_DB}"
+    )
     return base.rsplit("/", 1)[0] + f"/{database}"
 
 
@@ -90,9 +98,18 @@ async def prepare_postgres() -> str:
         _pg_ready.add(url)
     engine = create_engine(url)
     async with engine.begin() as conn:
-        names = (await conn.execute(text(
-            "SELECT tablename FROM pg_tables WHERE schemaname='public' "
-            "AND tablename <> 'alembic_version'"))).scalars().all()
+        names = (
+            (
+                await conn.execute(
+                    text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+                        "AND tablename <> 'alembic_version'"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
         await conn.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY"))
     await engine.dispose()
     return url
@@ -105,10 +122,8 @@ async def reset_nats_stream(stream: str) -> None:
     nc = await nats.connect(NATS_URL, connect_timeout=2, max_reconnect_attempts=0)
     try:
         js = nc.jetstream()
-        try:
+        with contextlib.suppress(Exception):  # not there yet
             await js.delete_stream(stream)
-        except Exception:  # not there yet
-            pass
     finally:
         await nc.close()
 
@@ -123,9 +138,13 @@ def sqlite_template() -> Path:
 
 async def make_settings(backend: str, var_dir: Path, port: int, **extra: Any) -> Settings:
     values: dict[str, Any] = {
-        "var_dir": var_dir, "port": port,
-        "psp": {"settle_poll_seconds": 0.05, "attempt_retry_seconds": 0.5,
-                "breaker_reset_seconds": 1.0},
+        "var_dir": var_dir,
+        "port": port,
+        "psp": {
+            "settle_poll_seconds": 0.05,
+            "attempt_retry_seconds": 0.5,
+            "breaker_reset_seconds": 1.0,
+        },
         "sandbox": {"settle_delay_seconds": 0.3},
         "bus": {"relay_poll_seconds": 0.05, "retry_delay_ms": 20, "max_deliver": 3},
         "auth": {"jwt_secret": "test-secret-" + "x" * 40},
@@ -162,15 +181,17 @@ class Stack:
 
     async def user(self, email: str | None = None) -> dict[str, Any]:
         email = email or f"u{uuid.uuid4().hex[:10]}@example.com"
-        r = await self.http.post("/api/v1/auth/signup",
-                                 json={"email": email, "password": PASSWORD, "name": "Test"})
+        r = await self.http.post(
+            "/api/v1/auth/signup", json={"email": email, "password": PASSWORD, "name": "Test"}
+        )
         assert r.status_code == 201, r.text
         body: dict[str, Any] = r.json()
         body["headers"] = {"Authorization": f"Bearer {body['access_token']}"}
         return body
 
-    async def post(self, user: dict[str, Any], path: str, json: Any = None,
-                   key: str | None = "auto") -> httpx.Response:
+    async def post(
+        self, user: dict[str, Any], path: str, json: Any = None, key: str | None = "auto"
+    ) -> httpx.Response:
         headers = dict(user["headers"])
         if key == "auto":
             key = uuid.uuid4().hex
@@ -181,12 +202,25 @@ class Stack:
     async def get(self, user: dict[str, Any], path: str, **params: Any) -> httpx.Response:
         return await self.http.get(path, headers=user["headers"], params=params)
 
-    async def pay(self, user: dict[str, Any], amount: int = 5000, currency: str = "USD",
-                  pm: str = "pm_card_visa", capture: str = "automatic",
-                  until: str | None = "captured") -> dict[str, Any]:
-        r = await self.post(user, "/api/v1/payments", {
-            "amount_minor": amount, "currency": currency, "payment_method": pm,
-            "capture_method": capture})
+    async def pay(
+        self,
+        user: dict[str, Any],
+        amount: int = 5000,
+        currency: str = "USD",
+        pm: str = "pm_card_visa",
+        capture: str = "automatic",
+        until: str | None = "captured",
+    ) -> dict[str, Any]:
+        r = await self.post(
+            user,
+            "/api/v1/payments",
+            {
+                "amount_minor": amount,
+                "currency": currency,
+                "payment_method": pm,
+                "capture_method": capture,
+            },
+        )
         assert r.status_code == 202, r.text
         payment: dict[str, Any] = r.json()
         if until:
@@ -205,11 +239,11 @@ class Stack:
         for w in data:
             if w["currency"] == currency:
                 return dict(w)
-        return {"currency": currency, "available_minor": 0, "pending_minor": 0,
-                "posted_minor": 0}  # type: ignore[dict-item]
+        return {"currency": currency, "available_minor": 0, "pending_minor": 0, "posted_minor": 0}  # type: ignore[dict-item]
 
-    async def wait_available(self, user: dict[str, Any], amount: int,
-                             currency: str = "USD") -> dict[str, int]:
+    async def wait_available(
+        self, user: dict[str, Any], amount: int, currency: str = "USD"
+    ) -> dict[str, int]:
         async def check() -> dict[str, int] | None:
             w = await self.wallet(user, currency)
             return w if w["available_minor"] == amount else None
@@ -223,12 +257,14 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack(backend: str, var_dir: Path, components: tuple[str, ...] = EMBEDDED,
-                        **extra: Any) -> AsyncIterator[Stack]:
+async def running_stack(
+    backend: str, var_dir: Path, components: tuple[str, ...] = EMBEDDED, **extra: Any
+) -> AsyncIterator[Stack]:
     port = free_port()
     settings = await make_settings(backend, var_dir, port, **extra)
     runtime = Runtime(settings, components)
-    async with serving(runtime.app, port) as base_url, httpx.AsyncClient(
-        base_url=base_url, timeout=30
-    ) as http:
+    async with (
+        serving(runtime.app, port) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30) as http,
+    ):
         yield Stack(runtime, http, base_url, backend)

@@ -14,8 +14,7 @@ from typing import Any
 from pocketpay.kit.logging import configure
 from pocketpay.settings import COMPONENTS, Settings
 
-SCALE_PORTS = {"gateway": 8011, "ledger": 8012, "payments": 8013, "sandbox": 8014,
-               "monitor": 8015}
+SCALE_PORTS = {"gateway": 8011, "ledger": 8012, "payments": 8013, "sandbox": 8014, "monitor": 8015}
 
 
 def _serve(settings: Settings, components: tuple[str, ...], port: int) -> None:
@@ -26,8 +25,14 @@ def _serve(settings: Settings, components: tuple[str, ...], port: int) -> None:
 
     upgrade(settings.resolved_database_url())
     runtime = Runtime(settings, components)
-    uvicorn.run(runtime.app, host=settings.host, port=port, log_level="warning",
-                access_log=False, lifespan="on")
+    uvicorn.run(
+        runtime.app,
+        host=settings.host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
@@ -35,17 +40,25 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         return _up_processes(settings)
     from pocketpay.runtime import EMBEDDED
 
-    print(f"PocketPay on {settings.resolved_public_url()}  (API docs: "
-          f"{settings.resolved_public_url()}/docs)", flush=True)
+    print(
+        f"PocketPay on {settings.resolved_public_url()}  (API docs: "
+        f"{settings.resolved_public_url()}/docs)",
+        flush=True,
+    )
     _serve(settings, EMBEDDED, settings.port)
     return 0
 
 
 def _up_processes(settings: Settings) -> int:
     """Each component as its own process on PostgreSQL + NATS: a one-machine deployment."""
-    if not settings.database_url.startswith("postgresql") or not settings.bus_url.startswith("nats"):
-        print("up --processes needs POCKETPAY_DATABASE_URL=postgresql+asyncpg://... and "
-              "POCKETPAY_BUS_URL=nats://...", file=sys.stderr)
+    if not settings.database_url.startswith("postgresql") or not settings.bus_url.startswith(
+        "nats"
+    ):
+        print(
+            "up --processes needs POCKETPAY_DATABASE_URL=postgresql+asyncpg://... and "
+            "POCKETPAY_BUS_URL=nats://...",
+            file=sys.stderr,
+        )
         return 2
     from pocketpay.migrate import upgrade
 
@@ -57,9 +70,13 @@ def _up_processes(settings: Settings) -> int:
         "POCKETPAY_PSP__API_BASE": urls["sandbox"],
         "POCKETPAY_SANDBOX__WEBHOOK_URL": f"{urls['gateway']}/api/v1/webhooks/stripe",
     }
-    procs = [subprocess.Popen([sys.executable, "-m", "pocketpay.cli", "serve", name, "--port",
-                               str(port)], env=env)
-             for name, port in SCALE_PORTS.items() if name != "monitor"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pocketpay.cli", "serve", name, "--port", str(port)], env=env
+        )
+        for name, port in SCALE_PORTS.items()
+        if name != "monitor"
+    ]
     print(f"PocketPay (multi-process) on {urls['gateway']}", flush=True)
     try:
         while all(p.poll() is None for p in procs):
@@ -120,9 +137,18 @@ async def _dlq(settings: Settings, action: str, dlq_id: str | None) -> Any:
     try:
         if action == "list":
             rows = await list_dead_letters(engine)
-            return [{"id": r.id, "durable": r.durable, "event_id": r.event_id,
-                     "subject": r.subject, "error": r.error, "deliveries": r.deliveries,
-                     "created_at": str(r.created_at)} for r in rows]
+            return [
+                {
+                    "id": r.id,
+                    "durable": r.durable,
+                    "event_id": r.event_id,
+                    "subject": r.subject,
+                    "error": r.error,
+                    "deliveries": r.deliveries,
+                    "created_at": str(r.created_at),
+                }
+                for r in rows
+            ]
         bus = make_bus(settings, engine, SystemClock())
         await bus.start()
         try:
@@ -143,8 +169,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pocketpay", description="PocketPay payment platform")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="run PocketPay (every component in one process by default)")
-    up.add_argument("--processes", action="store_true",
-                    help="each component as its own process (PostgreSQL + NATS)")
+    up.add_argument(
+        "--processes",
+        action="store_true",
+        help="each component as its own process (PostgreSQL + NATS)",
+    )
     up.set_defaults(fn=cmd_up)
     serve = sub.add_parser("serve", help="run one component")
     serve.add_argument("component", choices=COMPONENTS)

@@ -37,20 +37,35 @@ def make_bus(settings: Settings, engine: AsyncEngine, clock: Clock) -> Bus:
     if settings.bus_url.startswith("nats://"):
         from pocketpay.kit.bus_nats import NatsBus
 
-        return NatsBus(settings.bus_url, engine, clock, stream=b.stream, max_deliver=b.max_deliver,
-                       retry_delay_ms=b.retry_delay_ms, ack_wait_seconds=b.ack_wait_seconds)
-    return EmbeddedBus(engine, clock, max_deliver=b.max_deliver, retry_delay_ms=b.retry_delay_ms,
-                       poll_seconds=b.relay_poll_seconds, batch=b.relay_batch)
+        return NatsBus(
+            settings.bus_url,
+            engine,
+            clock,
+            stream=b.stream,
+            max_deliver=b.max_deliver,
+            retry_delay_ms=b.retry_delay_ms,
+            ack_wait_seconds=b.ack_wait_seconds,
+        )
+    return EmbeddedBus(
+        engine,
+        clock,
+        max_deliver=b.max_deliver,
+        retry_delay_ms=b.retry_delay_ms,
+        poll_seconds=b.relay_poll_seconds,
+        batch=b.relay_batch,
+    )
 
 
 class Runtime:
-    def __init__(self, settings: Settings, components: tuple[str, ...] = EMBEDDED,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, components: tuple[str, ...] = EMBEDDED, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
         self.names = components
         self.clock = clock or SystemClock()
-        self.engine = create_engine(settings.resolved_database_url(),
-                                    pool_size=settings.db_pool_size)
+        self.engine = create_engine(
+            settings.resolved_database_url(), pool_size=settings.db_pool_size
+        )
         self.bus = make_bus(settings, self.engine, self.clock)
         self.components: dict[str, Component] = {}
         self.clients: list[InternalClient] = []
@@ -64,26 +79,39 @@ class Runtime:
         s = self.settings
         if name in self.components:
             transport = httpx.ASGITransport(app=self.components[name].app)
-            client = InternalClient(name, f"http://{name}.internal", transport=transport,
-                                    token=s.internal_token)
+            client = InternalClient(
+                name, f"http://{name}.internal", transport=transport, token=s.internal_token
+            )
         elif name in s.urls:
-            client = InternalClient(name, s.urls[name], token=s.internal_token,
-                                    timeout_seconds=s.psp.timeout_seconds + 5)
+            client = InternalClient(
+                name,
+                s.urls[name],
+                token=s.internal_token,
+                timeout_seconds=s.psp.timeout_seconds + 5,
+            )
         else:
-            raise RuntimeError(f"component {name} is neither in this process nor in "
-                               f"POCKETPAY_URLS; set POCKETPAY_URLS='{{\"{name}\": \"http://...\"}}'")
+            raise RuntimeError(
+                f"component {name} is neither in this process nor in "
+                f'POCKETPAY_URLS; set POCKETPAY_URLS=\'{{"{name}": "http://..."}}\''
+            )
         self.clients.append(client)
         return client
 
     def provider(self) -> StripeProvider:
         s = self.settings
-        base = s.psp.api_base or (f"{s.resolved_public_url()}/sandbox"
-                                  if s.psp.provider == "sandbox" else "")
+        base = s.psp.api_base or (
+            f"{s.resolved_public_url()}/sandbox" if s.psp.provider == "sandbox" else ""
+        )
         return StripeProvider(
-            s.psp.api_key, base, self.clock, timeout_seconds=s.psp.timeout_seconds,
+            s.psp.api_key,
+            base,
+            self.clock,
+            timeout_seconds=s.psp.timeout_seconds,
             ping_timeout_seconds=s.psp.ping_timeout_seconds,
             failure_threshold=s.psp.breaker_failure_threshold,
-            reset_seconds=s.psp.breaker_reset_seconds, name=s.psp.provider)
+            reset_seconds=s.psp.breaker_reset_seconds,
+            name=s.psp.provider,
+        )
 
     def _build(self) -> None:
         s, e, c = self.settings, self.engine, self.clock
@@ -95,14 +123,17 @@ class Runtime:
             from pocketpay.payments.app import build as build_payments
 
             ledger = LedgerClient(self._client("ledger"))
-            self.components["payments"] = build_payments(s, e, c, self.bus, self.provider(),
-                                                         ledger)
+            self.components["payments"] = build_payments(s, e, c, self.bus, self.provider(), ledger)
         if "gateway" in self.names:
             from pocketpay.gateway.app import build as build_gateway
 
             self.components["gateway"] = build_gateway(
-                s, e, c, PaymentsClient(self._client("payments")),
-                LedgerClient(self._client("ledger")))
+                s,
+                e,
+                c,
+                PaymentsClient(self._client("payments")),
+                LedgerClient(self._client("ledger")),
+            )
         if "sandbox" in self.names:
             from pocketpay.sandbox import create_app as sandbox_app
 

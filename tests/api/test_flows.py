@@ -12,8 +12,12 @@ async def test_top_up_moves_through_every_state_and_credits_the_wallet(stack: St
     events = (await stack.get(alice, f"/api/v1/payments/{payment['id']}/events")).json()["data"]
     assert [e["to_status"] for e in events] == ["created", "authorized", "captured", "settled"]
     wallet = await stack.wait_available(alice, 5000)
-    assert wallet == {"currency": "USD", "available_minor": 5000, "pending_minor": 0,
-                      "posted_minor": 5000}
+    assert wallet == {
+        "currency": "USD",
+        "available_minor": 5000,
+        "pending_minor": 0,
+        "posted_minor": 5000,
+    }
     assert await stack.ledger_problems() == []
 
 
@@ -21,9 +25,16 @@ async def test_transfer_then_refund_what_is_left(stack: Stack) -> None:
     alice, bob = await stack.user(), await stack.user()
     payment = await stack.pay(alice, 5000)
     await stack.wait_available(alice, 5000)
-    r = await stack.post(alice, "/api/v1/transfers", {
-        "recipient": bob["user"]["email"], "amount_minor": 3000, "currency": "USD",
-        "note": "dinner"})
+    r = await stack.post(
+        alice,
+        "/api/v1/transfers",
+        {
+            "recipient": bob["user"]["email"],
+            "amount_minor": 3000,
+            "currency": "USD",
+            "note": "dinner",
+        },
+    )
     assert r.status_code == 201, r.text
     assert r.json()["status"] == "posted"
     assert (await stack.wallet(bob))["available_minor"] == 3000
@@ -32,8 +43,7 @@ async def test_transfer_then_refund_what_is_left(stack: Stack) -> None:
     assert r.status_code == 422
     assert r.json()["code"] == "ledger.insufficient_funds"
     assert (await stack.wallet(alice))["available_minor"] == 2000
-    r = await stack.post(alice, f"/api/v1/payments/{payment['id']}/refunds",
-                         {"amount_minor": 2000})
+    r = await stack.post(alice, f"/api/v1/payments/{payment['id']}/refunds", {"amount_minor": 2000})
     assert r.status_code == 202, r.text
     refund = r.json()
     assert refund["status"] == "succeeded"
@@ -52,8 +62,7 @@ async def test_manual_capture_partial_then_full_refund_marks_refunded(stack: Sta
         return w if w["pending_minor"] == 8000 else None
 
     assert (await eventually(held))["available_minor"] == 0
-    r = await stack.post(alice, f"/api/v1/payments/{payment['id']}/capture",
-                         {"amount_minor": 6000})
+    r = await stack.post(alice, f"/api/v1/payments/{payment['id']}/capture", {"amount_minor": 6000})
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "captured"
     assert r.json()["amount_captured_minor"] == 6000
@@ -86,7 +95,8 @@ async def test_cancel_an_authorized_payment_releases_the_hold(stack: Stack) -> N
 
 async def test_declined_card_fails_with_the_decline_code(stack: Stack) -> None:
     alice = await stack.user()
-    payment = await stack.pay(alice, 1000, pm="pm_card_chargeDeclinedInsufficientFunds",
-                              until="failed")
+    payment = await stack.pay(
+        alice, 1000, pm="pm_card_chargeDeclinedInsufficientFunds", until="failed"
+    )
     assert payment["failure_code"] == "insufficient_funds"
     assert (await stack.wallet(alice))["available_minor"] == 0

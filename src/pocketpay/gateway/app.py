@@ -23,15 +23,30 @@ Every POST that moves money needs an `Idempotency-Key` header. Errors are
 `application/problem+json` with a stable `code`."""
 
 
-def build(settings: Settings, engine: AsyncEngine, clock: Clock, payments: PaymentsClient,
-          ledger: LedgerClient) -> Component:
-    tokens = TokenCodec(settings.resolved_jwt_secret(), issuer=settings.auth.jwt_issuer,
-                        audience=settings.auth.jwt_audience,
-                        ttl_seconds=settings.auth.access_ttl_seconds)
-    auth = AuthService(engine, clock, tokens, settings.auth.refresh_ttl_seconds,
-                       settings.auth.admin_emails)
-    gw = Gateway(auth, IdempotencyStore(engine, clock), payments, ledger,
-                 settings.psp.webhook_secret, settings.psp.webhook_tolerance_seconds)
+def build(
+    settings: Settings,
+    engine: AsyncEngine,
+    clock: Clock,
+    payments: PaymentsClient,
+    ledger: LedgerClient,
+) -> Component:
+    tokens = TokenCodec(
+        settings.resolved_jwt_secret(),
+        issuer=settings.auth.jwt_issuer,
+        audience=settings.auth.jwt_audience,
+        ttl_seconds=settings.auth.access_ttl_seconds,
+    )
+    auth = AuthService(
+        engine, clock, tokens, settings.auth.refresh_ttl_seconds, settings.auth.admin_emails
+    )
+    gw = Gateway(
+        auth,
+        IdempotencyStore(engine, clock),
+        payments,
+        ledger,
+        settings.psp.webhook_secret,
+        settings.psp.webhook_tolerance_seconds,
+    )
     health = Health("gateway")
 
     async def db_check() -> CheckResult:
@@ -48,8 +63,9 @@ def build(settings: Settings, engine: AsyncEngine, clock: Clock, payments: Payme
     health.add("db", db_check)
     health.add("payments", payments_check, critical=False, timeout_seconds=1.0)
     health.add("ledger", ledger_check, critical=False, timeout_seconds=1.0)
-    app: FastAPI = new_app("gateway", title="PocketPay API", docs=True,
-                           max_body_bytes=settings.max_body_bytes)
+    app: FastAPI = new_app(
+        "gateway", title="PocketPay API", docs=True, max_body_bytes=settings.max_body_bytes
+    )
     app.description = DESCRIPTION
     app.version = "1.0.0"
     app.include_router(health_router(health))

@@ -36,13 +36,24 @@ def _sha(token: str) -> str:
 
 
 def user_view(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "email": row.email, "name": row.name, "role": row.role,
-            "created_at": aware(row.created_at).isoformat()}
+    return {
+        "id": row.id,
+        "email": row.email,
+        "name": row.name,
+        "role": row.role,
+        "created_at": aware(row.created_at).isoformat(),
+    }
 
 
 class AuthService:
-    def __init__(self, engine: AsyncEngine, clock: Clock, tokens: TokenCodec,
-                 refresh_ttl_seconds: int, admin_emails: list[str]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        tokens: TokenCodec,
+        refresh_ttl_seconds: int,
+        admin_emails: list[str],
+    ) -> None:
         self._engine = engine
         self._clock = clock
         self.tokens = tokens
@@ -56,9 +67,16 @@ class AuthService:
         role = "admin" if email in self._admins else "user"
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(insert(users).values(
-                    id=uid, email=email, name=name, password_hash=_hasher.hash(password),
-                    role=role, created_at=now))
+                await conn.execute(
+                    insert(users).values(
+                        id=uid,
+                        email=email,
+                        name=name,
+                        password_hash=_hasher.hash(password),
+                        role=role,
+                        created_at=now,
+                    )
+                )
                 row = (await conn.execute(select(users).where(users.c.id == uid))).one()
         except IntegrityError as exc:
             raise EmailTaken("An account with this email exists; log in instead.") from exc
@@ -78,35 +96,58 @@ class AuthService:
     async def refresh(self, token: str) -> dict[str, Any]:
         now = self._clock.now()
         async with self._engine.begin() as conn:
-            rt = (await conn.execute(select(refresh_tokens).where(
-                refresh_tokens.c.token_hash == _sha(token)))).first()
+            rt = (
+                await conn.execute(
+                    select(refresh_tokens).where(refresh_tokens.c.token_hash == _sha(token))
+                )
+            ).first()
             if rt is None or aware(rt.expires_at) <= now:
-                raise Unauthorized("The refresh token is not valid; log in again.",
-                                   code="auth.invalid_refresh_token")
-            used = await conn.execute(update(refresh_tokens).where(
-                refresh_tokens.c.token_hash == rt.token_hash, refresh_tokens.c.used_at.is_(None),
-            ).values(used_at=now))
+                raise Unauthorized(
+                    "The refresh token is not valid; log in again.",
+                    code="auth.invalid_refresh_token",
+                )
+            used = await conn.execute(
+                update(refresh_tokens)
+                .where(
+                    refresh_tokens.c.token_hash == rt.token_hash,
+                    refresh_tokens.c.used_at.is_(None),
+                )
+                .values(used_at=now)
+            )
             if used.rowcount == 0:
-                await conn.execute(delete(refresh_tokens).where(
-                    refresh_tokens.c.family == rt.family))
+                await conn.execute(
+                    delete(refresh_tokens).where(refresh_tokens.c.family == rt.family)
+                )
                 reuse = True
             else:
                 reuse = False
             row = (await conn.execute(select(users).where(users.c.id == rt.user_id))).one()
         if reuse:
-            raise Unauthorized("This refresh token was already used; log in again.",
-                               code="auth.invalid_refresh_token")
+            raise Unauthorized(
+                "This refresh token was already used; log in again.",
+                code="auth.invalid_refresh_token",
+            )
         return await self._session(row, rt.family, now)
 
     async def _session(self, row: Any, family: str, now: datetime) -> dict[str, Any]:
         refresh = secrets.token_urlsafe(32)
         async with self._engine.begin() as conn:
-            await conn.execute(insert(refresh_tokens).values(
-                token_hash=_sha(refresh), user_id=row.id, family=family,
-                expires_at=now + timedelta(seconds=self._refresh_ttl)))
+            await conn.execute(
+                insert(refresh_tokens).values(
+                    token_hash=_sha(refresh),
+                    user_id=row.id,
+                    family=family,
+                    expires_at=now + timedelta(seconds=self._refresh_ttl),
+                )
+            )
         access = self.tokens.issue(Principal(row.id, row.role, row.email), now)
-        return {"user": user_view(row), "access_token": access, "refresh_token": refresh,
-                "token_type": "Bearer", "expires_in": self.tokens.ttl_seconds}
+        return {
+            "user": user_view(row),
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": self.tokens.ttl_seconds,
+        }
 
     async def get_user(self, user_id: str) -> dict[str, Any]:
         async with self._engine.connect() as conn:

@@ -53,11 +53,16 @@ def fingerprint(method: str, path: str, body: Any) -> str:
 
 def check_key(key: str | None) -> str:
     if not key:
-        raise KeyMissing("Send an Idempotency-Key header (a unique string, e.g. a UUID) so a "
-                         "retried request is never applied twice.")
+        raise KeyMissing(
+            "Send an Idempotency-Key header (a unique string, e.g. a UUID) so a "
+            "retried request is never applied twice."
+        )
     if len(key) > 255 or not key.isprintable():
-        raise AppError("The Idempotency-Key must be 1-255 printable characters.",
-                       code="idempotency.key_invalid", status=400)
+        raise AppError(
+            "The Idempotency-Key must be 1-255 printable characters.",
+            code="idempotency.key_invalid",
+            status=400,
+        )
     return key
 
 
@@ -75,12 +80,24 @@ class IdempotencyStore:
         """Run ``op`` once per (owner, key). Returns (status, body, replayed)."""
         now = self._clock.now()
         async with self._engine.begin() as conn:
-            res = await conn.execute(insert_ignore(conn, idempotency_keys).values(
-                owner_id=owner_id, key=key, fingerprint=fp, status="in_progress",
-                created_at=now, locked_until=now + timedelta(seconds=LOCK_SECONDS)))
+            res = await conn.execute(
+                insert_ignore(conn, idempotency_keys).values(
+                    owner_id=owner_id,
+                    key=key,
+                    fingerprint=fp,
+                    status="in_progress",
+                    created_at=now,
+                    locked_until=now + timedelta(seconds=LOCK_SECONDS),
+                )
+            )
             if res.rowcount == 0:
-                row = (await conn.execute(select(idempotency_keys).where(
-                    idempotency_keys.c.owner_id == owner_id, idempotency_keys.c.key == key))).one()
+                row = (
+                    await conn.execute(
+                        select(idempotency_keys).where(
+                            idempotency_keys.c.owner_id == owner_id, idempotency_keys.c.key == key
+                        )
+                    )
+                ).one()
                 replay = await self._existing(conn, row, fp, now)
                 if replay is not None:
                     return replay[0], replay[1], True
@@ -101,34 +118,53 @@ class IdempotencyStore:
 
     async def _existing(self, conn: Any, row: Any, fp: str, now: Any) -> Outcome | None:
         if row.fingerprint != fp:
-            raise KeyReused("This Idempotency-Key was used with a different request; use a new "
-                            "key for a new request.")
+            raise KeyReused(
+                "This Idempotency-Key was used with a different request; use a new "
+                "key for a new request."
+            )
         if row.status == "done":
             return int(row.response_status), dict(row.response_body)
         if row.locked_until and aware(row.locked_until) > now:
-            raise InProgress("The first request with this Idempotency-Key is still running; "
-                             "retry shortly.", headers={"Retry-After": "1"})
+            raise InProgress(
+                "The first request with this Idempotency-Key is still running; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
         # The first request died while holding the key: take it over.
-        await conn.execute(update(idempotency_keys).where(
-            idempotency_keys.c.owner_id == row.owner_id, idempotency_keys.c.key == row.key,
-        ).values(locked_until=now + timedelta(seconds=LOCK_SECONDS)))
+        await conn.execute(
+            update(idempotency_keys)
+            .where(
+                idempotency_keys.c.owner_id == row.owner_id,
+                idempotency_keys.c.key == row.key,
+            )
+            .values(locked_until=now + timedelta(seconds=LOCK_SECONDS))
+        )
         return None
 
     async def _store(self, owner_id: str, key: str, status: int, body: dict[str, Any]) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(update(idempotency_keys).where(
-                idempotency_keys.c.owner_id == owner_id, idempotency_keys.c.key == key,
-            ).values(status="done", response_status=status, response_body=body,
-                     locked_until=None))
+            await conn.execute(
+                update(idempotency_keys)
+                .where(
+                    idempotency_keys.c.owner_id == owner_id,
+                    idempotency_keys.c.key == key,
+                )
+                .values(
+                    status="done", response_status=status, response_body=body, locked_until=None
+                )
+            )
 
     async def _release(self, owner_id: str, key: str) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(delete(idempotency_keys).where(
-                idempotency_keys.c.owner_id == owner_id, idempotency_keys.c.key == key))
+            await conn.execute(
+                delete(idempotency_keys).where(
+                    idempotency_keys.c.owner_id == owner_id, idempotency_keys.c.key == key
+                )
+            )
 
     async def purge(self) -> int:
         horizon = self._clock.now() - timedelta(hours=KEEP_HOURS)
         async with self._engine.begin() as conn:
-            res = await conn.execute(delete(idempotency_keys).where(
-                idempotency_keys.c.created_at < horizon))
+            res = await conn.execute(
+                delete(idempotency_keys).where(idempotency_keys.c.created_at < horizon)
+            )
         return int(res.rowcount)

@@ -27,8 +27,15 @@ _bearer = HTTPBearer(auto_error=False, description="The access token from /auth/
 
 
 class Gateway:
-    def __init__(self, auth: AuthService, idem: IdempotencyStore, payments: PaymentsClient,
-                 ledger: LedgerClient, webhook_secret: str, webhook_tolerance: int) -> None:
+    def __init__(
+        self,
+        auth: AuthService,
+        idem: IdempotencyStore,
+        payments: PaymentsClient,
+        ledger: LedgerClient,
+        webhook_secret: str,
+        webhook_tolerance: int,
+    ) -> None:
         self.auth = auth
         self.idem = idem
         self.payments = payments
@@ -44,13 +51,19 @@ def build_router(gw: Gateway) -> APIRouter:
         creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ) -> Principal:
         if creds is None or creds.scheme.lower() != "bearer":
-            raise Unauthorized("Send 'Authorization: Bearer <access_token>'.",
-                               headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized(
+                "Send 'Authorization: Bearer <access_token>'.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return gw.auth.tokens.verify(creds.credentials)
 
     async def once(
-        request: Request, who: Principal, key: str | None, body: Any,
-        op: Callable[[], Awaitable[dict[str, Any]]], status: int,
+        request: Request,
+        who: Principal,
+        key: str | None,
+        body: Any,
+        op: Callable[[], Awaitable[dict[str, Any]]],
+        status: int,
     ) -> JSONResponse:
         checked = check_key(key)
         fp = fingerprint(request.method, request.url.path, body)
@@ -88,24 +101,30 @@ def _auth_routes(r: APIRouter, gw: Gateway, principal: Any) -> None:
         return await gw.auth.get_user(who.user_id)
 
 
-IdemHeader = Header(default=None, alias="Idempotency-Key",
-                    description="Required on every POST that moves money.")
+IdemHeader = Header(
+    default=None, alias="Idempotency-Key", description="Required on every POST that moves money."
+)
 
 
 def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> None:
     p = gw.payments
 
     @r.post("/payments", status_code=202, tags=["payments"])
-    async def create_payment(request: Request, body: PaymentCreate,
-                             who: Principal = Depends(principal),
-                             key: str | None = IdemHeader) -> JSONResponse:
+    async def create_payment(
+        request: Request,
+        body: PaymentCreate,
+        who: Principal = Depends(principal),
+        key: str | None = IdemHeader,
+    ) -> JSONResponse:
         data = body.model_dump()
         return await once(request, who, key, data, lambda: p.create(who.user_id, data), 202)  # type: ignore[no-any-return]
 
     @r.get("/payments", tags=["payments"])
     async def list_payments(
         who: Principal = Depends(principal),
-        status: str | None = Query(None, pattern="^(created|authorized|captured|settled|refunded|failed|canceled)$"),
+        status: str | None = Query(
+            None, pattern="^(created|authorized|captured|settled|refunded|failed|canceled)$"
+        ),
         limit: int = Query(20, ge=1, le=100),
         starting_after: str | None = Query(None, max_length=60),
     ) -> dict[str, Any]:
@@ -116,32 +135,63 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> Non
         return await p.get(who.user_id, payment_id)
 
     @r.get("/payments/{payment_id}/events", tags=["payments"])
-    async def payment_events(payment_id: str,
-                             who: Principal = Depends(principal)) -> dict[str, Any]:
+    async def payment_events(
+        payment_id: str, who: Principal = Depends(principal)
+    ) -> dict[str, Any]:
         return await p.events(who.user_id, payment_id)
 
     @r.post("/payments/{payment_id}/capture", tags=["payments"])
-    async def capture(request: Request, payment_id: str, body: CaptureIn | None = None,
-                      who: Principal = Depends(principal),
-                      key: str | None = IdemHeader) -> JSONResponse:
+    async def capture(
+        request: Request,
+        payment_id: str,
+        body: CaptureIn | None = None,
+        who: Principal = Depends(principal),
+        key: str | None = IdemHeader,
+    ) -> JSONResponse:
         amount = body.amount_minor if body else None
-        return await once(request, who, key, {"amount_minor": amount},  # type: ignore[no-any-return]
-                          lambda: p.capture(who.user_id, payment_id, amount), 200)
+        return await once(
+            request,
+            who,
+            key,
+            {"amount_minor": amount},  # type: ignore[no-any-return]
+            lambda: p.capture(who.user_id, payment_id, amount),
+            200,
+        )
 
     @r.post("/payments/{payment_id}/cancel", tags=["payments"])
-    async def cancel(request: Request, payment_id: str, body: CancelIn | None = None,
-                     who: Principal = Depends(principal),
-                     key: str | None = IdemHeader) -> JSONResponse:
-        return await once(request, who, key, {},  # type: ignore[no-any-return]
-                          lambda: p.cancel(who.user_id, payment_id), 200)
+    async def cancel(
+        request: Request,
+        payment_id: str,
+        body: CancelIn | None = None,
+        who: Principal = Depends(principal),
+        key: str | None = IdemHeader,
+    ) -> JSONResponse:
+        return await once(
+            request,
+            who,
+            key,
+            {},  # type: ignore[no-any-return]
+            lambda: p.cancel(who.user_id, payment_id),
+            200,
+        )
 
     @r.post("/payments/{payment_id}/refunds", status_code=202, tags=["payments"])
-    async def refund(request: Request, payment_id: str, body: RefundCreate | None = None,
-                     who: Principal = Depends(principal),
-                     key: str | None = IdemHeader) -> JSONResponse:
+    async def refund(
+        request: Request,
+        payment_id: str,
+        body: RefundCreate | None = None,
+        who: Principal = Depends(principal),
+        key: str | None = IdemHeader,
+    ) -> JSONResponse:
         data = (body or RefundCreate()).model_dump()
-        return await once(request, who, key, data,  # type: ignore[no-any-return]
-                          lambda: p.refund(who.user_id, payment_id, data), 202)
+        return await once(
+            request,
+            who,
+            key,
+            data,  # type: ignore[no-any-return]
+            lambda: p.refund(who.user_id, payment_id, data),
+            202,
+        )
 
     @r.get("/refunds/{refund_id}", tags=["payments"])
     async def get_refund(refund_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
@@ -163,64 +213,85 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> None
         return {"data": [{k: w[k] for k in keep} for w in body["data"]]}
 
     @r.get("/wallets/{currency}/entries", tags=["wallets"])
-    async def entries(currency: str, who: Principal = Depends(principal),
-                      limit: int = Query(20, ge=1, le=100),
-                      starting_after: str | None = Query(None, pattern="^[0-9]{1,18}$"),
-                      ) -> dict[str, Any]:
+    async def entries(
+        currency: str,
+        who: Principal = Depends(principal),
+        limit: int = Query(20, ge=1, le=100),
+        starting_after: str | None = Query(None, pattern="^[0-9]{1,18}$"),
+    ) -> dict[str, Any]:
         return await gw.ledger.entries(who.user_id, _currency(currency), limit, starting_after)
 
     @r.post("/transfers", status_code=201, tags=["transfers"])
-    async def send(request: Request, body: TransferCreate, who: Principal = Depends(principal),
-                   key: str | None = IdemHeader) -> JSONResponse:
+    async def send(
+        request: Request,
+        body: TransferCreate,
+        who: Principal = Depends(principal),
+        key: str | None = IdemHeader,
+    ) -> JSONResponse:
         data = body.model_dump(mode="json")
 
         async def op() -> dict[str, Any]:
             recipient = await gw.auth.find_by_email(str(body.recipient))
             if recipient is None:
-                raise NotFound("No PocketPay user has this email.",
-                               code="transfers.recipient_not_found")
-            return await gw.ledger.send({
-                "id": new_id("tr"), "sender_id": who.user_id, "recipient_id": recipient["id"],
-                "sender_email": who.email, "recipient_email": recipient["email"],
-                "amount_minor": body.amount_minor, "currency": body.currency, "note": body.note,
-            })
+                raise NotFound(
+                    "No PocketPay user has this email.", code="transfers.recipient_not_found"
+                )
+            return await gw.ledger.send(
+                {
+                    "id": new_id("tr"),
+                    "sender_id": who.user_id,
+                    "recipient_id": recipient["id"],
+                    "sender_email": who.email,
+                    "recipient_email": recipient["email"],
+                    "amount_minor": body.amount_minor,
+                    "currency": body.currency,
+                    "note": body.note,
+                }
+            )
 
         return await once(request, who, key, data, op, 201)  # type: ignore[no-any-return]
 
     @r.get("/transfers", tags=["transfers"])
-    async def list_transfers(who: Principal = Depends(principal),
-                             limit: int = Query(20, ge=1, le=100),
-                             starting_after: str | None = Query(None, max_length=60),
-                             ) -> dict[str, Any]:
+    async def list_transfers(
+        who: Principal = Depends(principal),
+        limit: int = Query(20, ge=1, le=100),
+        starting_after: str | None = Query(None, max_length=60),
+    ) -> dict[str, Any]:
         return await gw.ledger.list_transfers(who.user_id, limit, starting_after)
 
     @r.get("/transfers/{transfer_id}", tags=["transfers"])
-    async def get_transfer(transfer_id: str,
-                           who: Principal = Depends(principal)) -> dict[str, Any]:
+    async def get_transfer(transfer_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
         return await gw.ledger.get_transfer(who.user_id, transfer_id)
 
 
 def _webhook_routes(r: APIRouter, gw: Gateway) -> None:
     @r.post("/webhooks/stripe", tags=["webhooks"])
     async def stripe_webhook(
-        request: Request, stripe_signature: str | None = Header(None, alias="Stripe-Signature"),
+        request: Request,
+        stripe_signature: str | None = Header(None, alias="Stripe-Signature"),
     ) -> dict[str, Any]:
         payload = await request.body()
         if not stripe_signature:
             WEBHOOKS.labels("bad_signature").inc()
-            raise AppError("Missing Stripe-Signature header.", code="webhooks.invalid_signature",
-                           status=400)
+            raise AppError(
+                "Missing Stripe-Signature header.", code="webhooks.invalid_signature", status=400
+            )
         try:
             event = stripe.Webhook.construct_event(
-                payload, stripe_signature, gw.webhook_secret, tolerance=gw.webhook_tolerance)
+                payload, stripe_signature, gw.webhook_secret, tolerance=gw.webhook_tolerance
+            )
         except stripe.SignatureVerificationError as exc:
             WEBHOOKS.labels("bad_signature").inc()
-            raise AppError("The Stripe-Signature does not match this payload, or it is too "
-                           "old.", code="webhooks.invalid_signature", status=400) from exc
+            raise AppError(
+                "The Stripe-Signature does not match this payload, or it is too old.",
+                code="webhooks.invalid_signature",
+                status=400,
+            ) from exc
         except ValueError as exc:
             WEBHOOKS.labels("malformed").inc()
-            raise AppError("The webhook body is not a valid event.",
-                           code="webhooks.malformed", status=400) from exc
+            raise AppError(
+                "The webhook body is not a valid event.", code="webhooks.malformed", status=400
+            ) from exc
         result = await gw.payments.psp_event(event.to_dict())
         WEBHOOKS.labels(result.get("status", "processed")).inc()
         return {"received": True, **result}

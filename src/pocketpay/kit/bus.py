@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Column,
     DateTime,
@@ -50,8 +49,9 @@ metadata = MetaData()
 bus_stream = Table(
     "bus_stream",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("msg_id", String(80), nullable=False, unique=True),
     Column("subject", String(100), nullable=False),
     Column("payload", Text, nullable=False),
@@ -220,6 +220,8 @@ class _Subscription:
     subjects: list[str]
     handler: Handler
     task: asyncio.Task[None] | None = None
+    # drain() and the consume task must not deliver the same rows concurrently.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class EmbeddedBus:
@@ -302,7 +304,9 @@ class EmbeddedBus:
                 )
             ).all()
         pending = [
-            r for r in rows if sub is None or any(subject_matches(p, r.subject) for p in sub.subjects)
+            r
+            for r in rows
+            if sub is None or any(subject_matches(p, r.subject) for p in sub.subjects)
         ]
         if not pending:
             return 0, 0.0
@@ -350,6 +354,10 @@ class EmbeddedBus:
                 return
 
     async def drain_once(self, sub: _Subscription) -> int:
+        async with sub.lock:
+            return await self._drain_once(sub)
+
+    async def _drain_once(self, sub: _Subscription) -> int:
         async with self._engine.connect() as conn:
             last = (
                 await conn.execute(
@@ -387,9 +395,14 @@ class EmbeddedBus:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning(
-                    "bus.handler_failed", durable=sub.durable, event_id=env.id, attempt=attempt,
+                    "bus.handler_failed",
+                    durable=sub.durable,
+                    event_id=env.id,
+                    attempt=attempt,
                     error=error,
                 )
                 if attempt < self._max_deliver:
                     await asyncio.sleep(self._retry_delay * attempt)
-        await dead_letter(self._engine, sub.durable, env, error, self._max_deliver, self._clock.now())
+        await dead_letter(
+            self._engine, sub.durable, env, error, self._max_deliver, self._clock.now()
+        )

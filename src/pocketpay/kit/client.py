@@ -18,14 +18,22 @@ from pocketpay.kit.tracing import current_trace_context
 
 class InternalClient:
     def __init__(
-        self, component: str, base_url: str, *, token: str = "",
-        transport: httpx.AsyncBaseTransport | None = None, timeout_seconds: float = 10.0,
+        self,
+        component: str,
+        base_url: str,
+        *,
+        token: str = "",
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_seconds: float = 10.0,
     ) -> None:
         self.component = component
         headers = {"X-Internal-Token": token} if token else {}
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         self._http = httpx.AsyncClient(
-            base_url=base_url, transport=transport, headers=headers, timeout=timeout_seconds,
+            base_url=base_url,
+            transport=transport,
+            headers=headers,
+            timeout=timeout_seconds,
             limits=limits,
         )
 
@@ -33,7 +41,12 @@ class InternalClient:
         await self._http.aclose()
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
         request_id: str | None = None,
     ) -> Any:
         headers = current_trace_context()
@@ -43,16 +56,21 @@ class InternalClient:
         try:
             resp = await self._send(method, path, json, clean, headers)
         except httpx.HTTPError as exc:
-            raise Unavailable(f"{self.component} is unreachable: {type(exc).__name__}",
-                              code=f"{self.component}.unavailable") from exc
+            raise Unavailable(
+                f"{self.component} is unreachable: {type(exc).__name__}",
+                code=f"{self.component}.unavailable",
+            ) from exc
         if resp.status_code >= 400:
             try:
                 body = resp.json()
             except ValueError:
                 body = {"detail": resp.text[:200], "status": resp.status_code}
             if not isinstance(body, dict) or "code" not in body:
-                body = {"code": f"{self.component}.error", "status": resp.status_code,
-                        "detail": str(body)[:200]}
+                body = {
+                    "code": f"{self.component}.error",
+                    "status": resp.status_code,
+                    "detail": str(body)[:200],
+                }
             raise AppError.from_dict(body)
         return resp.json()
 
@@ -60,12 +78,12 @@ class InternalClient:
         self, method: str, path: str, json: Any, params: dict[str, Any], headers: dict[str, str]
     ) -> httpx.Response:
         if method != "GET":
-            return await self._http.request(method, path, json=json, params=params,
-                                            headers=headers)
+            return await self._http.request(method, path, json=json, params=params, headers=headers)
         # Reads are safe to retry on a connection blip; writes are retried by their callers
         # with idempotency keys, never blindly here.
-        async for attempt in stamina.retry_context(on=httpx.TransportError, attempts=3,
-                                                   wait_initial=0.05, wait_max=0.5):
+        async for attempt in stamina.retry_context(
+            on=httpx.TransportError, attempts=3, wait_initial=0.05, wait_max=0.5
+        ):
             with attempt:
                 return await self._http.request(method, path, params=params, headers=headers)
         raise AssertionError("unreachable")

@@ -37,7 +37,8 @@ def internal_auth(token: str) -> Any:
 
     async def check(x_internal_token: str = Header(default="")) -> None:
         if token and x_internal_token != token:
-            raise Unauthorized("internal endpoint: missing or wrong X-Internal-Token",
-                               code="auth.internal_token")
+            raise Unauthorized(
+                "internal endpoint: missing or wrong X-Internal-Token", code="auth.internal_token"
+            )
 
     return Depends(check)

@@ -48,44 +48,71 @@ def _clean_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        out.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid"),
-                    "type": err.get("type", "invalid")})
+        out.append(
+            {
+                "field": ".".join(loc) or "body",
+                "message": err.get("msg", "invalid"),
+                "type": err.get("type", "invalid"),
+            }
+        )
     return out[:50]
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
-        return problem(exc.status, exc.code, exc.title, exc.detail, request, exc.errors,
-                       exc.headers)
+        return problem(
+            exc.status, exc.code, exc.title, exc.detail, request, exc.errors, exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _clean_validation_errors(exc)
         if any(e["type"] == "json_invalid" for e in errors):
-            return problem(400, "request.malformed_json", "Malformed JSON",
-                           "The request body is not valid JSON.", request, errors)
+            return problem(
+                400,
+                "request.malformed_json",
+                "Malformed JSON",
+                "The request body is not valid JSON.",
+                request,
+                errors,
+            )
         first = errors[0] if errors else {"field": "body", "message": "invalid"}
         return problem(
-            422, "validation.failed", "Validation failed",
-            f"{first['field']}: {first['message']}", request, errors,
+            422,
+            "validation.failed",
+            "Validation failed",
+            f"{first['field']}: {first['message']}",
+            request,
+            errors,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "auth.unauthorized",
-                 403: "auth.forbidden", 413: "request.too_large", 415: "request.unsupported_media"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "auth.unauthorized",
+            403: "auth.forbidden",
+            413: "request.too_large",
+            415: "request.unsupported_media",
+        }
         code = codes.get(exc.status_code, f"http.{exc.status_code}")
         detail = exc.detail if isinstance(exc.detail, str) else "request rejected"
-        return problem(exc.status_code, code, detail, detail, request,
-                       headers=getattr(exc, "headers", None))
+        return problem(
+            exc.status_code, code, detail, detail, request, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("http.unhandled", path=request.url.path)
-        return problem(500, "internal.error", "Internal error",
-                       "Something went wrong on our side; the request id helps us find it.",
-                       request)
+        return problem(
+            500,
+            "internal.error",
+            "Internal error",
+            "Something went wrong on our side; the request id helps us find it.",
+            request,
+        )
 
 
 class RequestContextMiddleware:
@@ -137,8 +164,9 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "GET")
-            HTTP_REQUESTS.labels(self.component, method, template,
-                                 str(status_holder["status"])).inc()
+            HTTP_REQUESTS.labels(
+                self.component, method, template, str(status_holder["status"])
+            ).inc()
             HTTP_LATENCY.labels(self.component, method, template).observe(
                 time.perf_counter() - start
             )
@@ -161,8 +189,9 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, rid: str, limit
     await resp(scope, receive, send)
 
 
-def new_app(component: str, *, title: str, max_body_bytes: int = 64 * 1024,
-            docs: bool = False) -> FastAPI:
+def new_app(
+    component: str, *, title: str, max_body_bytes: int = 64 * 1024, docs: bool = False
+) -> FastAPI:
     app = FastAPI(
         title=title,
         docs_url="/docs" if docs else None,
@@ -170,6 +199,5 @@ def new_app(component: str, *, title: str, max_body_bytes: int = 64 * 1024,
         openapi_url="/openapi.json" if docs else None,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, component=component,
-                       max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, component=component, max_body_bytes=max_body_bytes)
     return app

@@ -9,8 +9,15 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEYS = ("password", "token", "secret", "authorization", "stripe-signature", "api_key",
-                "card")
+_SECRET_KEYS = (
+    "password",
+    "token",
+    "secret",
+    "authorization",
+    "stripe-signature",
+    "api_key",
+    "card",
+)
 
 
 def _mask(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:

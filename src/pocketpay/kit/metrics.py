@@ -13,9 +13,7 @@ HTTP_LATENCY = Histogram(
     ["component", "method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-PAYMENTS = Counter(
-    "pocketpay_payments_total", "Payment state changes", ["status", "provider"]
-)
+PAYMENTS = Counter("pocketpay_payments_total", "Payment state changes", ["status", "provider"])
 PSP_CALLS = Counter("pocketpay_psp_calls_total", "PSP calls", ["operation", "outcome"])
 PSP_LATENCY = Histogram("pocketpay_psp_call_duration_seconds", "PSP call latency", ["operation"])
 BREAKER_STATE = Gauge(

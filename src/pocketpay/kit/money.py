@@ -66,5 +66,11 @@ class Money:
         """Human form, e.g. ``12.34 USD``."""
         exp = self.exponent
         sign = "-" if self.amount_minor < 0 else ""
-        whole, frac = divmod(abs(self.amount_minor), 10**exp) if exp else (abs(self.amount_minor), 0)
-        return f"{sign}{whole}.{frac:0{exp}d} {self.currency}" if exp else f"{sign}{whole} {self.currency}"
+        whole, frac = (
+            divmod(abs(self.amount_minor), 10**exp) if exp else (abs(self.amount_minor), 0)
+        )
+        return (
+            f"{sign}{whole}.{frac:0{exp}d} {self.currency}"
+            if exp
+            else f"{sign}{whole} {self.currency}"
+        )

@@ -46,8 +46,12 @@ def outbox_table(metadata: MetaData, component: str) -> Table:
     return Table(
         f"{component}_outbox",
         metadata,
-        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-               autoincrement=True),
+        Column(
+            "seq",
+            BigInteger().with_variant(Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
         Column("event_id", String(40), nullable=False, unique=True),
         Column("type", String(100), nullable=False),
         Column("occurred_at", DateTime(timezone=True), nullable=False),
@@ -160,10 +164,7 @@ class OutboxRelay:
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(t)
-                    .where(t.c.published_at.is_(None))
-                    .order_by(t.c.seq)
-                    .limit(self._batch)
+                    select(t).where(t.c.published_at.is_(None)).order_by(t.c.seq).limit(self._batch)
                 )
             ).all()
         if not rows:

@@ -59,11 +59,13 @@ class TokenCodec:
                 options={"require": ["exp", "iat", "iss", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("The access token has expired; refresh it.",
-                               code="auth.token_expired") from exc
+            raise Unauthorized(
+                "The access token has expired; refresh it.", code="auth.token_expired"
+            ) from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("The access token is not valid.", code="auth.invalid_token") from exc
         if claims.get("typ") != "access":
             raise Unauthorized("Not an access token.", code="auth.invalid_token")
-        return Principal(str(claims["sub"]), str(claims.get("role", "user")),
-                         str(claims.get("email", "")))
+        return Principal(
+            str(claims["sub"]), str(claims.get("role", "user")), str(claims.get("email", ""))
+        )

@@ -36,10 +36,14 @@ def _currency(code: str) -> str:
 
 def _balance_view(b: service.Balance) -> dict[str, Any]:
     return {
-        "account_id": b.account_id, "currency": b.currency,
-        "available_minor": b.available_minor, "pending_minor": b.pending_minor,
-        "posted_minor": b.posted_minor, "debits_pending": b.debits_pending,
-        "debits_posted": b.debits_posted, "credits_pending": b.credits_pending,
+        "account_id": b.account_id,
+        "currency": b.currency,
+        "available_minor": b.available_minor,
+        "pending_minor": b.pending_minor,
+        "posted_minor": b.posted_minor,
+        "debits_pending": b.debits_pending,
+        "debits_posted": b.debits_posted,
+        "credits_pending": b.credits_pending,
         "credits_posted": b.credits_posted,
     }
 
@@ -54,8 +58,14 @@ def _router(engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> 
         except ValueError as exc:
             raise InvalidTransfer(f"unknown transfer code {body.code}") from exc
         req = service.TransferRequest(
-            body.id, body.debit_account_id, body.credit_account_id, body.amount_minor,
-            _currency(body.currency), code, body.pending, body.user_data,
+            body.id,
+            body.debit_account_id,
+            body.credit_account_id,
+            body.amount_minor,
+            _currency(body.currency),
+            code,
+            body.pending,
+            body.user_data,
         )
         async with engine.begin() as conn:
             row = await service.create_transfer(conn, req, clock.now())
@@ -67,8 +77,13 @@ def _router(engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> 
             raise InvalidTransfer("action must be post or void")
         async with engine.begin() as conn:
             row = await service.resolve_pending(
-                conn, body.id, pending_id, clock.now(), post=action == "post",
-                amount_minor=body.amount_minor, user_data=body.user_data,
+                conn,
+                body.id,
+                pending_id,
+                clock.now(),
+                post=action == "post",
+                amount_minor=body.amount_minor,
+                user_data=body.user_data,
             )
         return service.transfer_dict(row)
 
@@ -76,8 +91,13 @@ def _router(engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> 
     async def refund_hold(body: RefundHoldIn) -> dict[str, str]:
         async with engine.begin() as conn:
             await wallet_transfers.refund_hold(
-                conn, body.refund_id, body.payment_id, body.owner_id, body.amount_minor,
-                _currency(body.currency), clock.now(),
+                conn,
+                body.refund_id,
+                body.payment_id,
+                body.owner_id,
+                body.amount_minor,
+                _currency(body.currency),
+                clock.now(),
             )
         return {"status": "held"}
 
@@ -110,7 +130,9 @@ def _router(engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> 
 
     @r.get("/wallets/{currency}/entries")
     async def entries(
-        currency: str, owner_id: str, limit: int = Query(20, ge=1, le=100),
+        currency: str,
+        owner_id: str,
+        limit: int = Query(20, ge=1, le=100),
         starting_after: int | None = Query(None, ge=0),
     ) -> dict[str, Any]:
         cur = _currency(currency)
@@ -119,8 +141,11 @@ def _router(engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> 
         acct = wallet_account_id(owner_id, cur)
         data = [_entry_view(service.transfer_dict(r), acct) for r in rows[:limit]]
         more = len(rows) > limit
-        return {"data": data, "has_more": more,
-                "next_cursor": str(data[-1]["seq"]) if more else None}
+        return {
+            "data": data,
+            "has_more": more,
+            "next_cursor": str(data[-1]["seq"]) if more else None,
+        }
 
     @r.get("/accounts/{account_id}/balance")
     async def account_balance(account_id: str) -> dict[str, Any]:
@@ -148,18 +173,30 @@ def _router(engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> 
 def _entry_view(t: dict[str, Any], account_id: str) -> dict[str, Any]:
     credit = t["credit_account_id"] == account_id
     return {
-        "id": t["id"], "seq": t["seq"], "code": t["code"], "kind": t["kind"],
+        "id": t["id"],
+        "seq": t["seq"],
+        "code": t["code"],
+        "kind": t["kind"],
         "direction": "credit" if credit else "debit",
-        "amount_minor": t["amount_minor"], "currency": t["currency"],
-        "pending_state": t["pending_state"], "created_at": t["created_at"],
+        "amount_minor": t["amount_minor"],
+        "currency": t["currency"],
+        "pending_state": t["pending_state"],
+        "created_at": t["created_at"],
         "payment_id": t["user_data"].get("payment_id"),
         "note": t["user_data"].get("note"),
     }
 
 
 def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Component:
-    relay = OutboxRelay(engine, outbox, bus, clock, source="ledger",
-                        poll_seconds=settings.bus.relay_poll_seconds, batch=settings.bus.relay_batch)
+    relay = OutboxRelay(
+        engine,
+        outbox,
+        bus,
+        clock,
+        source="ledger",
+        poll_seconds=settings.bus.relay_poll_seconds,
+        batch=settings.bus.relay_batch,
+    )
     health = Health("ledger")
 
     async def db_check() -> CheckResult:
@@ -170,16 +207,18 @@ def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Co
 
     async def lag_check() -> CheckResult:
         pending, age = await bus.lag(DURABLE)
-        status = "degraded" if age > settings.monitor.lag_threshold_seconds else "ok"
-        return CheckResult(status, {"pending": pending, "oldest_age_seconds": round(age, 3)})
+        lagging = age > settings.monitor.lag_threshold_seconds
+        return CheckResult("degraded" if lagging else "ok", {"pending": pending, "oldest_age_seconds": round(age, 3)})
 
     health.add("db", db_check)
     health.add("bus", bus_check, timeout_seconds=1.0)
     health.add("consumer_lag", lag_check, critical=False, timeout_seconds=1.0)
     app = new_app("ledger", title="PocketPay ledger (internal)")
     app.include_router(health_router(health))
-    app.include_router(_router(engine, clock, relay, bus),
-                       dependencies=[internal_auth(settings.internal_token)])
+    app.include_router(
+        _router(engine, clock, relay, bus), dependencies=[internal_auth(settings.internal_token)]
+    )
     bus.subscribe(DURABLE, SUBJECTS, LedgerConsumer(engine, clock))
-    return Component("ledger", app, health, on_start=[relay.start], on_stop=[relay.stop],
-                     state={"relay": relay})
+    return Component(
+        "ledger", app, health, on_start=[relay.start], on_stop=[relay.stop], state={"relay": relay}
+    )

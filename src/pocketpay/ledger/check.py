@@ -13,17 +13,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pocketpay.ledger.models import balances, transfers
 
-Totals = dict[str, list[int]]  # account -> [debits_pending, debits_posted, credits_pending, credits_posted]
+Totals = dict[
+    str, list[int]
+]  # account -> [debits_pending, debits_posted, credits_pending, credits_posted]
 
 
 async def _from_transfers(conn: AsyncConnection) -> Totals:
     totals: Totals = defaultdict(lambda: [0, 0, 0, 0])
     t = transfers.c
     rows = await conn.execute(
-        select(t.debit_account_id, t.credit_account_id, t.kind, t.pending_state,
-               func.sum(t.amount_minor)).group_by(
-            t.debit_account_id, t.credit_account_id, t.kind, t.pending_state
-        )
+        select(
+            t.debit_account_id,
+            t.credit_account_id,
+            t.kind,
+            t.pending_state,
+            func.sum(t.amount_minor),
+        ).group_by(t.debit_account_id, t.credit_account_id, t.kind, t.pending_state)
     )
     for debit, credit, kind, state, amount in rows:
         amount = int(amount)
@@ -39,8 +44,13 @@ async def _from_transfers(conn: AsyncConnection) -> Totals:
 async def _stored(conn: AsyncConnection) -> Totals:
     b = balances.c
     rows = await conn.execute(
-        select(b.account_id, func.sum(b.debits_pending), func.sum(b.debits_posted),
-               func.sum(b.credits_pending), func.sum(b.credits_posted)).group_by(b.account_id)
+        select(
+            b.account_id,
+            func.sum(b.debits_pending),
+            func.sum(b.debits_posted),
+            func.sum(b.credits_pending),
+            func.sum(b.credits_posted),
+        ).group_by(b.account_id)
     )
     return {r[0]: [int(v) for v in r[1:]] for r in rows}
 

@@ -47,15 +47,24 @@ async def _authorized(conn: AsyncConnection, d: dict[str, Any], now: datetime) -
 
 async def _captured(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
     await service.resolve_pending(
-        conn, f"pay_cap:{d['payment_id']}", auth_id(d["payment_id"]), now, post=True,
-        amount_minor=int(d["amount_captured_minor"]), user_data={"payment_id": d["payment_id"]},
+        conn,
+        f"pay_cap:{d['payment_id']}",
+        auth_id(d["payment_id"]),
+        now,
+        post=True,
+        amount_minor=int(d["amount_captured_minor"]),
+        user_data={"payment_id": d["payment_id"]},
     )
 
 
 async def _canceled(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
     try:
         await service.resolve_pending(
-            conn, f"pay_void:{d['payment_id']}", auth_id(d["payment_id"]), now, post=False,
+            conn,
+            f"pay_void:{d['payment_id']}",
+            auth_id(d["payment_id"]),
+            now,
+            post=False,
             user_data={"payment_id": d["payment_id"]},
         )
     except (TransferNotFound, PendingNotOpen):
@@ -82,8 +91,12 @@ async def _refund_done(conn: AsyncConnection, d: dict[str, Any], now: datetime, 
     verb = "post" if post else "void"
     try:
         await service.resolve_pending(
-            conn, f"refund_{verb}:{d['refund_id']}", refund_hold_id(d["refund_id"]), now,
-            post=post, user_data={"payment_id": d["payment_id"], "refund_id": d["refund_id"]},
+            conn,
+            f"refund_{verb}:{d['refund_id']}",
+            refund_hold_id(d["refund_id"]),
+            now,
+            post=post,
+            user_data={"payment_id": d["payment_id"], "refund_id": d["refund_id"]},
         )
     except TransferNotFound:
         return

@@ -46,8 +46,9 @@ balances = Table(
 transfers = Table(
     "ledger_transfers",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("id", String(120), nullable=False, unique=True),  # chosen by the caller
     Column("debit_account_id", String(120), nullable=False),
     Column("credit_account_id", String(120), nullable=False),

@@ -93,15 +93,25 @@ async def ensure_account(conn: AsyncConnection, account_id: str, now: datetime) 
     n = shard_count(code)
     await conn.execute(
         insert_ignore(conn, accounts).values(
-            id=account_id, code=int(code), currency=currency, owner_id=owner, shards=n,
+            id=account_id,
+            code=int(code),
+            currency=currency,
+            owner_id=owner,
+            shards=n,
             created_at=now,
         )
     )
     await conn.execute(
         insert_ignore(conn, balances),
         [
-            {"account_id": account_id, "shard": s, "debits_pending": 0, "debits_posted": 0,
-             "credits_pending": 0, "credits_posted": 0}
+            {
+                "account_id": account_id,
+                "shard": s,
+                "debits_pending": 0,
+                "debits_posted": 0,
+                "credits_pending": 0,
+                "credits_posted": 0,
+            }
             for s in range(n)
         ],
     )
@@ -122,14 +132,10 @@ async def _apply(
     values = {col: getattr(b, col) + delta for col, delta in deltas.items()}
     stmt = update(balances).where(b.account_id == account_id, b.shard == shard).values(values)
     if guard_amount is not None and is_guarded(code):
-        stmt = stmt.where(
-            b.credits_posted - b.debits_posted - b.debits_pending >= guard_amount
-        )
+        stmt = stmt.where(b.credits_posted - b.debits_posted - b.debits_pending >= guard_amount)
         result = await conn.execute(stmt)
         if result.rowcount == 0:
-            raise InsufficientFunds(
-                "The wallet's available balance does not cover this amount."
-            )
+            raise InsufficientFunds("The wallet's available balance does not cover this amount.")
         return
     result = await conn.execute(stmt)
     if result.rowcount == 0:
@@ -145,8 +151,15 @@ async def _insert_transfer(conn: AsyncConnection, values: dict[str, Any]) -> Row
     existing = (await conn.execute(select(transfers).where(transfers.c.id == values["id"]))).one()
     same = all(
         getattr(existing, k) == values[k]
-        for k in ("debit_account_id", "credit_account_id", "amount_minor", "currency", "code",
-                  "kind", "pending_id")
+        for k in (
+            "debit_account_id",
+            "credit_account_id",
+            "amount_minor",
+            "currency",
+            "code",
+            "kind",
+            "pending_id",
+        )
     )
     if not same:
         raise TransferIdConflict(f"transfer id {values['id']} exists with other values")
@@ -161,24 +174,46 @@ async def create_transfer(conn: AsyncConnection, req: TransferRequest, now: date
     existing = await _insert_transfer(
         conn,
         {
-            "id": req.id, "debit_account_id": req.debit_account_id,
-            "credit_account_id": req.credit_account_id, "amount_minor": req.amount_minor,
-            "currency": req.currency, "code": int(req.code), "kind": kind, "pending_id": None,
-            "pending_state": "open" if req.pending else None, "debit_shard": d_shard,
-            "credit_shard": c_shard, "user_data": req.user_data, "created_at": now,
+            "id": req.id,
+            "debit_account_id": req.debit_account_id,
+            "credit_account_id": req.credit_account_id,
+            "amount_minor": req.amount_minor,
+            "currency": req.currency,
+            "code": int(req.code),
+            "kind": kind,
+            "pending_id": None,
+            "pending_state": "open" if req.pending else None,
+            "debit_shard": d_shard,
+            "credit_shard": c_shard,
+            "user_data": req.user_data,
+            "created_at": now,
         },
     )
     if existing is not None:
         return existing
     col = "pending" if req.pending else "posted"
     try:
-        await _apply(conn, req.debit_account_id, d_code, d_shard, {f"debits_{col}": req.amount_minor},
-                     req.amount_minor, now)
+        await _apply(
+            conn,
+            req.debit_account_id,
+            d_code,
+            d_shard,
+            {f"debits_{col}": req.amount_minor},
+            req.amount_minor,
+            now,
+        )
     except InsufficientFunds:
         LEDGER_TRANSFERS.labels(req.code.name.lower(), "insufficient_funds").inc()
         raise
-    await _apply(conn, req.credit_account_id, c_code, c_shard,
-                 {f"credits_{col}": req.amount_minor}, None, now)
+    await _apply(
+        conn,
+        req.credit_account_id,
+        c_code,
+        c_shard,
+        {f"credits_{col}": req.amount_minor},
+        None,
+        now,
+    )
     LEDGER_TRANSFERS.labels(req.code.name.lower(), "posted").inc()
     return await get_transfer(conn, req.id)
 
@@ -203,12 +238,18 @@ async def resolve_pending(
     existing = await _insert_transfer(
         conn,
         {
-            "id": transfer_id, "debit_account_id": pending.debit_account_id,
-            "credit_account_id": pending.credit_account_id, "amount_minor": amount,
-            "currency": pending.currency, "code": pending.code,
-            "kind": "post_pending" if post else "void_pending", "pending_id": pending_id,
-            "pending_state": None, "debit_shard": pending.debit_shard,
-            "credit_shard": pending.credit_shard, "user_data": user_data or {},
+            "id": transfer_id,
+            "debit_account_id": pending.debit_account_id,
+            "credit_account_id": pending.credit_account_id,
+            "amount_minor": amount,
+            "currency": pending.currency,
+            "code": pending.code,
+            "kind": "post_pending" if post else "void_pending",
+            "pending_id": pending_id,
+            "pending_state": None,
+            "debit_shard": pending.debit_shard,
+            "credit_shard": pending.credit_shard,
+            "user_data": user_data or {},
             "created_at": now,
         },
     )
@@ -225,12 +266,27 @@ async def resolve_pending(
     posted = amount if post else 0
     d_code, _, _ = parse_account_id(pending.debit_account_id)
     c_code, _, _ = parse_account_id(pending.credit_account_id)
-    await _apply(conn, pending.debit_account_id, d_code, pending.debit_shard,
-                 {"debits_pending": -full, "debits_posted": posted}, None, now)
-    await _apply(conn, pending.credit_account_id, c_code, pending.credit_shard,
-                 {"credits_pending": -full, "credits_posted": posted}, None, now)
-    LEDGER_TRANSFERS.labels(TransferCode(pending.code).name.lower(),
-                            "post_pending" if post else "void_pending").inc()
+    await _apply(
+        conn,
+        pending.debit_account_id,
+        d_code,
+        pending.debit_shard,
+        {"debits_pending": -full, "debits_posted": posted},
+        None,
+        now,
+    )
+    await _apply(
+        conn,
+        pending.credit_account_id,
+        c_code,
+        pending.credit_shard,
+        {"credits_pending": -full, "credits_posted": posted},
+        None,
+        now,
+    )
+    LEDGER_TRANSFERS.labels(
+        TransferCode(pending.code).name.lower(), "post_pending" if post else "void_pending"
+    ).inc()
     return await get_transfer(conn, transfer_id)
 
 

@@ -49,8 +49,10 @@ async def send(conn: AsyncConnection, body: WalletTransferIn, now: datetime) -> 
             currency=body.currency,
             code=TransferCode.WALLET_TRANSFER,
             user_data={
-                "sender_id": body.sender_id, "recipient_id": body.recipient_id,
-                "sender_email": body.sender_email, "recipient_email": body.recipient_email,
+                "sender_id": body.sender_id,
+                "recipient_id": body.recipient_id,
+                "sender_email": body.sender_email,
+                "recipient_email": body.recipient_email,
                 "note": body.note,
             },
         ),
@@ -67,8 +69,10 @@ def _mine(owner_id: str) -> Any:
     return and_(
         t.code == int(TransferCode.WALLET_TRANSFER),
         t.kind == "posted",
-        or_(t.debit_account_id.like(f"wal\\_{owner_id}\\_%", escape="\\"),
-            t.credit_account_id.like(f"wal\\_{owner_id}\\_%", escape="\\")),
+        or_(
+            t.debit_account_id.like(f"wal\\_{owner_id}\\_%", escape="\\"),
+            t.credit_account_id.like(f"wal\\_{owner_id}\\_%", escape="\\"),
+        ),
     )
 
 
@@ -95,8 +99,13 @@ async def list_for(
 
 
 async def refund_hold(
-    conn: AsyncConnection, refund_id: str, payment_id: str, owner_id: str, amount_minor: int,
-    currency: str, now: datetime,
+    conn: AsyncConnection,
+    refund_id: str,
+    payment_id: str,
+    owner_id: str,
+    amount_minor: int,
+    currency: str,
+    now: datetime,
 ) -> None:
     """Reserve a refund's amount in the wallet before the PSP is asked to refund."""
     from pocketpay.ledger.chart import system_account_id

@@ -37,21 +37,31 @@ def _router(engine: AsyncEngine, clock: Clock, flows: Flows, provider: Provider)
     async def create(body: PaymentCreateInternal) -> dict[str, Any]:
         async with engine.begin() as conn:
             row = await service.create(
-                conn, owner_id=body.owner_id, amount_minor=body.amount_minor,
-                currency=body.currency, payment_method=body.payment_method,
-                capture_method=body.capture_method, description=body.description,
-                metadata=body.metadata, provider=provider.name, now=clock.now())
+                conn,
+                owner_id=body.owner_id,
+                amount_minor=body.amount_minor,
+                currency=body.currency,
+                payment_method=body.payment_method,
+                capture_method=body.capture_method,
+                description=body.description,
+                metadata=body.metadata,
+                provider=provider.name,
+                now=clock.now(),
+            )
         flows.relay.notify()
         return service.payment_view(row)
 
     @r.get("/payments")
     async def list_payments(
-        owner_id: str, status: PaymentStatus | None = None,
-        limit: int = Query(20, ge=1, le=100), starting_after: str | None = None,
+        owner_id: str,
+        status: PaymentStatus | None = None,
+        limit: int = Query(20, ge=1, le=100),
+        starting_after: str | None = None,
     ) -> dict[str, Any]:
         async with engine.connect() as conn:
-            rows, more = await service.list_for(conn, owner_id, status.value if status else None,
-                                                limit, starting_after)
+            rows, more = await service.list_for(
+                conn, owner_id, status.value if status else None, limit, starting_after
+            )
         data = [service.payment_view(p) for p in rows]
         return {"data": data, "has_more": more, "next_cursor": data[-1]["id"] if more else None}
 
@@ -104,8 +114,12 @@ async def _provider_status(provider: Provider) -> dict[str, Any]:
         stats["error"] = str(exc)[:200]
     if provider.stats()["breaker"] != "closed":
         status = "degraded"
-    return {"status": status, "latency_ms": round(latency, 2), **stats,
-            "breaker": provider.stats()["breaker"]}
+    return {
+        "status": status,
+        "latency_ms": round(latency, 2),
+        **stats,
+        "breaker": provider.stats()["breaker"],
+    }
 
 
 class _Jobs:
@@ -139,11 +153,22 @@ class _Jobs:
 
 
 def build(
-    settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus, provider: Provider,
+    settings: Settings,
+    engine: AsyncEngine,
+    clock: Clock,
+    bus: Bus,
+    provider: Provider,
     ledger: LedgerClient,
 ) -> Component:
-    relay = OutboxRelay(engine, outbox, bus, clock, source="payments",
-                        poll_seconds=settings.bus.relay_poll_seconds, batch=settings.bus.relay_batch)
+    relay = OutboxRelay(
+        engine,
+        outbox,
+        bus,
+        clock,
+        source="payments",
+        poll_seconds=settings.bus.relay_poll_seconds,
+        batch=settings.bus.relay_batch,
+    )
     flows = Flows(engine, clock, provider, ledger, relay, settings.psp.attempt_retry_seconds)
     health = Health("payments")
 
@@ -160,18 +185,29 @@ def build(
 
     health.add("db", db_check)
     health.add("bus", bus_check, timeout_seconds=1.0)
-    health.add("provider", psp_check, critical=False,
-               timeout_seconds=settings.psp.ping_timeout_seconds + 0.5)
+    health.add(
+        "provider",
+        psp_check,
+        critical=False,
+        timeout_seconds=settings.psp.ping_timeout_seconds + 0.5,
+    )
     app = new_app("payments", title="PocketPay payments (internal)")
     app.include_router(health_router(health))
-    app.include_router(_router(engine, clock, flows, provider),
-                       dependencies=[internal_auth(settings.internal_token)])
+    app.include_router(
+        _router(engine, clock, flows, provider),
+        dependencies=[internal_auth(settings.internal_token)],
+    )
 
     async def on_created(env: Envelope) -> None:
         await flows.authorize(env.data["payment_id"])
 
     bus.subscribe("payments-processor", ["payments.payment.created"], on_created)
     jobs = _Jobs(flows, clock, settings.psp.settle_poll_seconds)
-    return Component("payments", app, health, on_start=[relay.start, jobs.start],
-                     on_stop=[jobs.stop, relay.stop], state={"flows": flows, "relay": relay,
-                                                             "jobs": jobs})
+    return Component(
+        "payments",
+        app,
+        health,
+        on_start=[relay.start, jobs.start],
+        on_stop=[jobs.stop, relay.stop],
+        state={"flows": flows, "relay": relay, "jobs": jobs},
+    )

@@ -24,27 +24,41 @@ class PaymentsClient:
     async def list(
         self, owner_id: str, status: str | None, limit: int, starting_after: str | None
     ) -> dict[str, Any]:
-        return await self._req("GET", "/payments", params={
-            "owner_id": owner_id, "status": status, "limit": limit,
-            "starting_after": starting_after})
+        return await self._req(
+            "GET",
+            "/payments",
+            params={
+                "owner_id": owner_id,
+                "status": status,
+                "limit": limit,
+                "starting_after": starting_after,
+            },
+        )
 
     async def events(self, owner_id: str, payment_id: str) -> dict[str, Any]:
-        return await self._req("GET", f"/payments/{payment_id}/events",
-                               params={"owner_id": owner_id})
+        return await self._req(
+            "GET", f"/payments/{payment_id}/events", params={"owner_id": owner_id}
+        )
 
     async def capture(
         self, owner_id: str, payment_id: str, amount_minor: int | None
     ) -> dict[str, Any]:
-        return await self._req("POST", f"/payments/{payment_id}/capture",
-                               params={"owner_id": owner_id}, json={"amount_minor": amount_minor})
+        return await self._req(
+            "POST",
+            f"/payments/{payment_id}/capture",
+            params={"owner_id": owner_id},
+            json={"amount_minor": amount_minor},
+        )
 
     async def cancel(self, owner_id: str, payment_id: str) -> dict[str, Any]:
-        return await self._req("POST", f"/payments/{payment_id}/cancel",
-                               params={"owner_id": owner_id}, json={})
+        return await self._req(
+            "POST", f"/payments/{payment_id}/cancel", params={"owner_id": owner_id}, json={}
+        )
 
     async def refund(self, owner_id: str, payment_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._req("POST", f"/payments/{payment_id}/refunds",
-                               params={"owner_id": owner_id}, json=body)
+        return await self._req(
+            "POST", f"/payments/{payment_id}/refunds", params={"owner_id": owner_id}, json=body
+        )
 
     async def get_refund(self, owner_id: str, refund_id: str) -> dict[str, Any]:
         return await self._req("GET", f"/refunds/{refund_id}", params={"owner_id": owner_id})

@@ -57,9 +57,12 @@ class Flows:
             return
         try:
             result = await self.provider.authorize(
-                amount_minor=p.amount_minor, currency=p.currency,
-                payment_method=p.payment_method, capture_method=p.capture_method,
-                idempotency_key=f"pp_{p.id}_authorize", metadata={"payment_id": p.id},
+                amount_minor=p.amount_minor,
+                currency=p.currency,
+                payment_method=p.payment_method,
+                capture_method=p.capture_method,
+                idempotency_key=f"pp_{p.id}_authorize",
+                metadata={"payment_id": p.id},
             )
         except PspDeclined as exc:
             await self._fail(p.id, exc.code, str(exc), exc.intent_id)
@@ -76,8 +79,15 @@ class Flows:
         now = self.clock.now()
         async with self.engine.begin() as conn:
             await service.transition(
-                conn, pid, S.FAILED, cause="psp", now=now, strict=False,
-                detail={"failure_code": code}, failure_code=code, failure_message=message[:500],
+                conn,
+                pid,
+                S.FAILED,
+                cause="psp",
+                now=now,
+                strict=False,
+                detail={"failure_code": code},
+                failure_code=code,
+                failure_message=message[:500],
                 psp_intent_id=intent_id,
             )
         self.relay.notify()
@@ -98,17 +108,32 @@ class Flows:
             p = await service.get(conn, pid)
             await service.set_fields(conn, pid, now, **ids)
             if r.status in ("requires_capture", "succeeded") and p.status == S.CREATED:
-                await service.transition(conn, pid, S.AUTHORIZED, cause=cause, now=now,
-                                         strict=False)
+                await service.transition(
+                    conn, pid, S.AUTHORIZED, cause=cause, now=now, strict=False
+                )
             if r.status == "succeeded":
-                await service.transition(conn, pid, S.CAPTURED, cause=cause, now=now,
-                                         strict=False, amount_captured_minor=r.amount_received_minor)
+                await service.transition(
+                    conn,
+                    pid,
+                    S.CAPTURED,
+                    cause=cause,
+                    now=now,
+                    strict=False,
+                    amount_captured_minor=r.amount_received_minor,
+                )
             elif r.status == "canceled":
                 await service.transition(conn, pid, S.CANCELED, cause=cause, now=now, strict=False)
             elif r.status == "requires_payment_method" and r.decline_code:
-                await service.transition(conn, pid, S.FAILED, cause=cause, now=now, strict=False,
-                                         failure_code=r.decline_code,
-                                         failure_message=(r.failure_message or "")[:500])
+                await service.transition(
+                    conn,
+                    pid,
+                    S.FAILED,
+                    cause=cause,
+                    now=now,
+                    strict=False,
+                    failure_code=r.decline_code,
+                    failure_message=(r.failure_message or "")[:500],
+                )
             after = await service.get(conn, pid)
         self.relay.notify()
         if after.status == S.CANCELED and r.status == "requires_capture":
@@ -132,12 +157,15 @@ class Flows:
         amount = p.amount_minor if amount_minor is None else amount_minor
         if amount > p.amount_minor:
             raise CaptureExceedsAuthorized(
-                f"amount_minor {amount} exceeds the authorized {p.amount_minor}.")
+                f"amount_minor {amount} exceeds the authorized {p.amount_minor}."
+            )
         try:
             result = await self.provider.capture(p.psp_intent_id, amount, f"pp_{pid}_capture")
         except PspUnavailable as exc:
-            raise ProviderUnavailable("The payment provider did not answer; retry the capture "
-                                      "with the same Idempotency-Key.") from exc
+            raise ProviderUnavailable(
+                "The payment provider did not answer; retry the capture "
+                "with the same Idempotency-Key."
+            ) from exc
         except (PspRejected, PspDeclined) as exc:
             raise InvalidTransition(f"The provider refused the capture: {exc}") from exc
         await self.apply_intent(pid, result, cause="api")
@@ -173,8 +201,13 @@ class Flows:
     ) -> dict[str, Any]:
         refund_id, p = await self._reserve_refund(owner_id, pid, amount_minor, reason)
         try:
-            await self.ledger.refund_hold(refund_id=refund_id, payment_id=pid, owner_id=owner_id,
-                                          amount_minor=p["amount"], currency=p["currency"])
+            await self.ledger.refund_hold(
+                refund_id=refund_id,
+                payment_id=pid,
+                owner_id=owner_id,
+                amount_minor=p["amount"],
+                currency=p["currency"],
+            )
         except AppError as exc:
             await self._finish_refund(refund_id, ok=False, failure=exc.code)
             raise
@@ -194,23 +227,42 @@ class Flows:
             amount = left if amount_minor is None else amount_minor
             if amount <= 0 or amount > left:
                 raise RefundExceedsCaptured(
-                    f"Only {left} of the captured amount can still be refunded.")
+                    f"Only {left} of the captured amount can still be refunded."
+                )
             res = await conn.execute(
                 update(payments)
-                .where(payments.c.id == pid,
-                       payments.c.amount_captured_minor - payments.c.amount_refunded_minor
-                       >= amount)
-                .values(amount_refunded_minor=payments.c.amount_refunded_minor + amount,
-                        updated_at=now))
+                .where(
+                    payments.c.id == pid,
+                    payments.c.amount_captured_minor - payments.c.amount_refunded_minor >= amount,
+                )
+                .values(
+                    amount_refunded_minor=payments.c.amount_refunded_minor + amount, updated_at=now
+                )
+            )
             if res.rowcount == 0:
                 raise RefundExceedsCaptured("A concurrent refund took the remaining amount.")
             refund_id = new_id("re")
-            await conn.execute(insert(refunds).values(
-                id=refund_id, payment_id=pid, owner_id=owner_id, amount_minor=amount,
-                currency=p.currency, status="pending", reason=reason, created_at=now,
-                updated_at=now))
-            await service.add_timeline_note(conn, pid, p.status, "refund_requested",
-                                            {"refund_id": refund_id, "amount_minor": amount}, now)
+            await conn.execute(
+                insert(refunds).values(
+                    id=refund_id,
+                    payment_id=pid,
+                    owner_id=owner_id,
+                    amount_minor=amount,
+                    currency=p.currency,
+                    status="pending",
+                    reason=reason,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await service.add_timeline_note(
+                conn,
+                pid,
+                p.status,
+                "refund_requested",
+                {"refund_id": refund_id, "amount_minor": amount},
+                now,
+            )
         return refund_id, {"amount": amount, "currency": p.currency}
 
     async def push_refund(self, refund_id: str) -> None:
@@ -221,8 +273,12 @@ class Flows:
         if r.status != "pending":
             return
         try:
-            res = await self.provider.refund(p.psp_intent_id, r.amount_minor, f"pp_{refund_id}",
-                                             {"payment_id": p.id, "refund_id": refund_id})
+            res = await self.provider.refund(
+                p.psp_intent_id,
+                r.amount_minor,
+                f"pp_{refund_id}",
+                {"payment_id": p.id, "refund_id": refund_id},
+            )
         except PspUnavailable:
             return  # stays pending; the reconciler asks again
         except (PspRejected, PspDeclined) as exc:
@@ -234,41 +290,66 @@ class Flows:
             await self._finish_refund(refund_id, ok=False, failure=res.failure_code or res.status)
 
     async def _finish_refund(
-        self, refund_id: str, *, ok: bool, failure: str | None = None,
+        self,
+        refund_id: str,
+        *,
+        ok: bool,
+        failure: str | None = None,
         psp_refund_id: str | None = None,
     ) -> None:
         now = self.clock.now()
         async with self.engine.begin() as conn:
             res = await conn.execute(
-                update(refunds).where(refunds.c.id == refund_id, refunds.c.status == "pending")
-                .values(status="succeeded" if ok else "failed", failure_code=failure,
-                        psp_refund_id=psp_refund_id, updated_at=now))
+                update(refunds)
+                .where(refunds.c.id == refund_id, refunds.c.status == "pending")
+                .values(
+                    status="succeeded" if ok else "failed",
+                    failure_code=failure,
+                    psp_refund_id=psp_refund_id,
+                    updated_at=now,
+                )
+            )
             if res.rowcount == 0:
                 return
             r = await service.get_refund(conn, refund_id, None)
             data = service.refund_view(r) | {"refund_id": r.id, "owner_id": r.owner_id}
-            await add_event(conn, outbox, f"payments.refund.{'succeeded' if ok else 'failed'}",
-                            data, now)
+            await add_event(
+                conn, outbox, f"payments.refund.{'succeeded' if ok else 'failed'}", data, now
+            )
             if not ok:
-                await conn.execute(update(payments).where(payments.c.id == r.payment_id).values(
-                    amount_refunded_minor=payments.c.amount_refunded_minor - r.amount_minor))
+                await conn.execute(
+                    update(payments)
+                    .where(payments.c.id == r.payment_id)
+                    .values(amount_refunded_minor=payments.c.amount_refunded_minor - r.amount_minor)
+                )
             p = await service.get(conn, r.payment_id)
-            await service.add_timeline_note(conn, p.id, p.status, f"refund_{data['status']}",
-                                            {"refund_id": r.id, "amount_minor": r.amount_minor},
-                                            now)
+            await service.add_timeline_note(
+                conn,
+                p.id,
+                p.status,
+                f"refund_{data['status']}",
+                {"refund_id": r.id, "amount_minor": r.amount_minor},
+                now,
+            )
             if ok and p.amount_refunded_minor >= p.amount_captured_minor:
-                await service.transition(conn, p.id, S.REFUNDED, cause="refund", now=now,
-                                         strict=False)
+                await service.transition(
+                    conn, p.id, S.REFUNDED, cause="refund", now=now, strict=False
+                )
         self.relay.notify()
 
     # -- settlement, webhooks, reconciliation ------------------------------------------------
 
     async def settle_due(self, limit: int = 100) -> int:
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                select(payments.c.id, payments.c.psp_balance_txn_id)
-                .where(payments.c.status == S.CAPTURED, payments.c.psp_balance_txn_id.is_not(None))
-                .limit(limit))).all()
+            rows = (
+                await conn.execute(
+                    select(payments.c.id, payments.c.psp_balance_txn_id)
+                    .where(
+                        payments.c.status == S.CAPTURED, payments.c.psp_balance_txn_id.is_not(None)
+                    )
+                    .limit(limit)
+                )
+            ).all()
         settled = 0
         for row in rows:
             try:
@@ -277,8 +358,14 @@ class Flows:
                 continue
             if available:
                 async with self.engine.begin() as conn:
-                    done = await service.transition(conn, row.id, S.SETTLED, cause="settlement",
-                                                    now=self.clock.now(), strict=False)
+                    done = await service.transition(
+                        conn,
+                        row.id,
+                        S.SETTLED,
+                        cause="settlement",
+                        now=self.clock.now(),
+                        strict=False,
+                    )
                 settled += done is not None
         if settled:
             self.relay.notify()
@@ -288,12 +375,20 @@ class Flows:
         """Retry authorizations and refunds whose outcome is unknown (same idempotency keys)."""
         horizon = self.clock.now() - timedelta(seconds=self.retry_seconds)
         async with self.engine.connect() as conn:
-            stale = (await conn.execute(
-                select(payments.c.id).where(payments.c.status == S.CREATED,
-                                            payments.c.updated_at < horizon).limit(limit))).all()
-            pending = (await conn.execute(
-                select(refunds.c.id).where(refunds.c.status == "pending",
-                                           refunds.c.updated_at < horizon).limit(limit))).all()
+            stale = (
+                await conn.execute(
+                    select(payments.c.id)
+                    .where(payments.c.status == S.CREATED, payments.c.updated_at < horizon)
+                    .limit(limit)
+                )
+            ).all()
+            pending = (
+                await conn.execute(
+                    select(refunds.c.id)
+                    .where(refunds.c.status == "pending", refunds.c.updated_at < horizon)
+                    .limit(limit)
+                )
+            ).all()
         for row in stale:
             async with self.engine.begin() as conn:
                 await service.set_fields(conn, row.id, self.clock.now())

@@ -22,8 +22,9 @@ metadata = MetaData()
 payments = Table(
     "payments_payments",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("id", String(40), nullable=False, unique=True),
     Column("owner_id", String(60), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
@@ -65,8 +66,9 @@ attempts = Table(
 timeline = Table(
     "payments_timeline",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("payment_id", String(40), nullable=False, index=True),
     Column("from_status", String(16), nullable=True),
     Column("to_status", String(16), nullable=False),

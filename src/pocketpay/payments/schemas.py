@@ -21,8 +21,9 @@ def _currency(value: str) -> str:
 
 
 class PaymentCreate(_Strict):
-    amount_minor: StrictInt = Field(gt=0, le=MAX_AMOUNT_MINOR,
-                                    description="Amount in minor units (cents), a positive integer.")
+    amount_minor: StrictInt = Field(
+        gt=0, le=MAX_AMOUNT_MINOR, description="Amount in minor units (cents), a positive integer."
+    )
     currency: str = Field(min_length=3, max_length=3, examples=["USD"])
     # A PSP payment-method token (pm_...), never card data.
     payment_method: str = Field(pattern=r"^pm_[A-Za-z0-9_]{1,90}$", examples=["pm_card_visa"])

@@ -70,18 +70,35 @@ async def get(conn: AsyncConnection, payment_id: str, owner_id: str | None = Non
 
 
 async def create(
-    conn: AsyncConnection, *, owner_id: str, amount_minor: int, currency: str,
-    payment_method: str, capture_method: str, description: str | None,
-    metadata: dict[str, str], provider: str, now: datetime,
+    conn: AsyncConnection,
+    *,
+    owner_id: str,
+    amount_minor: int,
+    currency: str,
+    payment_method: str,
+    capture_method: str,
+    description: str | None,
+    metadata: dict[str, str],
+    provider: str,
+    now: datetime,
 ) -> Row[Any]:
     payment_id = new_id("pay")
     await conn.execute(
         insert(payments).values(
-            id=payment_id, owner_id=owner_id, amount_minor=amount_minor, currency=currency,
-            status=PaymentStatus.CREATED.value, capture_method=capture_method,
-            amount_captured_minor=0, amount_refunded_minor=0, payment_method=payment_method,
-            description=description, metadata=metadata, provider=provider,
-            created_at=now, updated_at=now,
+            id=payment_id,
+            owner_id=owner_id,
+            amount_minor=amount_minor,
+            currency=currency,
+            status=PaymentStatus.CREATED.value,
+            capture_method=capture_method,
+            amount_captured_minor=0,
+            amount_refunded_minor=0,
+            payment_method=payment_method,
+            description=description,
+            metadata=metadata,
+            provider=provider,
+            created_at=now,
+            updated_at=now,
         )
     )
     row = await get(conn, payment_id)
@@ -90,13 +107,22 @@ async def create(
 
 
 async def _record(
-    conn: AsyncConnection, row: Row[Any] | Any, before: PaymentStatus | None,
-    after: PaymentStatus, cause: str, detail: dict[str, Any], now: datetime,
+    conn: AsyncConnection,
+    row: Row[Any] | Any,
+    before: PaymentStatus | None,
+    after: PaymentStatus,
+    cause: str,
+    detail: dict[str, Any],
+    now: datetime,
 ) -> None:
     await conn.execute(
         insert(timeline).values(
-            payment_id=row.id, from_status=before.value if before else None,
-            to_status=after.value, cause=cause, detail=detail, occurred_at=now,
+            payment_id=row.id,
+            from_status=before.value if before else None,
+            to_status=after.value,
+            cause=cause,
+            detail=detail,
+            occurred_at=now,
         )
     )
     data = payment_view(row) | {"payment_id": row.id, "owner_id": row.owner_id}
@@ -105,8 +131,15 @@ async def _record(
 
 
 async def transition(
-    conn: AsyncConnection, payment_id: str, target: PaymentStatus, *, cause: str, now: datetime,
-    detail: dict[str, Any] | None = None, strict: bool = True, **changes: Any,
+    conn: AsyncConnection,
+    payment_id: str,
+    target: PaymentStatus,
+    *,
+    cause: str,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+    strict: bool = True,
+    **changes: Any,
 ) -> Row[Any] | None:
     """Move a payment to ``target`` if the table allows it from its current status.
 
@@ -129,7 +162,7 @@ async def transition(
     )
     if res.rowcount == 0:
         if strict:
-            raise InvalidTransition(f"The payment changed state concurrently; retry.")
+            raise InvalidTransition("The payment changed state concurrently; retry.")
         return None
     after = await get(conn, payment_id)
     await _record(conn, after, current, target, cause, detail or {}, now)
@@ -143,7 +176,10 @@ async def set_fields(conn: AsyncConnection, payment_id: str, now: datetime, **va
 
 
 async def list_for(
-    conn: AsyncConnection, owner_id: str, status: str | None, limit: int,
+    conn: AsyncConnection,
+    owner_id: str,
+    status: str | None,
+    limit: int,
     starting_after: str | None,
 ) -> tuple[list[Row[Any]], bool]:
     p = payments.c
@@ -167,20 +203,35 @@ async def events_of(conn: AsyncConnection, payment_id: str) -> list[dict[str, An
         )
     ).all()
     return [
-        {"from_status": r.from_status, "to_status": r.to_status, "cause": r.cause,
-         "detail": r.detail, "occurred_at": iso(r.occurred_at)}
+        {
+            "from_status": r.from_status,
+            "to_status": r.to_status,
+            "cause": r.cause,
+            "detail": r.detail,
+            "occurred_at": iso(r.occurred_at),
+        }
         for r in rows
     ]
 
 
 async def add_timeline_note(
-    conn: AsyncConnection, payment_id: str, status: str, cause: str, detail: dict[str, Any],
+    conn: AsyncConnection,
+    payment_id: str,
+    status: str,
+    cause: str,
+    detail: dict[str, Any],
     now: datetime,
 ) -> None:
     """A timeline row that is not a status change (a refund, a failed attempt)."""
     await conn.execute(
-        insert(timeline).values(payment_id=payment_id, from_status=status, to_status=status,
-                                cause=cause, detail=detail, occurred_at=now)
+        insert(timeline).values(
+            payment_id=payment_id,
+            from_status=status,
+            to_status=status,
+            cause=cause,
+            detail=detail,
+            occurred_at=now,
+        )
     )
 
 

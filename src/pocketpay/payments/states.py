@@ -29,8 +29,13 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
 
 # How far along the happy path a status is; a PSP event never moves a payment backwards.
 RANK: dict[PaymentStatus, int] = {
-    S.CREATED: 0, S.AUTHORIZED: 1, S.CAPTURED: 2, S.SETTLED: 3, S.REFUNDED: 4,
-    S.FAILED: 5, S.CANCELED: 5,
+    S.CREATED: 0,
+    S.AUTHORIZED: 1,
+    S.CAPTURED: 2,
+    S.SETTLED: 3,
+    S.REFUNDED: 4,
+    S.FAILED: 5,
+    S.CANCELED: 5,
 }
 
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)

@@ -12,7 +12,8 @@ from pocketpay.kit.clock import Clock
 @dataclass(frozen=True)
 class IntentResult:
     intent_id: str
-    status: str  # Stripe's: requires_capture | succeeded | canceled | requires_payment_method | processing
+    # Stripe's statuses: requires_capture, succeeded, canceled, requires_payment_method, ...
+    status: str
     amount_capturable_minor: int = 0
     amount_received_minor: int = 0
     charge_id: str | None = None
@@ -57,8 +58,14 @@ class Provider(Protocol):
     name: str
 
     async def authorize(
-        self, *, amount_minor: int, currency: str, payment_method: str, capture_method: str,
-        idempotency_key: str, metadata: dict[str, str],
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        payment_method: str,
+        capture_method: str,
+        idempotency_key: str,
+        metadata: dict[str, str],
     ) -> IntentResult: ...
 
     async def capture(

@@ -56,22 +56,34 @@ class StripeProvider:
     name = "stripe"
 
     def __init__(
-        self, api_key: str, api_base: str, clock: Clock, *, timeout_seconds: float = 5.0,
-        ping_timeout_seconds: float = 1.0, failure_threshold: int = 5, reset_seconds: float = 30.0,
+        self,
+        api_key: str,
+        api_base: str,
+        clock: Clock,
+        *,
+        timeout_seconds: float = 5.0,
+        ping_timeout_seconds: float = 1.0,
+        failure_threshold: int = 5,
+        reset_seconds: float = 30.0,
         name: str = "stripe",
     ) -> None:
         self.name = name
         base = {"api": api_base} if api_base else None
         self._client = stripe.StripeClient(
-            api_key, base_addresses=base,  # type: ignore[arg-type]
-            http_client=stripe.HTTPXClient(timeout=timeout_seconds), max_network_retries=0,
+            api_key,
+            base_addresses=base,  # type: ignore[arg-type]
+            http_client=stripe.HTTPXClient(timeout=timeout_seconds),
+            max_network_retries=0,
         )
         self._ping_client = stripe.StripeClient(
-            api_key, base_addresses=base,  # type: ignore[arg-type]
-            http_client=stripe.HTTPXClient(timeout=ping_timeout_seconds), max_network_retries=0,
+            api_key,
+            base_addresses=base,  # type: ignore[arg-type]
+            http_client=stripe.HTTPXClient(timeout=ping_timeout_seconds),
+            max_network_retries=0,
         )
-        self.breaker = CircuitBreaker("psp", clock, failure_threshold=failure_threshold,
-                                      reset_seconds=reset_seconds)
+        self.breaker = CircuitBreaker(
+            "psp", clock, failure_threshold=failure_threshold, reset_seconds=reset_seconds
+        )
         self.window = CallWindow(clock)
 
     async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
@@ -88,15 +100,19 @@ class StripeProvider:
             pi = getattr(exc, "error", None)
             intent = getattr(pi, "payment_intent", None) if pi else None
             raise PspDeclined(
-                exc.code and (getattr(pi, "decline_code", None) or exc.code) or "card_declined",
+                (exc.code and (getattr(pi, "decline_code", None) or exc.code)) or "card_declined",
                 exc.user_message or str(exc),
                 intent.get("id") if intent else None,
             ) from exc
         except (stripe.InvalidRequestError, stripe.IdempotencyError) as exc:
             self._ok(op, "rejected")
             raise PspRejected(exc.code or "invalid_request", exc.user_message or str(exc)) from exc
-        except (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError,
-                stripe.AuthenticationError) as exc:
+        except (
+            stripe.APIConnectionError,
+            stripe.APIError,
+            stripe.RateLimitError,
+            stripe.AuthenticationError,
+        ) as exc:
             self._fail(op)
             raise PspUnavailable(f"{type(exc).__name__}: {exc}") from exc
         except stripe.StripeError as exc:
@@ -118,17 +134,31 @@ class StripeProvider:
         PSP_CALLS.labels(op, "error").inc()
 
     async def authorize(
-        self, *, amount_minor: int, currency: str, payment_method: str, capture_method: str,
-        idempotency_key: str, metadata: dict[str, str],
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        payment_method: str,
+        capture_method: str,
+        idempotency_key: str,
+        metadata: dict[str, str],
     ) -> IntentResult:
         params: Any = {
-            "amount": amount_minor, "currency": currency.lower(), "payment_method": payment_method,
-            "confirm": True, "capture_method": capture_method, "metadata": metadata,
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "payment_method": payment_method,
+            "confirm": True,
+            "capture_method": capture_method,
+            "metadata": metadata,
             "expand": ["latest_charge"],
             "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
         }
-        pi = await self._call("authorize", lambda: self._client.v1.payment_intents.create_async(
-            params, {"idempotency_key": idempotency_key}))
+        pi = await self._call(
+            "authorize",
+            lambda: self._client.v1.payment_intents.create_async(
+                params, {"idempotency_key": idempotency_key}
+            ),
+        )
         return _intent(pi)
 
     async def capture(
@@ -137,34 +167,48 @@ class StripeProvider:
         params: Any = {"expand": ["latest_charge"]}
         if amount_minor is not None:
             params["amount_to_capture"] = amount_minor
-        pi = await self._call("capture", lambda: self._client.v1.payment_intents.capture_async(
-            intent_id, params, {"idempotency_key": idempotency_key}))
+        pi = await self._call(
+            "capture",
+            lambda: self._client.v1.payment_intents.capture_async(
+                intent_id, params, {"idempotency_key": idempotency_key}
+            ),
+        )
         return _intent(pi)
 
     async def cancel(self, intent_id: str, idempotency_key: str) -> IntentResult:
-        pi = await self._call("cancel", lambda: self._client.v1.payment_intents.cancel_async(
-            intent_id, None, {"idempotency_key": idempotency_key}))
+        pi = await self._call(
+            "cancel",
+            lambda: self._client.v1.payment_intents.cancel_async(
+                intent_id, None, {"idempotency_key": idempotency_key}
+            ),
+        )
         return _intent(pi)
 
     async def retrieve(self, intent_id: str) -> IntentResult:
         params: Any = {"expand": ["latest_charge"]}
-        pi = await self._call("retrieve", lambda: self._client.v1.payment_intents.retrieve_async(
-            intent_id, params))
+        pi = await self._call(
+            "retrieve", lambda: self._client.v1.payment_intents.retrieve_async(intent_id, params)
+        )
         return _intent(pi)
 
     async def refund(
         self, intent_id: str, amount_minor: int, idempotency_key: str, metadata: dict[str, str]
     ) -> RefundResult:
         params: Any = {"payment_intent": intent_id, "amount": amount_minor, "metadata": metadata}
-        r = await self._call("refund", lambda: self._client.v1.refunds.create_async(
-            params, {"idempotency_key": idempotency_key}))
+        r = await self._call(
+            "refund",
+            lambda: self._client.v1.refunds.create_async(
+                params, {"idempotency_key": idempotency_key}
+            ),
+        )
         body = _plain(r)
         return RefundResult(body["id"], body["status"], body.get("failure_reason"))
 
     async def balance_available(self, balance_txn_id: str) -> bool:
-        bt = await self._call("balance_transaction",
-                              lambda: self._client.v1.balance_transactions.retrieve_async(
-                                  balance_txn_id))
+        bt = await self._call(
+            "balance_transaction",
+            lambda: self._client.v1.balance_transactions.retrieve_async(balance_txn_id),
+        )
         return bool(_plain(bt)["status"] == "available")
 
     async def ping(self) -> float:
@@ -174,5 +218,9 @@ class StripeProvider:
 
     def stats(self) -> dict[str, Any]:
         calls, errors = self.window.counts()
-        return {"breaker": self.breaker.state, "calls_5m": calls, "errors_5m": errors,
-                "error_rate_5m": round(errors / calls, 4) if calls else 0.0}
+        return {
+            "breaker": self.breaker.state,
+            "calls_5m": calls,
+            "errors_5m": errors,
+            "error_rate_5m": round(errors / calls, 4) if calls else 0.0,
+        }
