@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from pocketpay.kit.logging import configure
+from pocketpay.kit.tracing import setup_tracing
 from pocketpay.settings import COMPONENTS, Settings
 
 SCALE_PORTS = {"gateway": 8011, "ledger": 8012, "payments": 8013, "sandbox": 8014, "monitor": 8015}
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings()
     configure(settings.observability.log_level, settings.observability.log_json)
+    setup_tracing(settings.observability.service_name, settings.observability.otlp_endpoint)
     return int(args.fn(args, settings))
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 import stamina
+import structlog
 
 from pocketpay.kit.errors import AppError, Unavailable
-from pocketpay.kit.tracing import current_trace_context
+from pocketpay.kit.tracing import client_span, current_trace_context
 
 
 class InternalClient:
@@ -50,11 +51,14 @@ class InternalClient:
         request_id: str | None = None,
     ) -> Any:
         headers = current_trace_context()
+        request_id = request_id or structlog.contextvars.get_contextvars().get("request_id")
         if request_id:
             headers["X-Request-Id"] = request_id
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            resp = await self._send(method, path, json, clean, headers)
+            with client_span(f"{self.component} {method} {path.split('?')[0]}"):
+                headers |= current_trace_context()
+                resp = await self._send(method, path, json, clean, headers)
         except httpx.HTTPError as exc:
             raise Unavailable(
                 f"{self.component} is unreachable: {type(exc).__name__}",

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pocketpay.kit.errors import AppError
 from pocketpay.kit.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from pocketpay.kit.tracing import server_span
 
 log = structlog.get_logger(__name__)
 
@@ -154,22 +155,37 @@ class RequestContextMiddleware:
 
         start = time.perf_counter()
         structlog.contextvars.bind_contextvars(request_id=rid)
-        try:
-            await self.app(scope, limited_receive, send_wrapper)
-        except _BodyTooLarge:
-            await _too_large(scope, receive, send, rid, self.max_body)
-            status_holder["status"] = 413
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "GET")
-            HTTP_REQUESTS.labels(
-                self.component, method, template, str(status_holder["status"])
-            ).inc()
-            HTTP_LATENCY.labels(self.component, method, template).observe(
-                time.perf_counter() - start
-            )
+        method = scope.get("method", "GET")
+        trace_headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in headers.items()
+            if k in (b"traceparent", b"tracestate")
+        }
+        with server_span(
+            f"{self.component} {method}",
+            trace_headers,
+            **{
+                "http.request.method": method,
+                "url.path": scope.get("path", ""),
+                "pocketpay.request_id": rid,
+            },
+        ) as span:
+            try:
+                await self.app(scope, limited_receive, send_wrapper)
+            except _BodyTooLarge:
+                await _too_large(scope, receive, send, rid, self.max_body)
+                status_holder["status"] = 413
+            finally:
+                structlog.contextvars.unbind_contextvars("request_id")
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                span.update_name(f"{self.component} {method} {template}")
+                span.set_attribute("http.response.status_code", status_holder["status"])
+                status = str(status_holder["status"])
+                HTTP_REQUESTS.labels(self.component, method, template, status).inc()
+                HTTP_LATENCY.labels(self.component, method, template).observe(
+                    time.perf_counter() - start
+                )
 
 
 class _BodyTooLarge(Exception):

@@ -1,12 +1,36 @@
-"""OpenTelemetry helpers: trace context travels in HTTP headers and in event envelopes."""
+"""OpenTelemetry: spans for HTTP requests, internal calls, PSP calls and bus consumers. Trace
+context travels in HTTP headers (W3C ``traceparent``) and in every event envelope, so one trace
+spans gateway -> payments -> PSP and, through the bus, the ledger. Export is over OTLP/HTTP when
+``POCKETPAY_OBSERVABILITY__OTLP_ENDPOINT`` is set, off otherwise."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import Span, SpanKind
 
 tracer = trace.get_tracer("pocketpay")
+T = TypeVar("T")
+
+
+def setup_tracing(service_name: str, otlp_endpoint: str) -> bool:
+    """Install an OTLP exporter; returns False (tracing stays a no-op) without an endpoint."""
+    if not otlp_endpoint:
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    trace.set_tracer_provider(provider)
+    return True
 
 
 def current_trace_context() -> dict[str, str]:
@@ -16,10 +40,40 @@ def current_trace_context() -> dict[str, str]:
     return carrier
 
 
-def attach_trace_context(carrier: dict[str, str]) -> object:
-    """Make ``carrier``'s trace the parent of spans started next; returns a detach token."""
-    return otel_context.attach(extract(carrier))
+@contextmanager
+def server_span(name: str, headers: dict[str, str], **attributes: Any) -> Iterator[Span]:
+    """A SERVER span whose parent comes from the caller's ``traceparent`` header."""
+    token = otel_context.attach(extract(headers))
+    try:
+        with tracer.start_as_current_span(
+            name, kind=SpanKind.SERVER, attributes=attributes
+        ) as span:
+            yield span
+    finally:
+        otel_context.detach(token)
 
 
-def detach(token: object) -> None:
-    otel_context.detach(token)  # type: ignore[arg-type]
+@contextmanager
+def client_span(name: str, **attributes: Any) -> Iterator[Span]:
+    with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
+        yield span
+
+
+def traced_consumer(
+    durable: str, handler: Callable[[Any], Awaitable[None]]
+) -> Callable[[Any], Awaitable[None]]:
+    """Wrap a bus handler: its span continues the trace carried in the event envelope."""
+
+    async def run(env: Any) -> None:
+        token = otel_context.attach(extract(env.trace or {}))
+        try:
+            with tracer.start_as_current_span(
+                f"consume {env.type}",
+                kind=SpanKind.CONSUMER,
+                attributes={"messaging.consumer": durable, "messaging.message.id": env.id},
+            ):
+                await handler(env)
+        finally:
+            otel_context.detach(token)
+
+    return run

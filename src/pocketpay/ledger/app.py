@@ -16,6 +16,7 @@ from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.metrics import CONSUMER_LAG, CONSUMER_PENDING
 from pocketpay.kit.money import MoneyError, normalize_currency
 from pocketpay.kit.outbox import OutboxRelay
+from pocketpay.kit.tracing import traced_consumer
 from pocketpay.ledger import service, wallet_transfers
 from pocketpay.ledger.chart import TransferCode, wallet_account_id
 from pocketpay.ledger.consumers import SUBJECTS, LedgerConsumer
@@ -208,7 +209,10 @@ def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Co
     async def lag_check() -> CheckResult:
         pending, age = await bus.lag(DURABLE)
         lagging = age > settings.monitor.lag_threshold_seconds
-        return CheckResult("degraded" if lagging else "ok", {"pending": pending, "oldest_age_seconds": round(age, 3)})
+        return CheckResult(
+            "degraded" if lagging else "ok",
+            {"pending": pending, "oldest_age_seconds": round(age, 3)},
+        )
 
     health.add("db", db_check)
     health.add("bus", bus_check, timeout_seconds=1.0)
@@ -218,7 +222,7 @@ def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Co
     app.include_router(
         _router(engine, clock, relay, bus), dependencies=[internal_auth(settings.internal_token)]
     )
-    bus.subscribe(DURABLE, SUBJECTS, LedgerConsumer(engine, clock))
+    bus.subscribe(DURABLE, SUBJECTS, traced_consumer(DURABLE, LedgerConsumer(engine, clock)))
     return Component(
         "ledger", app, health, on_start=[relay.start], on_stop=[relay.stop], state={"relay": relay}
     )

@@ -18,6 +18,7 @@ from pocketpay.kit.db import ping
 from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.outbox import OutboxRelay
+from pocketpay.kit.tracing import traced_consumer
 from pocketpay.ledger.client import LedgerClient
 from pocketpay.payments import service
 from pocketpay.payments.flows import Flows
@@ -201,7 +202,11 @@ def build(
     async def on_created(env: Envelope) -> None:
         await flows.authorize(env.data["payment_id"])
 
-    bus.subscribe("payments-processor", ["payments.payment.created"], on_created)
+    bus.subscribe(
+        "payments-processor",
+        ["payments.payment.created"],
+        traced_consumer("payments-processor", on_created),
+    )
     jobs = _Jobs(flows, clock, settings.psp.settle_poll_seconds)
     return Component(
         "payments",

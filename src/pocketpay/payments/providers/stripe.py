@@ -13,6 +13,7 @@ import stripe
 from pocketpay.kit.breaker import BreakerOpen, CircuitBreaker
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.metrics import PSP_CALLS, PSP_LATENCY
+from pocketpay.kit.tracing import client_span
 from pocketpay.payments.providers.base import (
     CallWindow,
     IntentResult,
@@ -94,7 +95,8 @@ class StripeProvider:
             raise PspUnavailable(str(exc)) from exc
         start = time.perf_counter()
         try:
-            result = await fn()
+            with client_span(f"psp {op}", **{"pocketpay.psp": self.name}):
+                result = await fn()
         except stripe.CardError as exc:
             self._ok(op, "declined")
             pi = getattr(exc, "error", None)

@@ -1,0 +1,216 @@
+"""The sandbox's objects, rendered in Stripe's JSON shapes by ``to_stripe``.
+
+Amounts are integer minor units, currencies lowercase, timestamps unix seconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+_ALNUM = string.ascii_letters + string.digits
+
+PiStatus = Literal[
+    "requires_payment_method",
+    "requires_confirmation",
+    "requires_capture",
+    "processing",
+    "succeeded",
+    "canceled",
+]
+
+
+def new_id(prefix: str, length: int = 24) -> str:
+    """A random Stripe-like id: ``pi_3PqXy...``."""
+    return f"{prefix}_" + "".join(secrets.choice(_ALNUM) for _ in range(length))
+
+
+@dataclass
+class PaymentIntent:
+    id: str
+    amount: int
+    currency: str
+    capture_method: str
+    created: int
+    status: PiStatus
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    payment_method: str | None = None
+    latest_charge: str | None = None
+    amount_capturable: int = 0
+    amount_received: int = 0
+    last_payment_error: dict[str, Any] | None = None
+    canceled_at: int | None = None
+    cancellation_reason: str | None = None
+    client_secret: str = ""
+
+    def to_stripe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "payment_intent",
+            "amount": self.amount,
+            "amount_capturable": self.amount_capturable,
+            "amount_received": self.amount_received,
+            "canceled_at": self.canceled_at,
+            "cancellation_reason": self.cancellation_reason,
+            "capture_method": self.capture_method,
+            "client_secret": self.client_secret,
+            "confirmation_method": "automatic",
+            "created": self.created,
+            "currency": self.currency,
+            "description": self.description,
+            "last_payment_error": self.last_payment_error,
+            "latest_charge": self.latest_charge,
+            "livemode": False,
+            "metadata": dict(self.metadata),
+            "next_action": None,
+            "payment_method": self.payment_method,
+            "payment_method_types": ["card"],
+            "status": self.status,
+        }
+
+
+@dataclass
+class Charge:
+    id: str
+    payment_intent: str
+    payment_method: str
+    amount: int
+    currency: str
+    created: int
+    status: Literal["succeeded", "failed"]
+    card: dict[str, Any]
+    captured: bool = False
+    amount_captured: int = 0
+    amount_refunded: int = 0
+    balance_transaction: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    decline_code: str | None = None
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def refundable(self) -> int:
+        return self.amount_captured - self.amount_refunded
+
+    def outcome(self) -> dict[str, Any]:
+        if self.status == "succeeded":
+            return {
+                "network_status": "approved_by_network",
+                "reason": None,
+                "risk_level": "normal",
+                "seller_message": "Payment complete.",
+                "type": "authorized",
+            }
+        return {
+            "network_status": "declined_by_network",
+            "reason": self.decline_code,
+            "risk_level": "normal",
+            "seller_message": "The bank declined the payment.",
+            "type": "issuer_declined",
+        }
+
+    def to_stripe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "charge",
+            "amount": self.amount,
+            "amount_captured": self.amount_captured,
+            "amount_refunded": self.amount_refunded,
+            "balance_transaction": self.balance_transaction,
+            "captured": self.captured,
+            "created": self.created,
+            "currency": self.currency,
+            "description": self.description,
+            "failure_code": self.failure_code,
+            "failure_message": self.failure_message,
+            "livemode": False,
+            "metadata": dict(self.metadata),
+            "outcome": self.outcome(),
+            "paid": self.status == "succeeded",
+            "payment_intent": self.payment_intent,
+            "payment_method": self.payment_method,
+            "payment_method_details": {"type": "card", "card": dict(self.card)},
+            "refunded": self.amount_captured > 0 and self.refundable == 0,
+            "status": self.status,
+        }
+
+
+@dataclass
+class Refund:
+    id: str
+    amount: int
+    charge: str
+    payment_intent: str
+    currency: str
+    created: int
+    balance_transaction: str
+    reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    status: str = "succeeded"
+
+    def to_stripe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "refund",
+            "amount": self.amount,
+            "balance_transaction": self.balance_transaction,
+            "charge": self.charge,
+            "created": self.created,
+            "currency": self.currency,
+            "metadata": dict(self.metadata),
+            "payment_intent": self.payment_intent,
+            "reason": self.reason,
+            "status": self.status,
+        }
+
+
+@dataclass
+class BalanceTransaction:
+    id: str
+    type: Literal["charge", "refund"]
+    source: str
+    amount: int
+    fee: int
+    currency: str
+    created: int
+    available_on: int
+    announced: bool = False  # ``balance.available`` already sent for it
+
+    @property
+    def net(self) -> int:
+        return self.amount - self.fee
+
+    def is_available(self, now: float) -> bool:
+        return now >= self.available_on
+
+    def to_stripe(self, now: float) -> dict[str, Any]:
+        fee_details = [
+            {
+                "amount": self.fee,
+                "currency": self.currency,
+                "type": "stripe_fee",
+                "description": "Stripe processing fees",
+                "application": None,
+            }
+        ]
+        return {
+            "id": self.id,
+            "object": "balance_transaction",
+            "amount": self.amount,
+            "available_on": self.available_on,
+            "created": self.created,
+            "currency": self.currency,
+            "description": None,
+            "exchange_rate": None,
+            "fee": self.fee,
+            "fee_details": fee_details if self.fee else [],
+            "net": self.net,
+            "reporting_category": self.type,
+            "source": self.source,
+            "status": "available" if self.is_available(now) else "pending",
+            "type": self.type,
+        }

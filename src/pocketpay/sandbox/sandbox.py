@@ -1,0 +1,128 @@
+"""The ``Sandbox``: state, lock, faults, idempotency and webhooks of one sandbox PSP.
+
+Tests and ops drive it from Python: switch ``faults``, call ``tick()`` after moving a
+``ManualClock`` to settle funds, ``await flush_webhooks()`` to wait for deliveries, read
+``events``. ``start()``/``aclose()`` (or the app's lifespan) run the settlement loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from pocketpay.kit.clock import Clock
+from pocketpay.sandbox.errors import StripeError
+from pocketpay.sandbox.faults import Faults
+from pocketpay.sandbox.idempotency import IdempotencyStore, StoredResponse
+from pocketpay.sandbox.state import Store
+from pocketpay.sandbox.webhooks import WebhookSender
+from pocketpay.settings import SandboxSettings
+
+log = structlog.get_logger(__name__)
+
+Operation = Callable[[Store], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+class Sandbox:
+    def __init__(self, settings: SandboxSettings, clock: Clock, *, webhook_url: str) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.lock = asyncio.Lock()
+        self.faults = Faults()
+        self.webhooks = WebhookSender(webhook_url, settings.webhook_secret, clock)
+        self.store = Store(clock, settings.settle_delay_seconds, self._emit)
+        self.idempotency = IdempotencyStore()
+        self.tick_interval_seconds = 0.5
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every event emitted so far, oldest first (delivered or not)."""
+        return self.webhooks.events
+
+    def events_of(self, type_: str) -> list[dict[str, Any]]:
+        return [e for e in self.webhooks.events if e["type"] == type_]
+
+    async def execute(
+        self,
+        op: Operation,
+        *,
+        api_key: str = "",
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> Outcome:
+        """Run one API operation atomically, honouring an idempotency key if given."""
+        async with self.lock:
+            if idempotency_key:
+                stored = self.idempotency.lookup(api_key, idempotency_key, fingerprint)
+                if stored is not None:
+                    return Outcome(stored.status, stored.body, replayed=True)
+            outcome = self._run(op)
+            if idempotency_key:
+                stored = StoredResponse(fingerprint, outcome.status, outcome.body, self.store.now())
+                self.idempotency.save(api_key, idempotency_key, stored)
+        return outcome
+
+    async def tick(self) -> list[str]:
+        """Settle due balance transactions now; their ids (``balance.available`` if any)."""
+        async with self.lock:
+            return self.store.settle_due()
+
+    async def flush_webhooks(self) -> None:
+        """Wait until every emitted event is delivered or has exhausted its retries."""
+        await self.webhooks.flush()
+
+    deliver_pending = flush_webhooks
+
+    async def start(self) -> None:
+        """Start the background settlement loop (idempotent)."""
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def aclose(self) -> None:
+        """Stop background work: settlement loop, webhook deliveries, hung requests."""
+        self.faults.timeout = False
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        await self.webhooks.aclose()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
+        """For ``FastAPI(lifespan=...)``; call it from the parent's lifespan when mounted."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    def _emit(self, type_: str, obj: dict[str, Any]) -> None:
+        self.webhooks.emit(type_, obj)
+
+    def _run(self, op: Operation) -> Outcome:
+        try:
+            return Outcome(200, op(self.store))
+        except StripeError as exc:
+            return Outcome(exc.status, exc.body())
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval_seconds)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("sandbox.tick_failed")

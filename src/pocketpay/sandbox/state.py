@@ -1,0 +1,151 @@
+"""In-memory storage of the sandbox's objects, lookups, expansion, balance and settlement.
+
+Not thread- or task-safe by itself: the ``Sandbox`` holds its ``asyncio.Lock`` around every
+call. Operations never await, so one request's effects are applied atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pocketpay.kit.clock import Clock
+from pocketpay.sandbox import cards
+from pocketpay.sandbox.errors import invalid_request, resource_missing
+from pocketpay.sandbox.models import (
+    BalanceTransaction,
+    Charge,
+    PaymentIntent,
+    Refund,
+    new_id,
+)
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+_KINDS = {"pi": "payment_intent", "ch": "charge", "re": "refund", "txn": "balance_transaction"}
+
+
+class Store:
+    """Every object the sandbox knows, keyed by id, plus the rules shared by operations."""
+
+    def __init__(self, clock: Clock, settle_delay_seconds: float, emit: Emit) -> None:
+        self.clock = clock
+        self.settle_delay_seconds = settle_delay_seconds
+        self.emit = emit
+        # Processing fee taken from each captured charge (Stripe's US card price by default).
+        self.fee_percent = 2.9
+        self.fee_fixed = 30
+        self.payment_intents: dict[str, PaymentIntent] = {}
+        self.charges: dict[str, Charge] = {}
+        self.refunds: dict[str, Refund] = {}
+        self.balance_transactions: dict[str, BalanceTransaction] = {}
+
+    def now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def timestamp(self) -> int:
+        return int(self.now())
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def payment_intent(self, pi_id: str) -> PaymentIntent:
+        found = self.payment_intents.get(pi_id)
+        if found is None:
+            raise resource_missing("payment_intent", pi_id, param="intent")
+        return found
+
+    def charge(self, ch_id: str, *, param: str = "id") -> Charge:
+        found = self.charges.get(ch_id)
+        if found is None:
+            raise resource_missing("charge", ch_id, param=param)
+        return found
+
+    def render(self, obj_id: str) -> dict[str, Any] | None:
+        """The Stripe JSON of any object by id, or None."""
+        obj = (
+            self.payment_intents.get(obj_id) or self.charges.get(obj_id) or self.refunds.get(obj_id)
+        )
+        if obj is not None:
+            return obj.to_stripe()
+        if txn := self.balance_transactions.get(obj_id):
+            return txn.to_stripe(self.now())
+        if obj_id in cards.CARDS:
+            return cards.payment_method_object(obj_id, self.timestamp())
+        return None
+
+    def retrieve(self, kind: Literal["pi", "ch", "re", "txn"], obj_id: str) -> dict[str, Any]:
+        found = self.render(obj_id) if obj_id.startswith(f"{kind}_") else None
+        if found is None:
+            raise resource_missing(_KINDS[kind], obj_id)
+        return found
+
+    def expand(self, obj: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+        """Replace id fields by their objects, as Stripe's ``expand[]`` does."""
+        for path in paths:
+            self._expand_path(obj, path.split("."), path)
+        return obj
+
+    def _expand_path(self, obj: dict[str, Any], parts: list[str], path: str) -> None:
+        head, rest = parts[0], parts[1:]
+        if head not in obj:
+            raise invalid_request(f"This property cannot be expanded ({path}).", param="expand")
+        value = obj[head]
+        if isinstance(value, str):
+            found = self.render(value)
+            if found is None:
+                raise invalid_request(f"This property cannot be expanded ({path}).")
+            obj[head] = value = found
+        if rest and isinstance(value, dict):
+            self._expand_path(value, rest, path)
+
+    # -- money movement --------------------------------------------------------------------
+
+    def fee_for(self, amount: int) -> int:
+        return min(amount, round(amount * self.fee_percent / 100) + self.fee_fixed)
+
+    def add_balance_transaction(
+        self, kind: Literal["charge", "refund"], source: str, amount: int, currency: str
+    ) -> BalanceTransaction:
+        created = self.timestamp()
+        fee = self.fee_for(amount) if kind == "charge" else 0
+        available_on = created + math.ceil(self.settle_delay_seconds)
+        txn = BalanceTransaction(
+            new_id("txn"), kind, source, amount, fee, currency, created, available_on
+        )
+        self.balance_transactions[txn.id] = txn
+        return txn
+
+    def balance(self) -> dict[str, Any]:
+        now = self.now()
+        sums: dict[str, dict[str, int]] = {}
+        for txn in self.balance_transactions.values():
+            bucket = "available" if txn.is_available(now) else "pending"
+            per = sums.setdefault(txn.currency, {"available": 0, "pending": 0})
+            per[bucket] += txn.net
+        sums = sums or {"usd": {"available": 0, "pending": 0}}
+
+        def entries(bucket: str) -> list[dict[str, Any]]:
+            return [
+                {"amount": v[bucket], "currency": c, "source_types": {"card": v[bucket]}}
+                for c, v in sorted(sums.items())
+            ]
+
+        return {
+            "object": "balance",
+            "available": entries("available"),
+            "pending": entries("pending"),
+            "livemode": False,
+        }
+
+    def settle_due(self) -> list[str]:
+        """Mark balance transactions whose ``available_on`` has passed; one event for all."""
+        now = self.now()
+        due = [
+            t for t in self.balance_transactions.values() if not t.announced and t.is_available(now)
+        ]
+        for txn in due:
+            txn.announced = True
+        if due:
+            self.emit("balance.available", self.balance())
+        return [t.id for t in due]

@@ -1,0 +1,56 @@
+"""Fixtures: a sandbox served by uvicorn with a ManualClock, a webhook receiver, an SDK client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+import stripe
+from sandbox_support import API_KEY, SECRET, SETTLE_DELAY, Receiver, Running, make_client, serving
+
+from pocketpay.kit.clock import ManualClock
+from pocketpay.sandbox import Sandbox, create_app
+from pocketpay.settings import SandboxSettings
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # Near real time: stripe.Webhook.construct_event checks the signature's age by time.time().
+    return ManualClock(start=datetime.now(UTC))
+
+
+@pytest.fixture
+def settings() -> SandboxSettings:
+    return SandboxSettings(
+        api_key=API_KEY, webhook_secret=SECRET, settle_delay_seconds=SETTLE_DELAY
+    )
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    async with serving(rec.app()) as url:
+        rec.url = f"{url}/hook"
+        yield rec
+
+
+@pytest.fixture
+async def running(
+    settings: SandboxSettings, clock: ManualClock, receiver: Receiver
+) -> AsyncIterator[Running]:
+    app = create_app(settings, clock, webhook_url=receiver.url)
+    sandbox: Sandbox = app.state.sandbox
+    sandbox.webhooks.retry_delays = (0.0, 0.0, 0.0)
+    try:
+        async with serving(app) as url:
+            yield Running(app, sandbox, url)
+    finally:
+        await sandbox.aclose()
+
+
+@pytest.fixture
+async def client(running: Running) -> AsyncIterator[stripe.StripeClient]:
+    http = stripe.HTTPXClient()
+    yield make_client(running.url, http)
+    await http.close_async()
