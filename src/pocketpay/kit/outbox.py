@@ -86,10 +86,19 @@ async def add_event(
             type=event_type,
             occurred_at=occurred_at,
             data=data,
-            trace=current_trace_context(),
+            trace=_trace_with_request_id(),
         )
     )
     return event_id
+
+
+def _trace_with_request_id() -> dict[str, str]:
+    """Trace context plus the request id, so a consumer's logs name the request that caused it."""
+    carrier = current_trace_context()
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if request_id:
+        carrier["request_id"] = str(request_id)
+    return carrier
 
 
 async def claim_inbox(

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
@@ -66,6 +67,9 @@ def traced_consumer(
 
     async def run(env: Any) -> None:
         token = otel_context.attach(extract(env.trace or {}))
+        structlog.contextvars.bind_contextvars(
+            request_id=(env.trace or {}).get("request_id"), event_id=env.id
+        )
         try:
             with tracer.start_as_current_span(
                 f"consume {env.type}",
@@ -74,6 +78,7 @@ def traced_consumer(
             ):
                 await handler(env)
         finally:
+            structlog.contextvars.unbind_contextvars("request_id", "event_id")
             otel_context.detach(token)
 
     return run
