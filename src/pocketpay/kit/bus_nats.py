@@ -1,0 +1,591 @@
+"""The event bus on NATS JetStream (scale mode): same contract as ``EmbeddedBus``.
+
+* One stream (``POCKETPAY`` by default, file storage, limits retention, a two-minute duplicate
+  window) holds every component's events; the subject is the envelope type.
+* Publishing sets ``Nats-Msg-Id`` to ``msg_id_for(env)``, so a relay that publishes the same
+  envelope twice inside the duplicate window stores it once.
+* Every ``subscribe(durable, ...)`` is a durable *pull* consumer with explicit acks. Each
+  process runs one fetch loop per subscription; several processes using the same durable name
+  share its messages (that is how scale mode runs N copies of a component).
+* A batch is handled sequentially. Success acks; a failure naks with a delay of
+  ``retry_delay_ms * num_delivered``; a failure on delivery ``max_deliver`` (or later) writes the
+  envelope to ``bus_dead_letters`` and then acks, so the consumer moves on.
+
+Differences from ``EmbeddedBus`` worth knowing:
+
+* A failing message does not block the ones behind it: it is retried after its nak delay while
+  later messages are handled (``EmbeddedBus`` retries inline). Handlers must already be
+  idempotent and must not rely on cross-event order after a failure.
+* The dedupe window is ``duplicate_window`` (two minutes), not forever; consumers' inboxes
+  catch anything older.
+* The server-side ``max_deliver`` of the consumer is ``max_deliver + 3``: the *bus* decides when
+  to dead-letter (delivery ``max_deliver`` failed). The extra deliveries are a backstop so a
+  final attempt that never concluded (crash, ack-wait expiry, dead-letter write failing because
+  the database is down) gets another chance instead of being dropped silently by the server.
+* Multiple filter subjects per consumer need nats-server 2.10+. On an older server a
+  subscription with several subjects gets an unfiltered consumer and the bus filters on the
+  client (non-matching messages are acked unhandled); ``lag()`` then over-counts (see there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pocketpay.kit.bus import Envelope, Handler, dead_letter, msg_id_for, subject_matches
+from pocketpay.kit.clock import Clock
+from pocketpay.kit.metrics import BUS_CONSUMED, BUS_PUBLISHED
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_SUBJECTS: tuple[str, ...] = (
+    "gateway.>",
+    "payments.>",
+    "ledger.>",
+    "billing.>",
+    "notifications.>",
+)
+DUPLICATE_WINDOW_SECONDS = 120.0
+# Deliveries the server still makes after ``max_deliver`` (see the module docstring).
+SERVER_MAX_DELIVER_SLACK = 3
+_ERR_STREAM_NAME_IN_USE = 10058
+
+
+def _status(msg: Msg) -> str:
+    """The status of a JetStream control message ("404", "408", ...); "" for a real one."""
+    if msg.headers is None or msg.data:
+        return ""
+    return str(msg.headers.get("Status", ""))
+
+
+def subject_within(pattern: str, stream_subject: str) -> bool:
+    """True if every subject ``pattern`` matches is also matched by ``stream_subject``."""
+    p_parts, s_parts = pattern.split("."), stream_subject.split(".")
+    for i, part in enumerate(s_parts):
+        if part == ">":
+            return len(p_parts) > i
+        if i >= len(p_parts) or p_parts[i] == ">":
+            return False
+        if part != "*" and part != p_parts[i]:
+            return False
+    return len(p_parts) == len(s_parts)
+
+
+@dataclass
+class _NatsSubscription:
+    durable: str
+    subjects: list[str]
+    handler: Handler
+    client_filter: bool = False  # the server could not filter: the bus does
+    inbox: Subscription | None = None  # receives this consumer's pulled messages
+    requests: int = 0  # pull requests sent (suffix of their reply subjects)
+    task: asyncio.Task[None] | None = None
+
+
+class NatsBus:
+    """``Bus`` on NATS JetStream; ``engine`` is only used for the dead-letter table."""
+
+    def __init__(
+        self,
+        url: str,
+        engine: AsyncEngine,
+        clock: Clock,
+        *,
+        stream: str = "POCKETPAY",
+        subjects: Sequence[str] = DEFAULT_SUBJECTS,
+        max_deliver: int = 5,
+        retry_delay_ms: int = 200,
+        ack_wait_seconds: float = 30.0,
+        batch: int = 100,
+        fetch_timeout_seconds: float = 2.0,
+        connect_timeout_seconds: float = 5.0,
+        api_timeout_seconds: float = 5.0,
+    ) -> None:
+        if max_deliver < 1:
+            raise ValueError("max_deliver must be at least 1")
+        if not subjects:
+            raise ValueError("the stream needs at least one subject")
+        self._url = url
+        self._engine = engine
+        self._clock = clock
+        self._stream = stream
+        self._subjects = list(subjects)
+        self._max_deliver = max_deliver
+        self._retry_delay = retry_delay_ms / 1000
+        self._ack_wait = ack_wait_seconds
+        self._batch = batch
+        self._fetch_timeout = fetch_timeout_seconds
+        self._connect_timeout = connect_timeout_seconds
+        self._api_timeout = api_timeout_seconds
+        self._subs: list[_NatsSubscription] = []
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, create or update the stream and the consumers, start the fetch loops."""
+        if self._started:
+            return
+        self._nc = await self._connect()
+        self._js = self._nc.jetstream(timeout=self._api_timeout)
+        try:
+            await self._ensure_stream()
+            for sub in self._subs:
+                await self._ensure_consumer(sub)
+                sub.inbox = await self._nc.subscribe(f"{self._nc.new_inbox()}.*")
+        except BaseException:
+            await self._disconnect()
+            raise
+        for sub in self._subs:
+            sub.task = asyncio.create_task(self._consume(sub), name=f"bus-nats-{sub.durable}")
+        self._started = True
+        log.info(
+            "bus.nats.started",
+            url=self._url,
+            stream=self._stream,
+            consumers=[s.durable for s in self._subs],
+        )
+
+    async def close(self) -> None:
+        """Stop the fetch loops (unhandled messages of a batch are nak'ed) and disconnect."""
+        self._started = False
+        for sub in self._subs:
+            if sub.task is not None:
+                sub.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sub.task
+                sub.task = None
+        for sub in self._subs:
+            if sub.inbox is not None:
+                with contextlib.suppress(Exception):
+                    await sub.inbox.unsubscribe()
+                sub.inbox = None
+        await self._disconnect()
+
+    async def _connect(self) -> NatsClient:
+        nc = NatsClient()
+        try:
+            # max_reconnect_attempts=-1 also retries the first connect forever: the overall
+            # deadline below bounds it, reconnects after that are unlimited.
+            await asyncio.wait_for(
+                nc.connect(
+                    self._url,
+                    name=f"pocketpay-bus-{self._stream}",
+                    connect_timeout=max(1, int(self._connect_timeout)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                ),
+                timeout=self._connect_timeout,
+            )
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            if isinstance(exc, TimeoutError | OSError | nats.errors.Error):
+                raise ConnectionError(
+                    f"NATS not reachable at {self._url} within {self._connect_timeout}s"
+                ) from exc
+            raise
+        return nc
+
+    async def _disconnect(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is None or nc.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            await nc.flush(timeout=1)  # acks and naks still buffered
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("bus.nats.error", url=self._url, error=f"{type(exc).__name__}: {exc}")
+
+    async def _on_disconnected(self) -> None:
+        log.warning("bus.nats.disconnected", url=self._url)
+
+    async def _on_reconnected(self) -> None:
+        log.info("bus.nats.reconnected", url=self._url)
+
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("NatsBus is not started")
+        return self._js
+
+    # -- stream and consumers --------------------------------------------------------------
+
+    async def _ensure_stream(self) -> None:
+        js = self._jetstream()
+        wanted = api.StreamConfig(
+            name=self._stream,
+            subjects=list(self._subjects),
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            discard=api.DiscardPolicy.OLD,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        )
+        try:
+            info = await js.stream_info(self._stream)
+        except nats.js.errors.NotFoundError:
+            try:
+                await js.add_stream(wanted)
+                return
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _ERR_STREAM_NAME_IN_USE:  # not another process racing us
+                    raise
+            info = await js.stream_info(self._stream)
+        current = info.config
+        # Union, never removal: during a rolling deploy old and new processes must not flap.
+        subjects = sorted(set(current.subjects or []) | set(self._subjects))
+        if (
+            subjects != sorted(current.subjects or [])
+            or current.duplicate_window != DUPLICATE_WINDOW_SECONDS
+        ):
+            await js.update_stream(
+                dataclasses.replace(
+                    current, subjects=subjects, duplicate_window=DUPLICATE_WINDOW_SECONDS
+                )
+            )
+            log.info("bus.nats.stream_updated", stream=self._stream, subjects=subjects)
+
+    def _server_filters_many(self) -> bool:
+        if self._nc is None:
+            return False
+        version = self._nc.connected_server_version
+        return (version.major, version.minor) >= (2, 10)
+
+    async def _ensure_consumer(self, sub: _NatsSubscription) -> None:
+        config = api.ConsumerConfig(
+            name=sub.durable,
+            durable_name=sub.durable,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self._ack_wait,
+            max_deliver=self._max_deliver + SERVER_MAX_DELIVER_SLACK,
+        )
+        sub.client_filter = False
+        if len(sub.subjects) == 1:
+            config.filter_subject = sub.subjects[0]
+        elif self._server_filters_many():
+            config.filter_subjects = list(sub.subjects)
+        else:
+            sub.client_filter = True
+            log.warning(
+                "bus.nats.client_side_filter",
+                durable=sub.durable,
+                subjects=sub.subjects,
+                reason="nats-server < 2.10 has no filter_subjects",
+            )
+        try:
+            await self._jetstream().add_consumer(self._stream, config=config)
+        except nats.js.errors.BadRequestError as exc:
+            raise RuntimeError(
+                f"cannot create or update consumer {sub.durable!r} on stream {self._stream!r}: "
+                f"{exc.description} (err_code {exc.err_code})"
+            ) from exc
+
+    # -- Bus -------------------------------------------------------------------------------
+
+    async def publish(self, env: Envelope) -> None:
+        ack = await self._jetstream().publish(
+            subject=env.type,
+            payload=env.to_json().encode(),
+            stream=self._stream,
+            headers={"Nats-Msg-Id": msg_id_for(env)},
+        )
+        if not ack.duplicate:
+            BUS_PUBLISHED.labels(env.type.split(".")[0]).inc()
+
+    def subscribe(self, durable: str, subjects: list[str], handler: Handler) -> None:
+        """Register a durable consumer; call before ``start()``."""
+        if self._started:
+            raise RuntimeError("subscribe() must be called before start()")
+        if any(s.durable == durable for s in self._subs):
+            raise ValueError(f"durable {durable!r} is already subscribed on this bus")
+        if not subjects:
+            raise ValueError("a subscription needs at least one subject")
+        outside = [p for p in subjects if not any(subject_within(p, s) for s in self._subjects)]
+        if outside:
+            raise ValueError(
+                f"subjects {outside} of {durable!r} are not in stream {self._stream!r} "
+                f"({self._subjects})"
+            )
+        self._subs.append(_NatsSubscription(durable, list(subjects), handler))
+
+    async def ping(self) -> float:
+        """Round trip to the server in milliseconds; raises if not connected."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise ConnectionError(f"NATS not connected ({self._url})")
+        return await nc.rtt(timeout=2) * 1000
+
+    async def lag(self, durable: str) -> tuple[int, float]:
+        """(messages not yet consumed by ``durable``, age in seconds of the oldest of them).
+
+        The count is the consumer's ``num_pending`` (not delivered yet) plus
+        ``num_ack_pending`` (delivered, not acked: being handled or waiting for a retry). The
+        age is that of the first stream message after the consumer's ack floor that matches
+        its filter (acks above the floor are ignored, so it can only over-estimate); the time
+        is the server's store time against this bus's clock. With client-side filtering (old
+        server, several subjects) the count also includes messages the subscription will skip.
+        An unknown consumer has no lag: ``(0, 0.0)``.
+        """
+        js = self._jetstream()
+        try:
+            info = await js.consumer_info(self._stream, durable)
+        except nats.js.errors.NotFoundError:
+            return 0, 0.0
+        pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
+        if pending == 0:
+            return 0, 0.0
+        floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        sub = next((s for s in self._subs if s.durable == durable), None)
+        if sub is not None:
+            filters = list(sub.subjects)
+        elif info.config.filter_subjects:
+            filters = list(info.config.filter_subjects)
+        elif info.config.filter_subject:
+            filters = [info.config.filter_subject]
+        else:
+            filters = list(self._subjects)
+        oldest = None
+        for pattern in filters:
+            try:
+                msg = await js.get_msg(self._stream, seq=floor + 1, subject=pattern, next=True)
+            except nats.js.errors.NotFoundError:
+                continue
+            if msg.time is not None and (oldest is None or msg.time < oldest):
+                oldest = msg.time
+        if oldest is None:
+            return pending, 0.0
+        return pending, max(0.0, (self._clock.now() - oldest).total_seconds())
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every subscription's consumer has nothing pending or unacked (tests)."""
+        js = self._jetstream()
+        deadline = time.monotonic() + timeout
+        while True:
+            busy: dict[str, tuple[int, int]] = {}
+            for sub in self._subs:
+                info = await js.consumer_info(self._stream, sub.durable)
+                counts = (info.num_pending or 0, info.num_ack_pending or 0)
+                if counts != (0, 0):
+                    busy[sub.durable] = counts
+            if not busy:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"bus not drained after {timeout}s: (pending, unacked) {busy}")
+            await asyncio.sleep(0.02)
+
+    # -- consuming -------------------------------------------------------------------------
+
+    async def _consume(self, sub: _NatsSubscription) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                msgs = await self._pull(sub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "bus.nats.pull_failed",
+                    durable=sub.durable,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            if msgs:
+                await self._handle_batch(sub, msgs)
+
+    async def _pull(self, sub: _NatsSubscription) -> list[Msg]:
+        """The next batch: what is available right away, else wait up to ``fetch_timeout``.
+
+        Pull requests are sent by hand rather than with nats-py's ``fetch``, whose lingering
+        request only returns once the whole batch arrived or the request expired (an idle
+        consumer would then see each event up to ``fetch_timeout`` late), and whose no-wait
+        probe behaves differently across server versions. Here a no-wait request takes up to
+        ``batch`` available messages; only when there are none does a request for one message
+        wait, and it returns as soon as that message arrives.
+        """
+        inbox = sub.inbox
+        if inbox is None:
+            raise RuntimeError("NatsBus is not started")
+        # Messages a stale request (one sent while disconnected, say) delivered in between.
+        msgs = await self._take_queued(inbox, self._batch)
+        if msgs:
+            return msgs
+        msgs = await self._request(sub, inbox, self._batch, expires=None)
+        if msgs:
+            return msgs
+        return await self._request(sub, inbox, 1, expires=self._fetch_timeout)
+
+    @staticmethod
+    async def _take_queued(inbox: Subscription, limit: int) -> list[Msg]:
+        msgs: list[Msg] = []
+        while len(msgs) < limit and inbox.pending_msgs > 0:
+            msg = await inbox.next_msg(timeout=1)
+            if not _status(msg):
+                msgs.append(msg)
+        return msgs
+
+    async def _request(
+        self, sub: _NatsSubscription, inbox: Subscription, batch: int, *, expires: float | None
+    ) -> list[Msg]:
+        nc = self._nc
+        if nc is None:
+            raise RuntimeError("NatsBus is not started")
+        sub.requests += 1
+        reply = f"{inbox.subject[:-1]}{sub.requests}"
+        body: dict[str, object] = {"batch": batch}
+        if expires is None:
+            body["no_wait"] = True
+        else:
+            body["expires"] = int(expires * 1_000_000_000)
+        await nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{sub.durable}",
+            json.dumps(body).encode(),
+            reply=reply,
+        )
+        # The server ends every request with a status (404 none, 408 expired or done); the
+        # client gives it a little longer than the request's own expiry.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (expires if expires is not None else self._api_timeout) + 1.0
+        msgs: list[Msg] = []
+        while len(msgs) < batch:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                msg = await inbox.next_msg(timeout=remaining)
+            except nats.errors.TimeoutError:
+                break
+            status = _status(msg)
+            if not status:
+                msgs.append(msg)  # a stream message (maybe owed to an older request: fine)
+                continue
+            if msg.subject != reply or status == "100":  # older request's end, or heartbeat
+                continue
+            if status in ("404", "408"):
+                break
+            description = (msg.headers or {}).get("Description", "")
+            if status == "409" and "Deleted" in description:
+                await self._ensure_consumer(sub)  # deleted under us: create it again
+            log.warning(
+                "bus.nats.pull_status", durable=sub.durable, status=status, description=description
+            )
+            break
+        return msgs
+
+    async def _handle_batch(self, sub: _NatsSubscription, msgs: list[Msg]) -> None:
+        unsettled = list(msgs)
+        keepalive = asyncio.create_task(self._keep_alive(unsettled))
+        try:
+            while unsettled:
+                await self._handle(sub, unsettled[0])
+                unsettled.pop(0)
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+            # Only left over when cancelled (close()): hand them back right away instead of
+            # letting them wait for ack_wait.
+            for msg in unsettled:
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+
+    async def _keep_alive(self, unsettled: list[Msg]) -> None:
+        """A batch is handled one message at a time: keep the rest from hitting ack_wait."""
+        while True:
+            await asyncio.sleep(self._ack_wait / 2)
+            for msg in list(unsettled):
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    async def _handle(self, sub: _NatsSubscription, msg: Msg) -> None:
+        delivered = msg.metadata.num_delivered or 1
+        try:
+            env = Envelope.from_json(msg.data)
+        except Exception as exc:
+            # Not an envelope: nothing can handle or replay it. Logged, then acked away.
+            log.error(
+                "bus.nats.undecodable",
+                durable=sub.durable,
+                subject=msg.subject,
+                seq=msg.metadata.sequence.stream,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            await self._settle(msg, "ack", sub.durable)
+            return
+        if sub.client_filter and not any(subject_matches(p, msg.subject) for p in sub.subjects):
+            await self._settle(msg, "ack", sub.durable)
+            return
+        try:
+            await sub.handler(env)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if delivered < self._max_deliver:
+                log.warning(
+                    "bus.handler_failed",
+                    durable=sub.durable,
+                    event_id=env.id,
+                    attempt=delivered,
+                    error=error,
+                )
+                await self._settle(msg, "nak", sub.durable, delay=self._retry_delay * delivered)
+                return
+            try:
+                await dead_letter(
+                    self._engine, sub.durable, env, error, delivered, self._clock.now()
+                )
+            except Exception as dlq_exc:
+                log.error(
+                    "bus.nats.dead_letter_failed",
+                    durable=sub.durable,
+                    event_id=env.id,
+                    error=f"{type(dlq_exc).__name__}: {dlq_exc}",
+                )
+                await self._settle(msg, "nak", sub.durable, delay=self._retry_delay * delivered)
+                return
+            await self._settle(msg, "ack", sub.durable)
+            return
+        await self._settle(msg, "ack", sub.durable)
+        BUS_CONSUMED.labels(sub.durable).inc()
+
+    @staticmethod
+    async def _settle(msg: Msg, how: str, durable: str, delay: float | None = None) -> None:
+        """Ack or nak; a lost ack only means a redelivery (handlers are idempotent)."""
+        try:
+            if how == "ack":
+                await msg.ack()
+            else:
+                await msg.nak(delay=delay or None)
+        except Exception as exc:
+            log.warning(
+                "bus.nats.settle_failed",
+                durable=durable,
+                how=how,
+                error=f"{type(exc).__name__}: {exc}",
+            )
