@@ -8,6 +8,7 @@ with the same typed clients.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,7 +30,7 @@ from pocketpay.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-EMBEDDED = ("gateway", "payments", "ledger", "sandbox")
+EMBEDDED = ("gateway", "payments", "ledger", "sandbox", "monitor")
 
 
 def make_bus(settings: Settings, engine: AsyncEngine, clock: Clock) -> Bus:
@@ -140,9 +141,68 @@ class Runtime:
             hook = s.sandbox.webhook_url or f"{s.resolved_public_url()}/api/v1/webhooks/stripe"
             self.sandbox_app = sandbox_app(s.sandbox, c, webhook_url=hook)
         if "monitor" in self.names:
-            from pocketpay.monitor_wiring import build_monitor
+            self.components["monitor"] = self._build_monitor()
 
-            self.components["monitor"] = build_monitor(self)
+    def _monitor_targets(self) -> dict[str, str]:
+        """Configured targets, else this process's own components (embedded mode)."""
+        s = self.settings
+        if s.monitor.targets:
+            return dict(s.monitor.targets)
+        base = s.resolved_public_url()
+        targets: dict[str, str] = {
+            n: f"{base}/internal/{n}" for n in ("payments", "ledger") if n in self.names
+        }
+        if "gateway" in self.names:
+            targets["gateway"] = base
+        if "sandbox" in self.names:
+            targets["sandbox"] = f"{base}/sandbox"
+        targets.update({n: u for n, u in s.urls.items() if n != "monitor"})
+        return targets
+
+    def _build_monitor(self) -> Component:
+        from pocketpay.kit.tokens import TokenCodec
+        from pocketpay.monitor.app import create_app as monitor_app
+
+        s = self.settings
+        tokens = TokenCodec(
+            s.resolved_jwt_secret(),
+            issuer=s.auth.jwt_issuer,
+            audience=s.auth.jwt_audience,
+            ttl_seconds=s.auth.access_ttl_seconds,
+        )
+        settings = s.monitor.model_copy(update={"targets": self._monitor_targets()})
+        login = (
+            f"{s.urls['gateway']}/api/v1/auth/login"
+            if "gateway" in s.urls
+            else ("/api/v1/auth/login")
+        )
+        app = monitor_app(settings, self.clock, tokens=tokens, engine=self.engine, login_url=login)
+        lifespan = app.router.lifespan_context(app)
+
+        async def start() -> None:
+            # In one process the first poll would race the server's own start-up (and
+            # report it down): begin polling once this process serves requests.
+            self._monitor_start = asyncio.create_task(self._start_when_serving(lifespan))
+
+        async def stop() -> None:
+            if not self._monitor_start.done():
+                self._monitor_start.cancel()
+                return
+            await lifespan.__aexit__(None, None, None)
+
+        return Component("monitor", app, app.state.health, on_start=[start], on_stop=[stop])
+
+    async def _start_when_serving(self, lifespan: Any) -> None:
+        url = f"{self.settings.resolved_public_url()}/healthz"
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            for _ in range(600):  # bounded: at most about a minute
+                try:
+                    if (await client.get(url)).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        await lifespan.__aenter__()
 
     def _compose(self) -> FastAPI:
         """The app this process serves."""
@@ -160,6 +220,11 @@ class Runtime:
                 root.mount(f"/internal/{name}", comp.app)
         if self.sandbox_app is not None and self.sandbox_app is not root:
             root.mount("/sandbox", self.sandbox_app)
+        monitor = self.components.get("monitor")
+        if monitor is not None and monitor.app is not root:
+            # /status, /alerts and /admin/health at the root too: routes of the root app
+            # match first, everything else falls through to the monitor.
+            root.mount("/", monitor.app)
         root.router.lifespan_context = self._lifespan
         return root
 

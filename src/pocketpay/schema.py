@@ -9,6 +9,7 @@ def all_metadata() -> list[MetaData]:
     from pocketpay.gateway.models import metadata as gateway
     from pocketpay.kit.bus import metadata as bus
     from pocketpay.ledger.models import metadata as ledger
+    from pocketpay.monitor.models import metadata as monitor
     from pocketpay.payments.models import metadata as payments
 
-    return [bus, gateway, payments, ledger]
+    return [bus, gateway, payments, ledger, monitor]

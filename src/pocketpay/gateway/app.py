@@ -10,7 +10,6 @@ from pocketpay.gateway.idempotency import IdempotencyStore
 from pocketpay.gateway.routes import Gateway, build_router
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component
-from pocketpay.kit.db import ping
 from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.tokens import TokenCodec
@@ -49,9 +48,6 @@ def build(
     )
     health = Health("gateway")
 
-    async def db_check() -> CheckResult:
-        return CheckResult("ok", {"latency_ms": round(await ping(engine), 2)})
-
     async def payments_check() -> CheckResult:
         await payments.http.request("GET", "/healthz")
         return CheckResult("ok")
@@ -60,7 +56,7 @@ def build(
         await ledger.http.request("GET", "/healthz")
         return CheckResult("ok")
 
-    health.add("db", db_check)
+    health.add_db(engine)
     health.add("payments", payments_check, critical=False, timeout_seconds=1.0)
     health.add("ledger", ledger_check, critical=False, timeout_seconds=1.0)
     app: FastAPI = new_app(

@@ -23,6 +23,9 @@ from pocketpay.ledger.client import LedgerClient
 from pocketpay.payments.client import PaymentsClient
 from pocketpay.payments.schemas import CancelIn, CaptureIn, PaymentCreate, RefundCreate
 
+# once(request, principal, idempotency_key, body_for_fingerprint, operation, status)
+Once = Callable[..., Awaitable[JSONResponse]]
+
 _bearer = HTTPBearer(auto_error=False, description="The access token from /auth/login")
 
 
@@ -106,7 +109,7 @@ IdemHeader = Header(
 )
 
 
-def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> None:
+def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> None:
     p = gw.payments
 
     @r.post("/payments", status_code=202, tags=["payments"])
@@ -117,7 +120,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> Non
         key: str | None = IdemHeader,
     ) -> JSONResponse:
         data = body.model_dump()
-        return await once(request, who, key, data, lambda: p.create(who.user_id, data), 202)  # type: ignore[no-any-return]
+        return await once(request, who, key, data, lambda: p.create(who.user_id, data), 202)
 
     @r.get("/payments", tags=["payments"])
     async def list_payments(
@@ -153,7 +156,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> Non
             request,
             who,
             key,
-            {"amount_minor": amount},  # type: ignore[no-any-return]
+            {"amount_minor": amount},
             lambda: p.capture(who.user_id, payment_id, amount),
             200,
         )
@@ -170,7 +173,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> Non
             request,
             who,
             key,
-            {},  # type: ignore[no-any-return]
+            {},
             lambda: p.cancel(who.user_id, payment_id),
             200,
         )
@@ -188,7 +191,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> Non
             request,
             who,
             key,
-            data,  # type: ignore[no-any-return]
+            data,
             lambda: p.refund(who.user_id, payment_id, data),
             202,
         )
@@ -205,7 +208,7 @@ def _currency(code: str) -> str:
         raise AppError(str(exc), code="validation.unknown_currency", status=422) from exc
 
 
-def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> None:
+def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> None:
     @r.get("/wallets", tags=["wallets"])
     async def wallets(who: Principal = Depends(principal)) -> dict[str, Any]:
         body = await gw.ledger.wallets(who.user_id)
@@ -249,7 +252,7 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Any) -> None
                 }
             )
 
-        return await once(request, who, key, data, op, 201)  # type: ignore[no-any-return]
+        return await once(request, who, key, data, op, 201)
 
     @r.get("/transfers", tags=["transfers"])
     async def list_transfers(

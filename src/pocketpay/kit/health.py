@@ -59,6 +59,23 @@ class Health:
         self.checks: list[Check] = []
         self.started = time.monotonic()
 
+    def add_db(self, engine: Any) -> None:
+        """``SELECT 1``. SQLite waits for the process's one pooled connection, so it gets a
+        longer budget than a PostgreSQL round trip (100-300 ms)."""
+        from pocketpay.kit.db import ping
+
+        async def check() -> CheckResult:
+            return CheckResult("ok", {"latency_ms": round(await ping(engine), 2)})
+
+        timeout = 1.0 if engine.dialect.name == "sqlite" else 0.3
+        self.add("db", check, timeout_seconds=timeout)
+
+    def add_bus(self, bus: Any) -> None:
+        async def check() -> CheckResult:
+            return CheckResult("ok", {"latency_ms": round(await bus.ping(), 2)})
+
+        self.add("bus", check, timeout_seconds=1.0)
+
     def add(
         self,
         name: str,

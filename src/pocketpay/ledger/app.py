@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pocketpay.kit.bus import Bus
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component, internal_auth
-from pocketpay.kit.db import ping
 from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.metrics import CONSUMER_LAG, CONSUMER_PENDING
@@ -200,12 +199,6 @@ def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Co
     )
     health = Health("ledger")
 
-    async def db_check() -> CheckResult:
-        return CheckResult("ok", {"latency_ms": round(await ping(engine), 2)})
-
-    async def bus_check() -> CheckResult:
-        return CheckResult("ok", {"latency_ms": round(await bus.ping(), 2)})
-
     async def lag_check() -> CheckResult:
         pending, age = await bus.lag(DURABLE)
         lagging = age > settings.monitor.lag_threshold_seconds
@@ -214,8 +207,8 @@ def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Co
             {"pending": pending, "oldest_age_seconds": round(age, 3)},
         )
 
-    health.add("db", db_check)
-    health.add("bus", bus_check, timeout_seconds=1.0)
+    health.add_db(engine)
+    health.add_bus(bus)
     health.add("consumer_lag", lag_check, critical=False, timeout_seconds=1.0)
     app = new_app("ledger", title="PocketPay ledger (internal)")
     app.include_router(health_router(health))

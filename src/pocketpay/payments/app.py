@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pocketpay.kit.bus import Bus, Envelope
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component, internal_auth
-from pocketpay.kit.db import ping
 from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.outbox import OutboxRelay
@@ -173,19 +172,13 @@ def build(
     flows = Flows(engine, clock, provider, ledger, relay, settings.psp.attempt_retry_seconds)
     health = Health("payments")
 
-    async def db_check() -> CheckResult:
-        return CheckResult("ok", {"latency_ms": round(await ping(engine), 2)})
-
-    async def bus_check() -> CheckResult:
-        return CheckResult("ok", {"latency_ms": round(await bus.ping(), 2)})
-
     async def psp_check() -> CheckResult:
         body = await _provider_status(provider)
         # The PSP never makes payments "not ready": an open breaker or a failing ping degrades.
         return CheckResult("ok" if body["status"] == "ok" else "degraded", body)
 
-    health.add("db", db_check)
-    health.add("bus", bus_check, timeout_seconds=1.0)
+    health.add_db(engine)
+    health.add_bus(bus)
     health.add(
         "provider",
         psp_check,
