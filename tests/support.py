@@ -83,16 +83,16 @@ def pg_url(database: str = PG_TEST_DB) -> str:
 _pg_ready: set[str] = set()
 
 
-async def prepare_postgres() -> str:
+async def prepare_postgres(database: str = PG_TEST_DB) -> str:
     """A migrated test database, emptied: created and migrated once per session."""
-    url = pg_url()
+    url = pg_url(database)
     require_postgres(pg_url("postgres"))
     if url not in _pg_ready:
         admin = create_engine(pg_url("postgres"))
         async with admin.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f"DROP DATABASE IF EXISTS {PG_TEST_DB} WITH (FORCE)"))
-            await conn.execute(text(f"CREATE DATABASE {PG_TEST_DB}"))
+            await conn.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            await conn.execute(text(f"CREATE DATABASE {database}"))
         await admin.dispose()
         await asyncio.to_thread(upgrade, url)
         _pg_ready.add(url)
@@ -136,7 +136,9 @@ def sqlite_template() -> Path:
     return path
 
 
-async def make_settings(backend: str, var_dir: Path, port: int, **extra: Any) -> Settings:
+async def make_settings(
+    backend: str, var_dir: Path, port: int, pg_database: str = PG_TEST_DB, **extra: Any
+) -> Settings:
     values: dict[str, Any] = {
         "var_dir": var_dir,
         "port": port,
@@ -150,7 +152,7 @@ async def make_settings(backend: str, var_dir: Path, port: int, **extra: Any) ->
         "auth": {"jwt_secret": "test-secret-" + "x" * 40},
     }
     if backend == "postgres":
-        values["database_url"] = await prepare_postgres()
+        values["database_url"] = await prepare_postgres(pg_database)
         values["bus_url"] = NATS_URL
         stream = "POCKETPAY_TEST"
         await reset_nats_stream(stream)
