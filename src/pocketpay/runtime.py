@@ -134,6 +134,7 @@ class Runtime:
                 c,
                 PaymentsClient(self._client("payments")),
                 LedgerClient(self._client("ledger")),
+                self.bus,
             )
         if "sandbox" in self.names:
             from pocketpay.sandbox import create_app as sandbox_app

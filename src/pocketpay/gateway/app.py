@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pocketpay.gateway.admin import admin_router
 from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.idempotency import IdempotencyStore
 from pocketpay.gateway.routes import Gateway, build_router
+from pocketpay.kit.bus import Bus
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component
 from pocketpay.kit.health import CheckResult, Health, health_router
@@ -28,6 +30,7 @@ def build(
     clock: Clock,
     payments: PaymentsClient,
     ledger: LedgerClient,
+    bus: Bus,
 ) -> Component:
     tokens = TokenCodec(
         settings.resolved_jwt_secret(),
@@ -66,4 +69,5 @@ def build(
     app.version = "1.0.0"
     app.include_router(health_router(health))
     app.include_router(build_router(gw))
+    app.include_router(admin_router(engine, bus, clock, tokens))
     return Component("gateway", app, health, state={"tokens": tokens, "auth": auth})
