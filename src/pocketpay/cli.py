@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 from pocketpay.kit.logging import configure
@@ -50,8 +51,19 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+STOP_TIMEOUT_SECONDS = 20.0
+
+
 def _up_processes(settings: Settings) -> int:
-    """Each component as its own process on PostgreSQL + NATS: a one-machine deployment."""
+    """Each component as its own process on PostgreSQL + NATS: a one-machine deployment.
+
+    The children share an internal token (generated for this run unless
+    POCKETPAY_INTERNAL_TOKEN is set), so their internal APIs are not open to anyone on the
+    host. They run in their own session: Ctrl-C, SIGTERM or SIGHUP reach this process only,
+    which relays one SIGTERM to each (a second signal would make uvicorn skip its graceful
+    shutdown), waits for them (bounded) and kills what is left. If a child dies, the others
+    are stopped too and the exit status is 1.
+    """
     if not settings.database_url.startswith("postgresql") or not settings.bus_url.startswith(
         "nats"
     ):
@@ -61,6 +73,8 @@ def _up_processes(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    import secrets
+
     from pocketpay.migrate import upgrade
 
     upgrade(settings.database_url)
@@ -70,34 +84,89 @@ def _up_processes(settings: Settings) -> int:
         "POCKETPAY_URLS": json.dumps(urls),
         "POCKETPAY_PSP__API_BASE": urls["sandbox"],
         "POCKETPAY_SANDBOX__WEBHOOK_URL": f"{urls['gateway']}/api/v1/webhooks/stripe",
+        "POCKETPAY_INTERNAL_TOKEN": settings.internal_token or secrets.token_urlsafe(32),
     }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "pocketpay.cli", "serve", name, "--port", str(port)], env=env
+    names = [n for n in SCALE_PORTS if n != "monitor"]
+    procs = {
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pocketpay.cli",
+                "serve",
+                name,
+                "--port",
+                str(SCALE_PORTS[name]),
+            ],
+            env=env,
+            start_new_session=True,
         )
-        for name, port in SCALE_PORTS.items()
-        if name != "monitor"
-    ]
+        for name in names
+    }
     print(f"PocketPay (multi-process) on {urls['gateway']}", flush=True)
+
+    def stop_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, stop_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    dead: list[str] = []
     try:
-        while all(p.poll() is None for p in procs):
-            try:
-                procs[0].wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                continue
+        while not dead:
+            dead = [n for n, p in procs.items() if p.poll() is not None]
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        for p in procs:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _stop_all(procs)
+    for name in dead:
+        print(f"{name} exited with {procs[name].returncode}", file=sys.stderr)
+    return 1 if dead else 0
+
+
+def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=15)
-    return 0
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    for name, p in procs.items():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{name} did not stop in {STOP_TIMEOUT_SECONDS}s: killed", file=sys.stderr)
+            p.kill()
+            p.wait()
+
+
+def _serve_sandbox(settings: Settings, port: int) -> None:
+    """The sandbox PSP alone. It plays the outside world (Stripe), so it shares nothing with
+    PocketPay: no database, no migrations, no bus; its state lives in its memory.
+
+    (Going through ``Runtime(settings, ("sandbox",))`` would also open a database engine and
+    a NATS connection it never uses, and it recurses forever on startup: see runtime.py's
+    ``_compose``, which replaces the sandbox app's own lifespan with the runtime's.)
+    """
+    import uvicorn
+
+    from pocketpay.kit.clock import SystemClock
+    from pocketpay.sandbox import create_app
+
+    hook = (
+        settings.sandbox.webhook_url or f"{settings.resolved_public_url()}/api/v1/webhooks/stripe"
+    )
+    app = create_app(settings.sandbox, SystemClock(), webhook_url=hook)
+    uvicorn.run(
+        app, host=settings.host, port=port, log_level="warning", access_log=False, lifespan="on"
+    )
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     port = args.port or SCALE_PORTS.get(args.component, settings.port)
-    _serve(settings, (args.component,), port)
+    if args.component == "sandbox":
+        _serve_sandbox(settings, port)
+    else:
+        _serve(settings, (args.component,), port)
     return 0
 
 
