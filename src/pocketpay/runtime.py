@@ -141,6 +141,8 @@ class Runtime:
 
             hook = s.sandbox.webhook_url or f"{s.resolved_public_url()}/api/v1/webhooks/stripe"
             self.sandbox_app = sandbox_app(s.sandbox, c, webhook_url=hook)
+            # Kept before _compose replaces the root app's lifespan (the sandbox may be root).
+            self._sandbox_lifespan = self.sandbox_app.router.lifespan_context
         if "monitor" in self.names:
             self.components["monitor"] = self._build_monitor()
 
@@ -259,7 +261,7 @@ class Runtime:
 
     async def _sandbox_lifespan_enter(self) -> None:
         assert self.sandbox_app is not None
-        self._sandbox_cm = self.sandbox_app.router.lifespan_context(self.sandbox_app)
+        self._sandbox_cm = self._sandbox_lifespan(self.sandbox_app)
         await self._sandbox_cm.__aenter__()
 
     async def _sandbox_lifespan_exit(self) -> None:
