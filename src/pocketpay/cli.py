@@ -85,8 +85,10 @@ def _up_processes(settings: Settings) -> int:
         "POCKETPAY_PSP__API_BASE": urls["sandbox"],
         "POCKETPAY_SANDBOX__WEBHOOK_URL": f"{urls['gateway']}/api/v1/webhooks/stripe",
         "POCKETPAY_INTERNAL_TOKEN": settings.internal_token or secrets.token_urlsafe(32),
+        # Resolved once here: children generating var/jwt_secret at the same time would race.
+        "POCKETPAY_AUTH__JWT_SECRET": settings.resolved_jwt_secret(),
     }
-    names = [n for n in SCALE_PORTS if n != "monitor"]
+    names = list(SCALE_PORTS)
     procs = {
         name: subprocess.Popen(
             [

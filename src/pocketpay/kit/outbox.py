@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -168,40 +168,62 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
 
     async def publish_pending(self) -> int:
-        """One relay pass: publish up to ``batch`` unpublished events. Returns how many."""
+        """One relay pass: publish up to ``batch`` unpublished events. Returns how many.
+
+        On PostgreSQL the rows are claimed with ``FOR UPDATE SKIP LOCKED``, so several
+        processes of one component relay disjoint batches instead of publishing the same rows
+        (the bus and the inboxes would drop the copies, but the work would be done twice).
+        SQLite has one writer in one process: the clause is left out there."""
         t = self._outbox
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(t).where(t.c.published_at.is_(None)).order_by(t.c.seq).limit(self._batch)
-                )
-            ).all()
+        query = select(t).where(t.c.published_at.is_(None)).order_by(t.c.seq).limit(self._batch)
+        if self._engine.dialect.name == "postgresql":
+            async with self._engine.begin() as conn:
+                rows = (await conn.execute(query.with_for_update(skip_locked=True))).all()
+                done = await self._publish(rows)
+                await self._mark(conn, done)
+        else:
+            # SQLite: one connection per process, which the embedded bus needs to publish,
+            # so it is not held across the publish; there is no second relay to race with.
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            done = await self._publish(rows)
+            async with self._engine.begin() as conn:
+                await self._mark(conn, done)
         if not rows:
             OUTBOX_BACKLOG.labels(self._source).set(0)
-            return 0
+        OUTBOX_PUBLISHED.labels(self._source).inc(len(done))
+        if len(done) < len(rows):
+            raise RuntimeError(f"published {len(done)} of {len(rows)} events; retrying the rest")
+        return len(done)
+
+    async def _mark(self, conn: AsyncConnection, done: list[int]) -> None:
+        if done:
+            t = self._outbox
+            await conn.execute(
+                update(t).where(t.c.seq.in_(done)).values(published_at=self._clock.now())
+            )
+
+    async def _publish(self, rows: Sequence[Any]) -> list[int]:
+        """Publish in order; stop at the first failure and report what went out."""
         done: list[int] = []
         started = time.perf_counter()
-        try:
-            for row in rows:
-                env = Envelope(
-                    id=row.event_id,
-                    type=row.type,
-                    occurred_at=row.occurred_at,
-                    data=row.data,
-                    trace=row.trace or {},
-                    source=self._source,
-                )
+        for row in rows:
+            env = Envelope(
+                id=row.event_id,
+                type=row.type,
+                occurred_at=row.occurred_at,
+                data=row.data,
+                trace=row.trace or {},
+                source=self._source,
+            )
+            try:
                 await self._bus.publish(env)
-                done.append(row.seq)
-        finally:
-            if done:
-                async with self._engine.begin() as conn:
-                    await conn.execute(
-                        update(t).where(t.c.seq.in_(done)).values(published_at=self._clock.now())
-                    )
-                OUTBOX_PUBLISHED.labels(self._source).inc(len(done))
-                RELAY_LATENCY.labels(self._source).observe(time.perf_counter() - started)
-        return len(done)
+            except Exception as exc:
+                log.warning("outbox.publish_failed", source=self._source, error=str(exc))
+                break
+            done.append(row.seq)
+        RELAY_LATENCY.labels(self._source).observe(time.perf_counter() - started)
+        return done
 
     async def backlog(self) -> tuple[int, float]:
         """(unpublished count, age in seconds of the oldest unpublished event)."""
