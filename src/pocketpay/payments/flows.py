@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.clock import Clock
@@ -404,12 +404,18 @@ class Flows:
                 return {"status": "duplicate"}
         obj = event.get("data", {}).get("object", {})
         etype = event["type"]
-        if etype.startswith("payment_intent."):
-            await self._apply_intent_event(obj)
-        elif etype == "balance.available":
-            await self.settle_due()
-        elif etype.startswith("refund.") or etype == "charge.refunded":
-            await self._apply_refund_event(obj)
+        try:
+            if etype.startswith("payment_intent."):
+                await self._apply_intent_event(obj)
+            elif etype == "balance.available":
+                await self.settle_due()
+            elif etype.startswith("refund.") or etype == "charge.refunded":
+                await self._apply_refund_event(obj)
+        except Exception:
+            # Not applied: forget the event id so the PSP's retry of it is processed.
+            async with self.engine.begin() as conn:
+                await conn.execute(delete(psp_events).where(psp_events.c.event_id == event["id"]))
+            raise
         return {"status": "processed"}
 
     async def _apply_intent_event(self, obj: dict[str, Any]) -> None:
