@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -143,6 +143,39 @@ async def _apply(
         await conn.execute(stmt)
 
 
+@dataclass(frozen=True)
+class _Change:
+    account_id: str
+    code: AccountCode
+    shard: int
+    deltas: dict[str, int]
+    guard_amount: int | None = None
+
+
+async def _apply_both(conn: AsyncConnection, now: datetime, *changes: _Change) -> None:
+    """Apply a transfer's balance changes in one global order (account id, shard).
+
+    Why: with debit-then-credit order, A->B and B->A at the same time lock the same two rows
+    in opposite orders and PostgreSQL aborts one with a deadlock. If a guarded change is
+    refused, the changes made before it are reverted, so the caller's transaction is left as
+    it was even if the caller catches the error and commits its other work."""
+    done: list[_Change] = []
+    for ch in sorted(changes, key=lambda c: (c.account_id, c.shard)):
+        try:
+            await _apply(conn, ch.account_id, ch.code, ch.shard, ch.deltas, ch.guard_amount, now)
+        except InsufficientFunds:
+            for prev in done:
+                undo = {col: -delta for col, delta in prev.deltas.items()}
+                await _apply(conn, prev.account_id, prev.code, prev.shard, undo, None, now)
+            raise
+        done.append(ch)
+
+
+async def _forget(conn: AsyncConnection, transfer_id: str) -> None:
+    """Remove a transfer row this transaction just inserted, when the transfer is refused."""
+    await conn.execute(delete(transfers).where(transfers.c.id == transfer_id))
+
+
 async def _insert_transfer(conn: AsyncConnection, values: dict[str, Any]) -> Row[Any] | None:
     """Insert; on an id already taken, return the existing row (a replay) or raise."""
     res = await conn.execute(insert_ignore(conn, transfers).values(**values))
@@ -193,27 +226,22 @@ async def create_transfer(conn: AsyncConnection, req: TransferRequest, now: date
         return existing
     col = "pending" if req.pending else "posted"
     try:
-        await _apply(
+        await _apply_both(
             conn,
-            req.debit_account_id,
-            d_code,
-            d_shard,
-            {f"debits_{col}": req.amount_minor},
-            req.amount_minor,
             now,
+            _Change(
+                req.debit_account_id,
+                d_code,
+                d_shard,
+                {f"debits_{col}": req.amount_minor},
+                req.amount_minor,
+            ),
+            _Change(req.credit_account_id, c_code, c_shard, {f"credits_{col}": req.amount_minor}),
         )
     except InsufficientFunds:
+        await _forget(conn, req.id)
         LEDGER_TRANSFERS.labels(req.code.name.lower(), "insufficient_funds").inc()
         raise
-    await _apply(
-        conn,
-        req.credit_account_id,
-        c_code,
-        c_shard,
-        {f"credits_{col}": req.amount_minor},
-        None,
-        now,
-    )
     LEDGER_TRANSFERS.labels(req.code.name.lower(), "posted").inc()
     return await get_transfer(conn, req.id)
 
@@ -261,28 +289,27 @@ async def resolve_pending(
         .values(pending_state="posted" if post else "voided")
     )
     if res.rowcount == 0:
+        await _forget(conn, transfer_id)  # a caller may catch this and commit (late cancel)
         raise PendingNotOpen(f"pending transfer {pending_id} was already {pending.pending_state}")
     full = pending.amount_minor
     posted = amount if post else 0
     d_code, _, _ = parse_account_id(pending.debit_account_id)
     c_code, _, _ = parse_account_id(pending.credit_account_id)
-    await _apply(
+    await _apply_both(
         conn,
-        pending.debit_account_id,
-        d_code,
-        pending.debit_shard,
-        {"debits_pending": -full, "debits_posted": posted},
-        None,
         now,
-    )
-    await _apply(
-        conn,
-        pending.credit_account_id,
-        c_code,
-        pending.credit_shard,
-        {"credits_pending": -full, "credits_posted": posted},
-        None,
-        now,
+        _Change(
+            pending.debit_account_id,
+            d_code,
+            pending.debit_shard,
+            {"debits_pending": -full, "debits_posted": posted},
+        ),
+        _Change(
+            pending.credit_account_id,
+            c_code,
+            pending.credit_shard,
+            {"credits_pending": -full, "credits_posted": posted},
+        ),
     )
     LEDGER_TRANSFERS.labels(
         TransferCode(pending.code).name.lower(), "post_pending" if post else "void_pending"
