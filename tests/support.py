@@ -24,7 +24,12 @@ from pocketpay.settings import Settings
 from tests.kit.services import NATS_URL, require_nats, require_postgres
 
 T = TypeVar("T")
-PG_TEST_DB = "pocketpay_test"
+_PG_ENV = os.environ.get(
+    "POCKETPAY_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/pocketpay_test"
+)
+# The database name in POCKETPAY_TEST_DATABASE_URL is honoured, so parallel runs can be kept
+# apart (each run drops, migrates and truncates its own database).
+PG_TEST_DB = _PG_ENV.rsplit("/", 1)[1] or "pocketpay_test"
 PASSWORD = "correct-horse-battery"
 
 
@@ -74,10 +79,7 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 
 
 
 def pg_url(database: str = PG_TEST_DB) -> str:
-    base = os.environ.get(
-        "POCKETPAY_TEST_DATABASE_URL", f"postgresql+asyncpg://postgres@127.0.0.1:5432/{PG_TEST_DB}"
-    )
-    return base.rsplit("/", 1)[0] + f"/{database}"
+    return _PG_ENV.rsplit("/", 1)[0] + f"/{database}"
 
 
 _pg_ready: set[str] = set()
