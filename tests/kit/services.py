@@ -57,15 +57,21 @@ def _nats_problem(url: str) -> str | None:
 
         # A plain TCP connect first: nats-py reports a refused port only as NoServersError.
         parsed = urllib.parse.urlsplit(url)
-        _reader, writer = await asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222)
+        _reader, writer = await asyncio.open_connection(
+            parsed.hostname or "127.0.0.1", parsed.port or 4222
+        )
         writer.close()
 
         async def quiet(_exc: Exception) -> None:
             return None
 
         nc = await nats.connect(
-            url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=1,
-            reconnect_time_wait=0, error_cb=quiet,
+            url,
+            connect_timeout=2,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
+            error_cb=quiet,
         )
         try:
             await nc.jetstream().account_info()  # fails when JetStream is not enabled

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.bus import (
@@ -67,17 +68,15 @@ class Harness:
 
 
 class Recorder:
-    """A handler that records envelopes; it can fail on purpose and wake waiters."""
+    """A handler that records envelopes; it can fail on purpose."""
 
     def __init__(self, fail: Callable[[Envelope, int], bool] | None = None) -> None:
         self.seen: list[Envelope] = []  # successful deliveries
         self.attempts: dict[str, int] = {}  # every call, by event id
         self.fail = fail
-        self.changed = asyncio.Event()
 
     async def __call__(self, env: Envelope) -> None:
         n = self.attempts[env.id] = self.attempts.get(env.id, 0) + 1
-        self.changed.set()
         if self.fail is not None and self.fail(env, n):
             raise RuntimeError(f"boom #{n} on {env.id}")
         self.seen.append(env)
@@ -87,15 +86,8 @@ class Recorder:
         return [e.id for e in self.seen]
 
 
-async def wait_until(cond: Callable[[], bool], event: asyncio.Event) -> None:
-    async def loop() -> None:
-        while not cond():
-            event.clear()
-            if cond():
-                return
-            await event.wait()
-
-    await asyncio.wait_for(loop(), WAIT)
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def _delete_stream(url: str, stream: str) -> None:
@@ -126,10 +118,19 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         kw.setdefault("max_deliver", MAX_DELIVER)
         kw.setdefault("retry_delay_ms", 5)
         if kind == "embedded":
-            return EmbeddedBus(engine, clock, poll_seconds=0.05, **kw)
+            grace = kw.pop("close_grace_seconds", None)
+            bus = EmbeddedBus(engine, clock, poll_seconds=0.05, **kw)
+            if grace is not None:
+                bus.close_grace_seconds = grace
+            return bus
         return NatsBus(
-            url, engine, clock, stream=stream, subjects=[f"{prefix}.>"],
-            fetch_timeout_seconds=0.5, **kw,
+            url,
+            engine,
+            clock,
+            stream=stream,
+            subjects=[f"{prefix}.>"],
+            fetch_timeout_seconds=0.5,
+            **kw,
         )
 
     h = Harness(kind, engine, prefix, factory)
@@ -143,8 +144,9 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await engine.dispose()
 
 
-async def started(bus: Any, subs: list[tuple[str, list[str], Callable[[Envelope], Awaitable[None]]]]
-                  ) -> Any:
+async def started(
+    bus: Any, subs: list[tuple[str, list[str], Callable[[Envelope], Awaitable[None]]]]
+) -> Any:
     for durable, subjects, handler in subs:
         bus.subscribe(durable, subjects, handler)
     await bus.start()
@@ -154,16 +156,22 @@ async def started(bus: Any, subs: list[tuple[str, list[str], Callable[[Envelope]
 async def test_publish_consume_delivers_each_event_once_per_durable(harness: Harness) -> None:
     h = harness
     billing, audit = Recorder(), Recorder()
-    bus = await started(h.bus(), [
-        ("billing", [h.subject("payments.>")], billing),
-        ("audit", [h.subject("payments.>")], audit),
-    ])
+    bus = await started(
+        h.bus(),
+        [
+            ("billing", [h.subject("payments.>")], billing),
+            ("audit", [h.subject("payments.>")], audit),
+        ],
+    )
+    consumed_before = metric("pocketpay_bus_consumed_total", consumer="billing")
     events = [h.event("payments.payment.captured", n=i) for i in range(5)]
     for env in events:
         await bus.publish(env)
     await h.drain(bus)
 
     assert billing.ids == [e.id for e in events]  # once each, in publish order
+    assert metric("pocketpay_bus_published_total", component=h.prefix) == 5
+    assert metric("pocketpay_bus_consumed_total", consumer="billing") - consumed_before == 5
     assert audit.ids == [e.id for e in events]  # another durable gets its own copy
     got = billing.seen[2]
     assert (got.type, got.data, got.source) == (events[2].type, {"n": 2}, "test")
@@ -180,16 +188,20 @@ async def test_duplicate_publish_is_delivered_once(harness: Harness) -> None:
     await h.drain(bus)
 
     assert rec.ids == [first.id, second.id]
+    assert metric("pocketpay_bus_published_total", component=h.prefix) == 2  # duplicates: not
 
 
 async def test_subject_filtering(harness: Harness) -> None:
     h = harness
     payments, ledger_billing, created = Recorder(), Recorder(), Recorder()
-    bus = await started(h.bus(), [
-        ("payments-only", [h.subject("payments.>")], payments),
-        ("ledger-and-billing", [h.subject("ledger.>"), h.subject("billing.>")], ledger_billing),
-        ("created-anywhere", [h.subject("*.*.created")], created),
-    ])
+    bus = await started(
+        h.bus(),
+        [
+            ("payments-only", [h.subject("payments.>")], payments),
+            ("ledger-and-billing", [h.subject("ledger.>"), h.subject("billing.>")], ledger_billing),
+            ("created-anywhere", [h.subject("*.*.created")], created),
+        ],
+    )
     evs = {
         name: h.event(name)
         for name in (
@@ -295,6 +307,32 @@ async def test_durable_state_survives_close_and_start(harness: Harness) -> None:
     assert rec.ids == [e1.id, e2.id, e3.id]
 
 
+async def test_close_lets_a_running_handler_finish(harness: Harness) -> None:
+    h = harness
+    gate, entered = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    async def handler(env: Envelope) -> None:
+        calls.append(env.id)
+        entered.set()
+        await gate.wait()
+
+    bus = await started(h.bus(), [("c", [h.subject("payments.>")], handler)])
+    env = h.event("payments.payment.created")
+    await bus.publish(env)
+    await asyncio.wait_for(entered.wait(), WAIT)
+    closing = asyncio.create_task(bus.close())
+    for _ in range(5):
+        await asyncio.sleep(0)  # let close() start waiting (scheduling only, no timing)
+    assert not closing.done()
+    gate.set()
+    await asyncio.wait_for(closing, WAIT)
+
+    await bus.start()  # the event was settled before close() returned: not delivered again
+    await h.drain(bus)
+    assert calls == [env.id]
+
+
 async def test_event_interrupted_by_close_is_delivered_after_restart(harness: Harness) -> None:
     h = harness
     gate = asyncio.Event()
@@ -307,10 +345,10 @@ async def test_event_interrupted_by_close_is_delivered_after_restart(harness: Ha
         calls.append(env.id)
         entered.set()
         if block:
-            await gate.wait()  # never set: close() interrupts it
+            await gate.wait()  # never set: close() interrupts it after its grace period
         done.append(env.id)
 
-    bus = await started(h.bus(), [("c", [h.subject("payments.>")], handler)])
+    bus = await started(h.bus(close_grace_seconds=0.2), [("c", [h.subject("payments.>")], handler)])
     env = h.event("payments.payment.created")
     await bus.publish(env)
     await asyncio.wait_for(entered.wait(), WAIT)
@@ -369,8 +407,8 @@ async def nats_harness(tmp_path: Path) -> AsyncIterator[Harness]:
     def factory(**kw: Any) -> NatsBus:
         kw.setdefault("max_deliver", MAX_DELIVER)
         kw.setdefault("retry_delay_ms", 5)
-        return NatsBus(url, engine, SystemClock(), stream=stream, subjects=[f"{prefix}.>"],
-                       fetch_timeout_seconds=0.5, **kw)
+        kw.setdefault("fetch_timeout_seconds", 0.5)
+        return NatsBus(url, engine, SystemClock(), stream=stream, subjects=[f"{prefix}.>"], **kw)
 
     h = Harness("nats", engine, prefix, factory)
     try:
@@ -415,8 +453,13 @@ async def test_nats_stream_and_consumer_config(nats_harness: Harness) -> None:
     assert consumer.max_deliver is not None and consumer.max_deliver > MAX_DELIVER
 
     # Another process that brings a new subject prefix widens the stream, never narrows it.
-    wider = NatsBus(NATS_URL, h.engine, SystemClock(), stream=bus._stream,
-                    subjects=[f"{h.prefix}.>", f"x{h.prefix}.>"])
+    wider = NatsBus(
+        NATS_URL,
+        h.engine,
+        SystemClock(),
+        stream=bus._stream,
+        subjects=[f"{h.prefix}.>", f"x{h.prefix}.>"],
+    )
     h.buses.append(wider)
     await wider.start()
     assert sorted((await js.stream_info(bus._stream)).config.subjects or []) == sorted(
@@ -476,3 +519,42 @@ def test_subject_within(pattern: str, stream_subject: str, inside: bool) -> None
     from pocketpay.kit.bus_nats import subject_within
 
     assert subject_within(pattern, stream_subject) is inside
+
+
+@pytest.mark.nats
+async def test_nats_idle_consumer_gets_a_new_event_long_before_the_fetch_timeout(
+    nats_harness: Harness,
+) -> None:
+    h = nats_harness
+    got = asyncio.Event()
+
+    async def handler(env: Envelope) -> None:
+        got.set()
+
+    bus = await started(
+        h.bus(fetch_timeout_seconds=60.0), [("c", [h.subject("ledger.>")], handler)]
+    )
+    await bus.ping()  # the consumer is now (very likely) parked in a lingering pull request
+    await bus.publish(h.event("ledger.transfer.posted"))
+    await asyncio.wait_for(got.wait(), 10.0)  # not after the 60 s the pull request may last
+
+
+@pytest.mark.nats
+async def test_nats_close_returns_even_if_a_handler_swallows_the_cancellation(
+    nats_harness: Harness,
+) -> None:
+    h = nats_harness
+    entered, swallowed = asyncio.Event(), asyncio.Event()
+
+    async def stubborn(env: Envelope) -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()  # and carries on as if nothing happened
+
+    bus = await started(h.bus(close_grace_seconds=0.1), [("c", [h.subject("ledger.>")], stubborn)])
+    await bus.publish(h.event("ledger.transfer.posted"))
+    await asyncio.wait_for(entered.wait(), WAIT)
+    await asyncio.wait_for(bus.close(), WAIT)
+    assert swallowed.is_set()

@@ -227,6 +227,8 @@ class _Subscription:
 class EmbeddedBus:
     """A durable bus inside the process, stored in the database next to the outboxes."""
 
+    close_grace_seconds = 5.0  # how long close() lets a running pass finish
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -254,11 +256,22 @@ class EmbeddedBus:
         self._started = True
 
     async def close(self) -> None:
+        deadline = asyncio.get_running_loop().time() + self.close_grace_seconds
         for sub in self._subs:
             if sub.task:
+                # Cancel the consumer between passes (it holds sub.lock during one): cancelled
+                # inside a database call, the SQLite connection is dropped with its write lock
+                # held, and the next write waits busy_timeout, then fails. A pass (handlers)
+                # still running after the grace period is cancelled anyway.
+                locked = False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        locked = await sub.lock.acquire()
                 sub.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sub.task
+                if locked:
+                    sub.lock.release()
         self._started = False
 
     async def publish(self, env: Envelope) -> None:

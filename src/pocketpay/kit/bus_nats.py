@@ -5,11 +5,14 @@
 * Publishing sets ``Nats-Msg-Id`` to ``msg_id_for(env)``, so a relay that publishes the same
   envelope twice inside the duplicate window stores it once.
 * Every ``subscribe(durable, ...)`` is a durable *pull* consumer with explicit acks. Each
-  process runs one fetch loop per subscription; several processes using the same durable name
+  process runs one pull loop per subscription; several processes using the same durable name
   share its messages (that is how scale mode runs N copies of a component).
 * A batch is handled sequentially. Success acks; a failure naks with a delay of
   ``retry_delay_ms * num_delivered``; a failure on delivery ``max_deliver`` (or later) writes the
-  envelope to ``bus_dead_letters`` and then acks, so the consumer moves on.
+  envelope to ``bus_dead_letters`` and then acks, so the consumer moves on. While a batch is
+  handled, its waiting messages get "in progress" acks so they do not hit ``ack_wait``.
+* ``close()`` lets a running handler finish (``close_grace_seconds``), naks the rest of the
+  batch so another process (or the next start) gets them at once, then disconnects.
 
 Differences from ``EmbeddedBus`` worth knowing:
 
@@ -35,7 +38,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats.errors
 import nats.js.errors
@@ -46,7 +49,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pocketpay.kit.bus import Envelope, Handler, dead_letter, msg_id_for, subject_matches
+from pocketpay.kit.bus import Bus, Envelope, Handler, dead_letter, msg_id_for, subject_matches
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.metrics import BUS_CONSUMED, BUS_PUBLISHED
 
@@ -63,6 +66,12 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 # Deliveries the server still makes after ``max_deliver`` (see the module docstring).
 SERVER_MAX_DELIVER_SLACK = 3
 _ERR_STREAM_NAME_IN_USE = 10058
+
+
+def _cancelling() -> bool:
+    """True if the current task was asked to stop (``Task.cancel()``)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _status(msg: Msg) -> str:
@@ -94,10 +103,21 @@ class _NatsSubscription:
     inbox: Subscription | None = None  # receives this consumer's pulled messages
     requests: int = 0  # pull requests sent (suffix of their reply subjects)
     task: asyncio.Task[None] | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # this run's loop must end
+    # Held while one message is handled: close() takes it to stop between messages.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class NatsBus:
-    """``Bus`` on NATS JetStream; ``engine`` is only used for the dead-letter table."""
+    """``Bus`` on NATS JetStream; ``engine`` is only used for the dead-letter table.
+
+    ``subjects`` are the stream's subjects (every subscription must fall inside them);
+    ``batch`` is the most messages one pull takes; an idle consumer waits in a pull request
+    of ``fetch_timeout_seconds`` (it still gets a new message at once); ``start()`` gives up
+    after ``connect_timeout_seconds`` (later disconnects reconnect forever);
+    ``api_timeout_seconds`` bounds JetStream API calls and publish acks;
+    ``close_grace_seconds`` is how long ``close()`` lets a running handler finish.
+    """
 
     def __init__(
         self,
@@ -114,6 +134,7 @@ class NatsBus:
         fetch_timeout_seconds: float = 2.0,
         connect_timeout_seconds: float = 5.0,
         api_timeout_seconds: float = 5.0,
+        close_grace_seconds: float = 5.0,
     ) -> None:
         if max_deliver < 1:
             raise ValueError("max_deliver must be at least 1")
@@ -131,10 +152,12 @@ class NatsBus:
         self._fetch_timeout = fetch_timeout_seconds
         self._connect_timeout = connect_timeout_seconds
         self._api_timeout = api_timeout_seconds
+        self._close_grace = close_grace_seconds
         self._subs: list[_NatsSubscription] = []
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._started = False
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -150,10 +173,15 @@ class NatsBus:
                 await self._ensure_consumer(sub)
                 sub.inbox = await self._nc.subscribe(f"{self._nc.new_inbox()}.*")
         except BaseException:
+            for sub in self._subs:
+                sub.inbox = None
             await self._disconnect()
             raise
         for sub in self._subs:
-            sub.task = asyncio.create_task(self._consume(sub), name=f"bus-nats-{sub.durable}")
+            sub.stop = asyncio.Event()
+            sub.task = asyncio.create_task(
+                self._consume(sub, sub.stop), name=f"bus-nats-{sub.durable}"
+            )
         self._started = True
         log.info(
             "bus.nats.started",
@@ -163,14 +191,39 @@ class NatsBus:
         )
 
     async def close(self) -> None:
-        """Stop the fetch loops (unhandled messages of a batch are nak'ed) and disconnect."""
+        """Stop the fetch loops and disconnect.
+
+        A handler that is running may finish (up to ``close_grace_seconds``; cancelled inside a
+        database call, a SQLite connection would keep its write lock), then the loop is
+        cancelled and the batch's unhandled messages are nak'ed for another consumer.
+        """
         self._started = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._close_grace
         for sub in self._subs:
-            if sub.task is not None:
-                sub.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sub.task
-                sub.task = None
+            sub.stop.set()
+        for sub in self._subs:
+            task, sub.task = sub.task, None
+            if task is None:
+                continue
+            locked = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    locked = await sub.lock.acquire()
+            try:
+                task.cancel()
+                # Bounded, and not ``suppress(CancelledError)`` (close() may be cancelled too):
+                # a handler that swallows the cancellation must not hang close().
+                await asyncio.wait([task], timeout=max(1.0, deadline - loop.time()))
+            finally:
+                if locked:
+                    sub.lock.release()
+            if not task.done():
+                log.error("bus.nats.consumer_did_not_stop", durable=sub.durable)
+            elif not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "bus.nats.consumer_crashed", durable=sub.durable, error=repr(task.exception())
+                )
         for sub in self._subs:
             if sub.inbox is not None:
                 with contextlib.suppress(Exception):
@@ -211,16 +264,21 @@ class NatsBus:
         nc, self._nc, self._js = self._nc, None, None
         if nc is None or nc.is_closed:
             return
-        with contextlib.suppress(Exception):
-            await nc.flush(timeout=1)  # acks and naks still buffered
-        with contextlib.suppress(Exception):
-            await nc.close()
+        self._closing = True
+        try:
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=1)  # acks and naks still buffered
+            with contextlib.suppress(Exception):
+                await nc.close()
+        finally:
+            self._closing = False
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("bus.nats.error", url=self._url, error=f"{type(exc).__name__}: {exc}")
 
     async def _on_disconnected(self) -> None:
-        log.warning("bus.nats.disconnected", url=self._url)
+        if not self._closing:
+            log.warning("bus.nats.disconnected", url=self._url)
 
     async def _on_reconnected(self) -> None:
         log.info("bus.nats.reconnected", url=self._url)
@@ -397,14 +455,14 @@ class NatsBus:
 
     # -- consuming -------------------------------------------------------------------------
 
-    async def _consume(self, sub: _NatsSubscription) -> None:
+    async def _consume(self, sub: _NatsSubscription, stop: asyncio.Event) -> None:
         backoff = 0.1
-        while True:
+        while not stop.is_set():
             try:
                 msgs = await self._pull(sub)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                    raise  # close(); a CancelledError nobody asked for is nats-py internals
                 log.warning(
                     "bus.nats.pull_failed",
                     durable=sub.durable,
@@ -501,18 +559,20 @@ class NatsBus:
         unsettled = list(msgs)
         keepalive = asyncio.create_task(self._keep_alive(unsettled))
         try:
-            while unsettled:
-                await self._handle(sub, unsettled[0])
-                unsettled.pop(0)
+            while unsettled and not sub.stop.is_set():
+                async with sub.lock:
+                    await self._handle(sub, unsettled[0])
+                    unsettled.pop(0)
         finally:
             keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
             # Only left over when cancelled (close()): hand them back right away instead of
             # letting them wait for ack_wait.
             for msg in unsettled:
                 with contextlib.suppress(Exception):
                     await msg.nak()
+            # Not ``await keepalive`` under suppress(CancelledError): that would also swallow
+            # the cancellation of this task by close().
+            await asyncio.wait([keepalive])
 
     async def _keep_alive(self, unsettled: list[Msg]) -> None:
         """A batch is handled one message at a time: keep the rest from hitting ack_wait."""
@@ -589,3 +649,7 @@ class NatsBus:
                 how=how,
                 error=f"{type(exc).__name__}: {exc}",
             )
+
+
+def _conforms(bus: NatsBus) -> Bus:  # mypy checks NatsBus against the Bus protocol here
+    return bus
