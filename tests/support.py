@@ -156,9 +156,12 @@ async def make_settings(
     if backend == "postgres":
         values["database_url"] = await prepare_postgres(pg_database)
         values["bus_url"] = NATS_URL
-        stream = "POCKETPAY_TEST"
+        # A stream and subject prefix of this test run's own: runs sharing the NATS server
+        # (two developers, or CI and a developer) cannot take each other's events.
+        stream = f"PPTEST_{os.getpid()}"
         await reset_nats_stream(stream)
         values["bus"]["stream"] = stream
+        values["bus"]["subject_prefix"] = f"pptest{os.getpid()}."
     else:
         db = var_dir / "pocketpay.db"
         db.write_bytes(await asyncio.to_thread(lambda: sqlite_template().read_bytes()))
@@ -267,8 +270,12 @@ async def running_stack(
     port = free_port()
     settings = await make_settings(backend, var_dir, port, **extra)
     runtime = Runtime(settings, components)
-    async with (
-        serving(runtime.app, port) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=30) as http,
-    ):
-        yield Stack(runtime, http, base_url, backend)
+    try:
+        async with (
+            serving(runtime.app, port) as base_url,
+            httpx.AsyncClient(base_url=base_url, timeout=30) as http,
+        ):
+            yield Stack(runtime, http, base_url, backend)
+    finally:
+        if backend == "postgres":
+            await reset_nats_stream(settings.bus.stream)  # leave no stream behind

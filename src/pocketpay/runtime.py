@@ -46,6 +46,7 @@ def make_bus(settings: Settings, engine: AsyncEngine, clock: Clock) -> Bus:
             max_deliver=b.max_deliver,
             retry_delay_ms=b.retry_delay_ms,
             ack_wait_seconds=b.ack_wait_seconds,
+            subject_prefix=b.subject_prefix,
         )
     return EmbeddedBus(
         engine,

@@ -55,6 +55,8 @@ class BusSettings(BaseModel):
     retry_delay_ms: int = 200
     ack_wait_seconds: float = 30.0
     stream: str = "POCKETPAY"
+    # Prepended to every NATS subject, so deployments sharing a NATS server stay apart.
+    subject_prefix: str = ""
     relay_poll_seconds: float = 0.5
     relay_batch: int = 200
 

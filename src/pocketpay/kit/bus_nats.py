@@ -135,6 +135,7 @@ class NatsBus:
         connect_timeout_seconds: float = 5.0,
         api_timeout_seconds: float = 5.0,
         close_grace_seconds: float = 5.0,
+        subject_prefix: str = "",
     ) -> None:
         if max_deliver < 1:
             raise ValueError("max_deliver must be at least 1")
@@ -144,7 +145,10 @@ class NatsBus:
         self._engine = engine
         self._clock = clock
         self._stream = stream
-        self._subjects = list(subjects)
+        # A prefix ("staging.") keeps deployments (or test runs) sharing one NATS server apart:
+        # streams may not overlap in subjects.
+        self._prefix = subject_prefix
+        self._subjects = [subject_prefix + s for s in subjects]
         self._max_deliver = max_deliver
         self._retry_delay = retry_delay_ms / 1000
         self._ack_wait = ack_wait_seconds
@@ -364,7 +368,7 @@ class NatsBus:
 
     async def publish(self, env: Envelope) -> None:
         ack = await self._jetstream().publish(
-            subject=env.type,
+            subject=self._prefix + env.type,
             payload=env.to_json().encode(),
             stream=self._stream,
             headers={"Nats-Msg-Id": msg_id_for(env)},
@@ -380,6 +384,7 @@ class NatsBus:
             raise ValueError(f"durable {durable!r} is already subscribed on this bus")
         if not subjects:
             raise ValueError("a subscription needs at least one subject")
+        subjects = [self._prefix + p for p in subjects]
         outside = [p for p in subjects if not any(subject_within(p, s) for s in self._subjects)]
         if outside:
             raise ValueError(
