@@ -26,6 +26,9 @@ def _serve(settings: Settings, components: tuple[str, ...], port: int) -> None:
     from pocketpay.runtime import Runtime
 
     upgrade(settings.resolved_database_url())
+    # The port this process serves is part of its own URL (the monitor polls it, the sandbox
+    # posts webhooks to it), unless POCKETPAY_PUBLIC_URL says otherwise.
+    settings = settings.model_copy(update={"port": port})
     runtime = Runtime(settings, components)
     uvicorn.run(
         runtime.app,
@@ -146,8 +149,7 @@ def _serve_sandbox(settings: Settings, port: int) -> None:
     PocketPay: no database, no migrations, no bus; its state lives in its memory.
 
     (Going through ``Runtime(settings, ("sandbox",))`` would also open a database engine and
-    a NATS connection it never uses, and it recurses forever on startup: see runtime.py's
-    ``_compose``, which replaces the sandbox app's own lifespan with the runtime's.)
+    a NATS connection it never uses.)
     """
     import uvicorn
 

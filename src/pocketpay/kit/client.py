@@ -7,6 +7,7 @@ Errors come back as problem+json and are raised again as ``AppError`` with the s
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -37,6 +38,14 @@ class InternalClient:
             timeout=timeout_seconds,
             limits=limits,
         )
+
+    async def ping(self, timeout_seconds: float = 0.25) -> float:
+        """``GET /healthz`` once, no retry, short timeout: for readiness checks, which must
+        stay fast when the other side is down. Returns milliseconds; raises if it fails."""
+        start = time.perf_counter()
+        resp = await self._http.get("/healthz", timeout=timeout_seconds)
+        resp.raise_for_status()
+        return (time.perf_counter() - start) * 1000
 
     async def aclose(self) -> None:
         await self._http.aclose()
