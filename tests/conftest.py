@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from pocketpay.kit.logging import configure
 from tests.support import Stack, running_stack
+
+# JSON log lines, as in production: the console renderer's rich tracebacks (with locals) take
+# seconds per error on a busy machine.
+configure("INFO", json=True)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

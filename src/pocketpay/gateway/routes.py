@@ -3,6 +3,7 @@ component through its typed client, shape the answer."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,19 @@ from pocketpay.payments.schemas import CancelIn, CaptureIn, PaymentCreate, Refun
 Once = Callable[..., Awaitable[JSONResponse]]
 
 _bearer = HTTPBearer(auto_error=False, description="The access token from /auth/login")
+
+# Our ids are ``<prefix>_<ULID>``. A path id or cursor is checked against this before it is
+# put into an internal URL: a ``#``, ``?`` or NUL in it would otherwise cut or change the
+# internal request (500s, and on PostgreSQL a NUL is a database error).
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID = re.compile(ID_PATTERN)
+
+
+def _object_id(value: str, kind: str) -> str:
+    """A path id that cannot be one of ours names nothing: 404, like an unknown id."""
+    if not _ID.fullmatch(value):
+        raise NotFound(f"No {kind} {value[:64]!r}.")
+    return value
 
 
 class Gateway:
@@ -76,7 +90,10 @@ def build_router(gw: Gateway) -> APIRouter:
 
         code, result, replayed = await gw.idem.run(who.user_id, checked, fp, run)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
-        media = "application/problem+json" if code >= 400 else "application/json"
+        media = "application/json"
+        if code >= 400:  # a replayed error: the stored problem, with this request's id
+            media = "application/problem+json"
+            result = result | {"request_id": getattr(request.state, "request_id", None)}
         return JSONResponse(result, status_code=code, headers=headers, media_type=media)
 
     _auth_routes(r, gw, principal)
@@ -129,19 +146,19 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
             None, pattern="^(created|authorized|captured|settled|refunded|failed|canceled)$"
         ),
         limit: int = Query(20, ge=1, le=100),
-        starting_after: str | None = Query(None, max_length=60),
+        starting_after: str | None = Query(None, pattern=ID_PATTERN),
     ) -> dict[str, Any]:
         return await p.list(who.user_id, status, limit, starting_after)
 
     @r.get("/payments/{payment_id}", tags=["payments"])
     async def get_payment(payment_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
-        return await p.get(who.user_id, payment_id)
+        return await p.get(who.user_id, _object_id(payment_id, "payment"))
 
     @r.get("/payments/{payment_id}/events", tags=["payments"])
     async def payment_events(
         payment_id: str, who: Principal = Depends(principal)
     ) -> dict[str, Any]:
-        return await p.events(who.user_id, payment_id)
+        return await p.events(who.user_id, _object_id(payment_id, "payment"))
 
     @r.post("/payments/{payment_id}/capture", tags=["payments"])
     async def capture(
@@ -151,6 +168,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         who: Principal = Depends(principal),
         key: str | None = IdemHeader,
     ) -> JSONResponse:
+        payment_id = _object_id(payment_id, "payment")
         amount = body.amount_minor if body else None
         return await once(
             request,
@@ -169,6 +187,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         who: Principal = Depends(principal),
         key: str | None = IdemHeader,
     ) -> JSONResponse:
+        payment_id = _object_id(payment_id, "payment")
         return await once(
             request,
             who,
@@ -186,6 +205,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         who: Principal = Depends(principal),
         key: str | None = IdemHeader,
     ) -> JSONResponse:
+        payment_id = _object_id(payment_id, "payment")
         data = (body or RefundCreate()).model_dump()
         return await once(
             request,
@@ -198,7 +218,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
 
     @r.get("/refunds/{refund_id}", tags=["payments"])
     async def get_refund(refund_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
-        return await p.get_refund(who.user_id, refund_id)
+        return await p.get_refund(who.user_id, _object_id(refund_id, "refund"))
 
 
 def _currency(code: str) -> str:
@@ -258,13 +278,13 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> Non
     async def list_transfers(
         who: Principal = Depends(principal),
         limit: int = Query(20, ge=1, le=100),
-        starting_after: str | None = Query(None, max_length=60),
+        starting_after: str | None = Query(None, pattern=ID_PATTERN),
     ) -> dict[str, Any]:
         return await gw.ledger.list_transfers(who.user_id, limit, starting_after)
 
     @r.get("/transfers/{transfer_id}", tags=["transfers"])
     async def get_transfer(transfer_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
-        return await gw.ledger.get_transfer(who.user_id, transfer_id)
+        return await gw.ledger.get_transfer(who.user_id, _object_id(transfer_id, "transfer"))
 
 
 def _webhook_routes(r: APIRouter, gw: Gateway) -> None:
@@ -290,11 +310,27 @@ def _webhook_routes(r: APIRouter, gw: Gateway) -> None:
                 code="webhooks.invalid_signature",
                 status=400,
             ) from exc
-        except ValueError as exc:
+        except (ValueError, AttributeError, TypeError) as exc:
+            # Signed but not a JSON object: the SDK fails on it with one of these.
             WEBHOOKS.labels("malformed").inc()
             raise AppError(
                 "The webhook body is not a valid event.", code="webhooks.malformed", status=400
             ) from exc
-        result = await gw.payments.psp_event(event.to_dict())
+        data = event.to_dict()
+        body = data.get("data")
+        if not (
+            isinstance(data.get("id"), str)
+            and _ID.fullmatch(data["id"])
+            and isinstance(data.get("type"), str)
+            and isinstance(body, dict)
+            and isinstance(body.get("object"), dict)
+        ):
+            WEBHOOKS.labels("malformed").inc()
+            raise AppError(
+                "The webhook body is not an event (id, type, data.object).",
+                code="webhooks.malformed",
+                status=400,
+            )
+        result = await gw.payments.psp_event(data)
         WEBHOOKS.labels(result.get("status", "processed")).inc()
         return {"received": True, **result}

@@ -6,6 +6,10 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictInt, field_va
 
 from pocketpay.kit.money import MAX_AMOUNT_MINOR, MoneyError, normalize_currency
 
+# Free text is stored in PostgreSQL text columns, which cannot hold NUL: refuse it at the
+# door (a 422) rather than fail in the database (a 500).
+NO_NUL = r"^[^\x00]*$"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -14,7 +18,7 @@ class _Strict(BaseModel):
 class SignupIn(_Strict):
     email: EmailStr
     password: str = Field(min_length=10, max_length=256)
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
 
 
 class LoginIn(_Strict):
@@ -30,7 +34,7 @@ class TransferCreate(_Strict):
     recipient: EmailStr
     amount_minor: StrictInt = Field(gt=0, le=MAX_AMOUNT_MINOR)
     currency: str = Field(min_length=3, max_length=3)
-    note: str = Field(default="", max_length=500)
+    note: str = Field(default="", max_length=500, pattern=NO_NUL)
 
     @field_validator("currency")
     @classmethod

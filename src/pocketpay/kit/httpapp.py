@@ -3,8 +3,10 @@ request body limit. Errors are translated to HTTP here, once, whatever the compo
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -59,11 +61,25 @@ def _clean_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]
     return out[:50]
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
+def _title(exc: AppError) -> str:
+    """An AppError raised with a code but no title of its own would be titled "Internal
+    error"; for a client error use the HTTP status phrase instead."""
+    if exc.status < 500 and exc.title == AppError.title:
+        try:
+            return HTTPStatus(exc.status).phrase
+        except ValueError:
+            return "Request rejected"
+    return exc.title
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         return problem(
-            exc.status, exc.code, exc.title, exc.detail, request, exc.errors, exc.headers
+            exc.status, exc.code, _title(exc), exc.detail, request, exc.errors, exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
@@ -100,6 +116,16 @@ def install_error_handlers(app: FastAPI) -> None:
         }
         code = codes.get(exc.status_code, f"http.{exc.status_code}")
         detail = exc.detail if isinstance(exc.detail, str) else "request rejected"
+        if exc.status_code == 400 and detail == _FASTAPI_BODY_ERROR:
+            # FastAPI's answer to a body it cannot decode (e.g. invalid UTF-8): the same code
+            # as any other body that is not JSON.
+            return problem(
+                400,
+                "request.malformed_json",
+                "Malformed JSON",
+                "The request body is not valid JSON (UTF-8).",
+                request,
+            )
         return problem(
             exc.status_code, code, detail, detail, request, headers=getattr(exc, "headers", None)
         )
@@ -137,18 +163,28 @@ class RequestContextMiddleware:
             return
         seen = 0
         status_holder = {"status": 500}
+        # A body without Content-Length (chunked) is counted as it arrives. The app may catch
+        # the exception raised here (FastAPI turns any error while reading a body into a 400),
+        # so remember it and send the 413 in place of whatever the app answers.
+        too_large = False
+        started = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_body:
+                    too_large = True
                     raise _BodyTooLarge
             return msg
 
         async def send_wrapper(msg: Message) -> None:
+            nonlocal started
+            if too_large and not started:
+                return  # replaced by the 413 below
             if msg["type"] == "http.response.start":
+                started = True
                 status_holder["status"] = msg["status"]
                 msg.setdefault("headers", []).append((b"x-request-id", rid.encode()))
             await send(msg)
@@ -171,10 +207,11 @@ class RequestContextMiddleware:
             },
         ) as span:
             try:
-                await self.app(scope, limited_receive, send_wrapper)
-            except _BodyTooLarge:
-                await _too_large(scope, receive, send, rid, self.max_body)
-                status_holder["status"] = 413
+                with contextlib.suppress(_BodyTooLarge):
+                    await self.app(scope, limited_receive, send_wrapper)
+                if too_large and not started:
+                    await _too_large(scope, receive, send, rid, self.max_body)
+                    status_holder["status"] = 413
             finally:
                 structlog.contextvars.unbind_contextvars("request_id")
                 route = scope.get("route")
@@ -201,7 +238,7 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, rid: str, limit
         "code": "request.too_large",
         "request_id": rid,
     }
-    resp = JSONResponse(body, status_code=413, media_type=PROBLEM)
+    resp = JSONResponse(body, status_code=413, media_type=PROBLEM, headers={"X-Request-Id": rid})
     await resp(scope, receive, send)
 
 

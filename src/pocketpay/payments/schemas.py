@@ -33,12 +33,21 @@ class PaymentCreate(_Strict):
 
     _cur = field_validator("currency")(_currency)
 
+    @field_validator("description")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("description may not contain NUL characters")
+        return value
+
     @field_validator("metadata")
     @classmethod
     def _meta(cls, value: dict[str, str]) -> dict[str, str]:
         for k, v in value.items():
             if not 0 < len(k) <= 40 or len(v) > 500:
                 raise ValueError("metadata keys are 1-40 characters, values at most 500")
+            if "\x00" in k or "\x00" in v:
+                raise ValueError("metadata may not contain NUL characters")
         return value
 
 
