@@ -106,7 +106,9 @@ class Flows:
             ids["psp_balance_txn_id"] = r.balance_txn_id
         async with self.engine.begin() as conn:
             p = await service.get(conn, pid)
-            await service.set_fields(conn, pid, now, **ids)
+            changed = {k: v for k, v in ids.items() if getattr(p, k) != v}
+            if changed:  # a late or repeated PSP answer that says nothing new changes nothing
+                await service.set_fields(conn, pid, now, **changed)
             if r.status in ("requires_capture", "succeeded") and p.status == S.CREATED:
                 await service.transition(
                     conn, pid, S.AUTHORIZED, cause=cause, now=now, strict=False
