@@ -100,3 +100,36 @@ async def test_declined_card_fails_with_the_decline_code(stack: Stack) -> None:
     )
     assert payment["failure_code"] == "insufficient_funds"
     assert (await stack.wallet(alice))["available_minor"] == 0
+
+
+async def test_wallet_entries_page_newest_first(stack: Stack) -> None:
+    alice, bob = await stack.user(), await stack.user()
+    await stack.pay(alice, 5000)
+    await stack.wait_available(alice, 5000)
+    for amount in (100, 200, 300):
+        r = await stack.post(
+            alice,
+            "/api/v1/transfers",
+            {"recipient": bob["user"]["email"], "amount_minor": amount, "currency": "USD"},
+        )
+        assert r.status_code == 201
+    seen: list[dict[str, object]] = []
+    cursor: str | None = None
+    for _ in range(10):
+        params = {"limit": 2} | ({"starting_after": cursor} if cursor else {})
+        page = (await stack.get(alice, "/api/v1/wallets/USD/entries", **params)).json()
+        seen += page["data"]
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    amounts = [(e["direction"], e["amount_minor"], e["kind"]) for e in seen]
+    assert amounts[:3] == [
+        ("debit", 300, "posted"),
+        ("debit", 200, "posted"),
+        ("debit", 100, "posted"),
+    ]
+    assert ("credit", 5000, "post_pending") in amounts  # the capture of the card payment
+    seqs = [e["seq"] for e in seen]
+    assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == len(seqs)
+    bob_entries = (await stack.get(bob, "/api/v1/wallets/USD/entries")).json()["data"]
+    assert [e["direction"] for e in bob_entries] == ["credit"] * 3

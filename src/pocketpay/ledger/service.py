@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, select, union_all, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -362,10 +362,19 @@ async def entries(
     """Transfers that touch a wallet, newest first, paged by ``seq``."""
     acct = wallet_account_id(owner_id, currency)
     t = transfers.c
-    q = select(transfers).where(or_(t.debit_account_id == acct, t.credit_account_id == acct))
-    if starting_after is not None:
-        q = q.where(t.seq < starting_after)
-    return list((await conn.execute(q.order_by(t.seq.desc()).limit(limit))).all())
+
+    def side(column: Any) -> Any:
+        # Each side walks its own (account, seq) index backwards and stops after ``limit``
+        # rows, so the page costs the same at 10 entries and at 100,000 (an OR of the two
+        # columns made SQLite sort every matching row).
+        q = select(transfers).where(column == acct)
+        if starting_after is not None:
+            q = q.where(t.seq < starting_after)
+        return q.order_by(t.seq.desc()).limit(limit).subquery().select()
+
+    both = union_all(side(t.debit_account_id), side(t.credit_account_id)).subquery()
+    q = select(both).order_by(both.c.seq.desc()).limit(limit)
+    return list((await conn.execute(q)).all())
 
 
 def transfer_dict(row: Row[Any]) -> dict[str, Any]:
