@@ -38,8 +38,9 @@ class PspSettings(BaseModel):
     webhook_tolerance_seconds: int = 300
     # How often payments asks the PSP whether captured funds are available (settlement).
     settle_poll_seconds: float = 1.0
-    # How long a created payment may wait for its PSP attempt before it is retried.
-    attempt_retry_seconds: float = 5.0
+    # How long a created payment may wait for its PSP attempt before the reconciler asks the
+    # PSP again (same idempotency key). Long enough not to race the consumer under a backlog.
+    attempt_retry_seconds: float = 30.0
 
 
 class SandboxSettings(BaseModel):

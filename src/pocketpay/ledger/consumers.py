@@ -110,12 +110,17 @@ HANDLERS = {
 }
 
 
+HANDLED = frozenset(HANDLERS) | {"payments.refund.succeeded", "payments.refund.failed"}
+
+
 class LedgerConsumer:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
         self._clock = clock
 
     async def __call__(self, env: Envelope) -> None:
+        if env.type not in HANDLED:
+            return  # e.g. payments.payment.created: nothing to post, no inbox row to write
         now = self._clock.now()
         async with self._engine.begin() as conn:
             if not await claim_inbox(conn, inbox, env.id, env.type, now):

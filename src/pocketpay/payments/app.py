@@ -169,7 +169,15 @@ def build(
         poll_seconds=settings.bus.relay_poll_seconds,
         batch=settings.bus.relay_batch,
     )
-    flows = Flows(engine, clock, provider, ledger, relay, settings.psp.attempt_retry_seconds)
+    flows = Flows(
+        engine,
+        clock,
+        provider,
+        ledger,
+        relay,
+        settings.psp.attempt_retry_seconds,
+        settings.psp.settle_poll_seconds,
+    )
     health = Health("payments")
 
     async def psp_check() -> CheckResult:

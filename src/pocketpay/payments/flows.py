@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pocketpay.kit.clock import Clock
+from pocketpay.kit.clock import Clock, aware
 from pocketpay.kit.errors import AppError
 from pocketpay.kit.ids import new_id
 from pocketpay.kit.outbox import OutboxRelay, add_event, claim_inbox
@@ -46,7 +46,8 @@ class Flows:
     provider: Provider
     ledger: LedgerClient
     relay: OutboxRelay
-    retry_seconds: float = 5.0
+    retry_seconds: float = 30.0
+    settle_poll_seconds: float = 1.0
 
     # -- authorization (asynchronous, from the payments.payment.created event) ---------------
 
@@ -342,13 +343,21 @@ class Flows:
     # -- settlement, webhooks, reconciliation ------------------------------------------------
 
     async def settle_due(self, limit: int = 100) -> int:
+        """Ask the PSP about captured payments whose check is due. A payment not yet available
+        is asked again after half its age (at least ``settle_poll``, at most 5 minutes), so
+        the polling load does not grow with the number of payments waiting to settle."""
+        now = self.clock.now()
+        p = payments.c
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(payments.c.id, payments.c.psp_balance_txn_id)
+                    select(p.id, p.psp_balance_txn_id, p.updated_at)
                     .where(
-                        payments.c.status == S.CAPTURED, payments.c.psp_balance_txn_id.is_not(None)
+                        p.status == S.CAPTURED,
+                        p.psp_balance_txn_id.is_not(None),
+                        or_(p.settle_check_at.is_(None), p.settle_check_at <= now),
                     )
+                    .order_by(p.settle_check_at.nulls_first())
                     .limit(limit)
                 )
             ).all()
@@ -357,9 +366,9 @@ class Flows:
             try:
                 available = await self.provider.balance_available(row.psp_balance_txn_id)
             except (PspUnavailable, PspRejected):
-                continue
-            if available:
-                async with self.engine.begin() as conn:
+                available = False
+            async with self.engine.begin() as conn:
+                if available:
                     done = await service.transition(
                         conn,
                         row.id,
@@ -368,7 +377,15 @@ class Flows:
                         now=self.clock.now(),
                         strict=False,
                     )
-                settled += done is not None
+                    settled += done is not None
+                else:
+                    age = (now - aware(row.updated_at)).total_seconds()
+                    wait = min(max(age / 2, self.settle_poll_seconds), 300.0)
+                    await conn.execute(
+                        update(payments)
+                        .where(p.id == row.id)
+                        .values(settle_check_at=now + timedelta(seconds=wait))
+                    )
         if settled:
             self.relay.notify()
         return settled

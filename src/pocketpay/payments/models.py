@@ -42,6 +42,8 @@ payments = Table(
     Column("psp_intent_id", String(80), nullable=True, index=True),
     Column("psp_charge_id", String(80), nullable=True),
     Column("psp_balance_txn_id", String(80), nullable=True),
+    # When to ask the PSP again whether a captured payment's funds are available.
+    Column("settle_check_at", DateTime(timezone=True), nullable=True, index=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_payments_owner_seq", "owner_id", "seq"),

@@ -83,8 +83,10 @@ async def create(
     now: datetime,
 ) -> Row[Any]:
     payment_id = new_id("pay")
-    await conn.execute(
-        insert(payments).values(
+    result = await conn.execute(
+        insert(payments)
+        .returning(*payments.c)
+        .values(
             id=payment_id,
             owner_id=owner_id,
             amount_minor=amount_minor,
@@ -101,7 +103,7 @@ async def create(
             updated_at=now,
         )
     )
-    row = await get(conn, payment_id)
+    row = result.one()  # RETURNING: no second round trip to read it back
     await _record(conn, row, None, PaymentStatus.CREATED, "api", {}, now)
     return row
 

@@ -1,0 +1,608 @@
+"""PocketPay benchmark: ``python -m bench.run [--mode embedded|postgres] [--clients 64]
+[--seconds 10] [--which creates,e2e,transfers,hot,balance]``.
+
+Every phase group starts its own ``pocketpay up`` subprocess on a fresh database (a fresh
+SQLite var dir, or a fresh PostgreSQL database + JetStream stream), so the background work one
+phase leaves behind (a payment backlog) does not skew the next. The load generator is a
+closed loop of ``--clients`` asyncio tasks sharing one httpx client, on loopback.
+
+Phases:
+  creates    POST /api/v1/payments, rate and latency at --clients concurrent clients.
+  e2e        a few payments one at a time on an idle system (create -> wallet credited), then
+             a burst of --e2e-payments payments from --clients clients and the wait until the
+             ledger has posted every capture (wallet credited): rate = payments / (first
+             create -> last posting); per-payment create->posted latency from the rows' own
+             timestamps; every wallet is then checked through GET /api/v1/wallets.
+  transfers  POST /api/v1/transfers between --clients pre-funded wallets (random recipient).
+  hot        the same, every transfer into one wallet.
+  balance    GET /api/v1/wallets latency for a wallet with 100,000 ledger entries and one with
+             10 (seeded in bulk), and the first page of its entries.
+  ceiling    the issue's reference ceilings measured now (PostgreSQL mode), and CPU speed.
+
+Users are seeded directly (one real signup; the others reuse its password hash and get tokens
+minted with the server's JWT secret): argon2 signups would dominate the set-up time.
+Optional: --profile DIR runs ``py-spy record`` on the server during each measured window;
+``python -m bench.profile_summary DIR/<mode>-<phase>.collapsed --main-thread`` summarizes.
+
+Results: a table on stdout and bench/results/<mode>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import seed
+from bench.ceiling import ceilings, python_speed
+from bench.load import (
+    Clients,
+    closed_loop,
+    idem_headers,
+    latency_summary,
+    new_client,
+)
+from bench.server import PG_ADMIN_URL, Server, private_nats, running_server
+from bench.system import CpuMeter, machine_busy_percent, machine_info
+
+PHASES = ("creates", "e2e", "transfers", "hot", "balance", "ceiling")
+RESULTS = Path(__file__).with_name("results")
+PAYMENT = {
+    "amount_minor": 1000,
+    "currency": "USD",
+    "payment_method": "pm_card_visa",
+    "capture_method": "automatic",
+}
+
+
+def per_op(cpu: dict[str, float], rate: float) -> dict[str, float]:
+    """CPU milliseconds per operation of each process group: robust to a shared machine
+    (a busy neighbour slows the rate but barely changes the CPU one operation costs)."""
+    if rate <= 0:
+        return {}
+    keys = ("server", "postgres", "nats", "loadgen")
+    return {k: round(10 * cpu[k] / rate, 2) for k in keys if cpu.get(k)}
+
+
+def git_state() -> dict[str, str]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty_src": git("status", "--short", "src"),
+    }
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Profiler:
+    """Optional: ``py-spy record`` on the server during a measured window (if installed)."""
+
+    def __init__(self, out_dir: Path | None, mode: str) -> None:
+        self.out_dir = out_dir
+        self.mode = mode
+
+    def start(self, server: Server, phase: str, seconds: float) -> subprocess.Popen[bytes] | None:
+        if self.out_dir is None:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        out = self.out_dir / f"{self.mode}-{phase}.collapsed"
+        cmd = [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(server.pid),
+            "--duration",
+            str(max(1, int(seconds))),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ]
+        try:
+            return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            log(f"py-spy not available ({exc}); no profile")
+            return None
+
+    @staticmethod
+    async def stop(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None:
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+
+
+async def measured(
+    cfg: argparse.Namespace,
+    server: Server,
+    phase: str,
+    profiler: Profiler,
+    run: Callable[[float], Awaitable[Any]],
+) -> tuple[Any, dict[str, float]]:
+    """Warm up, then run the measured window with CPU accounting (and the profiler)."""
+    warm = await run(cfg.warmup) if cfg.warmup > 0 else None
+    meter = CpuMeter(server.pid, server.pg_database, server.nats_pid)
+    prof = profiler.start(server, phase, cfg.seconds)
+    a = meter.snapshot()
+    result = await run(cfg.seconds)
+    b = meter.snapshot()
+    if warm is not None:
+        result.warmup_ok = warm.ok
+    await Profiler.stop(prof)
+    return result, CpuMeter.usage(a, b)
+
+
+# -- phases -------------------------------------------------------------------------------------
+
+
+async def phase_creates(cfg: argparse.Namespace, profiler: Profiler) -> dict[str, Any]:
+    async with (
+        running_server(cfg.mode, "creates", **cfg.services) as server,
+        new_client(server.base_url, 4) as http,
+        Clients(server.base_url, cfg.clients) as pool,
+    ):
+        users = await seed.seed_users(http, server.db_url, server.jwt_secret, cfg.clients, "c")
+        log(f"  {len(users)} users signed up")
+
+        async def req(i: int, _n: int) -> httpx.Response:
+            return await pool[i].post(
+                "/api/v1/payments", json=PAYMENT, headers=idem_headers(users[i])
+            )
+
+        result, cpu = await measured(
+            cfg,
+            server,
+            "creates",
+            profiler,
+            lambda s: closed_loop(cfg.clients, s, req, 202),
+        )
+        statuses = await seed.payment_statuses(server.db_url)
+    out = result.summary() | {"cpu_percent": cpu, "payment_statuses_at_end": statuses}
+    out["cpu_ms_per_op"] = per_op(cpu, out["rate_per_s"])
+    return out
+
+
+async def _solo_e2e(
+    http: httpx.AsyncClient, user: dict[str, Any], count: int
+) -> tuple[list[float], set[str]]:
+    """Payments one at a time on an idle system: create, then poll the wallet until credited."""
+    latencies, ids = [], set()
+    posted = 0
+    for _ in range(count):
+        t0 = time.perf_counter()
+        r = await http.post("/api/v1/payments", json=PAYMENT, headers=idem_headers(user))
+        r.raise_for_status()
+        ids.add(r.json()["id"])
+        while True:
+            w = (await http.get("/api/v1/wallets", headers=user["headers"])).json()["data"]
+            now_posted = w[0]["posted_minor"] if w else 0
+            if now_posted >= posted + PAYMENT["amount_minor"]:
+                posted = now_posted
+                break
+            if time.perf_counter() - t0 > 30:
+                raise RuntimeError("a payment was not credited within 30 s on an idle system")
+            await asyncio.sleep(0.005)
+        latencies.append(time.perf_counter() - t0)
+    return latencies, ids
+
+
+def _steady_rate(progress: list[tuple[float, int]], total: int) -> float:
+    """Postings per second between 10% and 90% of the final count (the pipeline's pace once
+    it is busy, without its start-up and the tail)."""
+    if total < 10 or len(progress) < 3:
+        return 0.0
+    lo = next((p for p in progress if p[1] >= 0.1 * total), None)
+    hi = next((p for p in progress if p[1] >= 0.9 * total), progress[-1])
+    if lo is None or hi[0] <= lo[0]:
+        return 0.0
+    return round((hi[1] - lo[1]) / (hi[0] - lo[0]), 1)
+
+
+async def phase_e2e(cfg: argparse.Namespace, profiler: Profiler) -> dict[str, Any]:
+    async with (
+        running_server(cfg.mode, "e2e", **cfg.services) as server,
+        new_client(server.base_url, 4) as http,
+        Clients(server.base_url, cfg.clients) as pool,
+    ):
+        users = await seed.seed_users(http, server.db_url, server.jwt_secret, cfg.clients + 1, "e")
+        solo, users = users[-1], users[:-1]
+        idle, idle_ids = await _solo_e2e(http, solo, cfg.e2e_idle)
+        log(f"  idle create->credited p50 {latency_summary(idle)['p50_ms']} ms")
+
+        sent = [0] * len(users)
+
+        async def req(i: int, _n: int) -> httpx.Response:
+            r = await pool[i].post("/api/v1/payments", json=PAYMENT, headers=idem_headers(users[i]))
+            if r.status_code == 202:
+                sent[i] += 1
+            return r
+
+        meter = CpuMeter(server.pid, server.pg_database, server.nats_pid)
+        engine = seed.engine_for(server.db_url)
+        prof = profiler.start(server, "e2e", min(cfg.e2e_timeout, 30))
+        a = meter.snapshot()
+        t0 = time.perf_counter()
+        try:
+            creates = await closed_loop(
+                cfg.clients, cfg.e2e_timeout / 2, req, 202, max_requests=cfg.e2e_payments
+            )
+            created_at = time.perf_counter() - t0
+            want = sum(sent) + len(idle)
+            posted = 0
+            progress = []
+            while time.perf_counter() - t0 < cfg.e2e_timeout:
+                posted = await seed.count_posted_captures(engine)
+                progress.append((round(time.perf_counter() - t0, 2), posted - len(idle)))
+                if posted >= want:
+                    break
+                await asyncio.sleep(0.25)
+            waited = time.perf_counter() - t0
+        finally:
+            await engine.dispose()
+        b = meter.snapshot()
+        await Profiler.stop(prof)
+        # Through the public API: every wallet shows what its user paid.
+        short = 0
+        for i, user in enumerate(users):
+            w = (await http.get("/api/v1/wallets", headers=user["headers"])).json()["data"]
+            if (w[0]["posted_minor"] if w else 0) != sent[i] * PAYMENT["amount_minor"]:
+                short += 1
+        per_payment = await seed.create_to_posted(server.db_url)
+        statuses = await seed.payment_statuses(server.db_url)
+        dlq = await seed.dead_letters(server.db_url)
+    burst = [v for pid, v in per_payment.items() if pid not in idle_ids]
+    burst_posted = posted - len(idle)
+    usage = CpuMeter.usage(a, b)
+    steady = _steady_rate(progress, burst_posted)
+    return {
+        "payments": sum(sent),
+        "clients": cfg.clients,
+        "create_rate_per_s": round(sum(sent) / created_at, 1),
+        "created_in_s": round(created_at, 2),
+        "all_posted": posted >= want,
+        "posted": burst_posted,
+        "posted_in_s": round(waited, 2),
+        "e2e_rate_per_s": round(burst_posted / waited, 1),
+        "e2e_steady_rate_per_s": steady,
+        "wallets_short_via_api": short,
+        "create_to_posted": latency_summary(burst),
+        "idle_create_to_credited": latency_summary(idle) | {"payments": len(idle)},
+        "create_latency": latency_summary(creates.latencies),
+        "cpu_percent": usage,
+        "cpu_ms_per_op": per_op(usage, burst_posted / waited),
+        "payment_statuses_at_end": statuses,
+        "dead_letters": dlq,
+        "progress": progress[:: max(1, len(progress) // 40)],
+    }
+
+
+async def phase_transfers(
+    cfg: argparse.Namespace, profiler: Profiler, which: list[str]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    async with (
+        running_server(cfg.mode, "transfers", **cfg.services) as server,
+        new_client(server.base_url, 4) as http,
+        Clients(server.base_url, cfg.clients) as pool,
+    ):
+        users = await seed.seed_users(http, server.db_url, server.jwt_secret, cfg.clients + 1, "t")
+        hot, senders = users[-1], users[:-1]
+        await seed.fund_wallets(server.db_url, [u["id"] for u in senders], 10**12, "USD")
+        rng = random.Random(7)
+
+        def body(to: dict[str, Any]) -> dict[str, Any]:
+            return {"recipient": to["email"], "amount_minor": 1, "currency": "USD"}
+
+        async def many(i: int, _n: int) -> httpx.Response:
+            j = rng.randrange(len(senders) - 1)
+            to = senders[j + 1 if j >= i else j]
+            return await pool[i].post(
+                "/api/v1/transfers", json=body(to), headers=idem_headers(senders[i])
+            )
+
+        async def into_hot(i: int, _n: int) -> httpx.Response:
+            return await pool[i].post(
+                "/api/v1/transfers", json=body(hot), headers=idem_headers(senders[i])
+            )
+
+        for phase, req in (("transfers", many), ("hot", into_hot)):
+            if phase not in which:
+                continue
+            log(f"  {phase}")
+            result, cpu = await measured(
+                cfg,
+                server,
+                phase,
+                profiler,
+                lambda s, r=req: closed_loop(cfg.clients, s, r, 201),  # type: ignore[misc]
+            )
+            out[phase] = result.summary() | {"cpu_percent": cpu}
+            out[phase]["cpu_ms_per_op"] = per_op(cpu, out[phase]["rate_per_s"])
+        problems = await seed.ledger_check(server.db_url)
+        hot_wallet = (await http.get("/api/v1/wallets", headers=hot["headers"])).json()["data"]
+    for phase in out:
+        out[phase]["ledger_check"] = problems[:5] or "consistent"
+    if "hot" in out:
+        got = hot_wallet[0]["posted_minor"] if hot_wallet else 0
+        out["hot"]["hot_wallet_posted_minor"] = got
+        out["hot"]["hot_wallet_expected_minor"] = out["hot"]["ok"] + out["hot"]["warmup_ok"]
+    return out
+
+
+async def phase_balance(cfg: argparse.Namespace, profiler: Profiler) -> dict[str, Any]:
+    async with (
+        running_server(cfg.mode, "balance", **cfg.services) as server,
+        new_client(server.base_url, 4) as http,
+        Clients(server.base_url, cfg.clients) as pool,
+    ):
+        big, small = await seed.seed_users(http, server.db_url, server.jwt_secret, 2, "b")
+        seeded_s = await seed.seed_history(server.db_url, big["id"], cfg.history, "USD")
+        await seed.seed_history(server.db_url, small["id"], 10, "USD")
+        log(f"  seeded {cfg.history} entries in {seeded_s:.1f} s")
+        for user, n in ((big, cfg.history), (small, 10)):
+            w = (await http.get("/api/v1/wallets", headers=user["headers"])).json()["data"]
+            assert w and w[0]["posted_minor"] == n, w
+
+        async def timed(path: str, user: dict[str, Any]) -> float:
+            t0 = time.perf_counter()
+            r = await http.get(path, headers=user["headers"])
+            r.raise_for_status()
+            return time.perf_counter() - t0
+
+        paths = {"wallets": "/api/v1/wallets", "entries": "/api/v1/wallets/USD/entries?limit=20"}
+        seq: dict[str, list[float]] = {f"{k}_{w}": [] for k in paths for w in ("big", "small")}
+        for _ in range(5):  # warm
+            for p in paths.values():
+                await timed(p, big)
+                await timed(p, small)
+        # Interleaved, one request at a time. The entries page is read less often: it is the
+        # slow one when it grows with history.
+        for i in range(cfg.balance_reads):
+            for k, p in paths.items():
+                if k == "entries" and i % 5:
+                    continue
+                seq[f"{k}_big"].append(await timed(p, big))
+                seq[f"{k}_small"].append(await timed(p, small))
+
+        async def read_big(i: int, _n: int) -> httpx.Response:
+            return await pool[i].get("/api/v1/wallets", headers=big["headers"])
+
+        cfg_half = argparse.Namespace(**vars(cfg) | {"seconds": cfg.seconds / 2, "warmup": 1})
+        conc, cpu = await measured(
+            cfg_half,
+            server,
+            "balance",
+            profiler,
+            lambda s: closed_loop(cfg.clients, s, read_big, 200),
+        )
+        problems = await seed.ledger_check(server.db_url)
+    return {
+        "history_entries": cfg.history,
+        "seed_seconds": round(seeded_s, 1),
+        "sequential": {k: latency_summary(v) | {"n": len(v)} for k, v in seq.items()},
+        "concurrent_big_wallet_reads": conc.summary()
+        | {"cpu_percent": cpu, "cpu_ms_per_op": per_op(cpu, conc.ok / conc.seconds)},
+        "ledger_check": problems[:5] or "consistent",
+    }
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _row(name: str, r: dict[str, Any], rate_key: str = "rate_per_s") -> str:
+    cpu = r.get("cpu_percent", {})
+    cpu_s = " ".join(
+        f"{k[:2]}={cpu[k]:.0f}"
+        for k in ("server", "postgres", "nats", "loadgen", "other", "machine")
+        if k in cpu
+    )
+    op = r.get("cpu_ms_per_op", {})
+    per = f"{op.get('server', '')!s:>7} {op.get('postgres', '')!s:>7}"
+    return (
+        f"{name:<34} {r.get(rate_key, 0)!s:>9} {r.get('p50_ms', 0):>8} {r.get('p95_ms', 0):>8} "
+        f"{r.get('p99_ms', 0):>8} {r.get('failed', 0):>6} {per}  {cpu_s}"
+    )
+
+
+def table(mode: str, results: dict[str, Any]) -> str:
+    head = (
+        f"{'PocketPay ' + mode:<34} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>6} {'srv ms':>7} {'pg ms':>7}  CPU % of one core during the window"
+    )
+    lines = [head, "-" * len(head)]
+    if "creates" in results:
+        lines.append(_row("payment creates", results["creates"]))
+    if "e2e" in results:
+        e = results["e2e"]
+        lines.append(_row("e2e create->ledger posted", e | e["create_to_posted"], "e2e_rate_per_s"))
+        idle = e["idle_create_to_credited"]
+        lines.append(_row("  idle: create->wallet credited", idle | {"rate_per_s": "-"}))
+    for name in ("transfers", "hot"):
+        if name in results:
+            label = (
+                "transfers, many wallets" if name == "transfers" else "transfers into 1 hot wallet"
+            )
+            lines.append(_row(label, results[name]))
+    if "balance" in results:
+        b = results["balance"]
+        n = b["history_entries"]
+        for key, label in (
+            ("wallets_big", f"GET /wallets ({n:,} entries)"),
+            ("wallets_small", "GET /wallets (10 entries)"),
+            ("entries_big", f"GET entries p.1 ({n:,} entries)"),
+            ("entries_small", "GET entries p.1 (10 entries)"),
+        ):
+            lines.append(_row(label, b["sequential"][key] | {"rate_per_s": "1 client"}))
+        lines.append(_row(f"GET /wallets ({n:,}), concurrent", b["concurrent_big_wallet_reads"]))
+    if "ceiling" in results:
+        c = results["ceiling"]
+        for key, label in (
+            ("raw_asyncpg_3_inserts_commit", "ceiling: asyncpg 3 INSERT+COMMIT"),
+            ("sqlalchemy_core_3_inserts_commit", "ceiling: SQLAlchemy Core, same"),
+            ("asyncpg_100_per_transaction", "ceiling: asyncpg, 100 per tx"),
+            ("hot_row_update", "ceiling: 1 hot row UPDATE"),
+        ):
+            if key in c:
+                lines.append(_row(label, c[key]))
+        lines.append(f"python: {c['python_ns_per_call']} ns per trivial call (CPU speed now)")
+    lines.append(
+        "srv ms / pg ms: CPU milliseconds of the server / PostgreSQL per operation. CPU: se=server "
+        "po=postgres na=nats lo=load generator ot=other jobs ma=whole machine (200 = 2 cores)."
+    )
+    return "\n".join(lines)
+
+
+async def wait_quiet(limit_s: float, threshold: float = 25.0) -> float:
+    """The machine is shared: wait (up to ``limit_s``) until other work has calmed down."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        busy = await asyncio.to_thread(machine_busy_percent, 1.0)
+        if busy <= threshold or time.monotonic() >= deadline:
+            if busy > threshold:
+                log(
+                    f"machine still {busy}% busy (of one core) with other work: figures will suffer"
+                )
+            return busy
+        log(f"machine {busy}% busy with other work; waiting for it to calm down")
+        await asyncio.sleep(2)
+
+
+async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
+    which = [w.strip() for w in cfg.which.split(",") if w.strip()]
+    unknown = set(which) - set(PHASES)
+    if unknown:
+        raise SystemExit(f"unknown phase(s) {sorted(unknown)}; choose from {PHASES}")
+    async with contextlib.AsyncExitStack() as stack:
+        if cfg.mode == "postgres" and cfg.nats_url == "private":
+            cfg.nats_url = await stack.enter_async_context(private_nats())
+        return await run_phases(cfg, which)
+
+
+async def run_phases(cfg: argparse.Namespace, which: list[str]) -> dict[str, Any]:
+    cfg.services = {"pg_admin_url": cfg.pg_admin_url, "nats_url": cfg.nats_url}
+    profiler = Profiler(Path(cfg.profile) if cfg.profile else None, cfg.mode)
+    busy = await wait_quiet(cfg.wait_quiet)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "mode": cfg.mode,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": {
+            k: getattr(cfg, k)
+            for k in (
+                "clients",
+                "seconds",
+                "warmup",
+                "which",
+                "e2e_payments",
+                "e2e_idle",
+                "history",
+                "balance_reads",
+            )
+        },
+        "machine": await machine_info(cfg.pg_admin_url, cfg.nats_url, cfg.mode),
+        "machine_busy_before_percent": busy,
+        "git": git_state(),
+        "results": {},
+    }
+    results = report["results"]
+    if "creates" in which:
+        log("creates")
+        results["creates"] = await phase_creates(cfg, profiler)
+    if "e2e" in which:
+        log("e2e")
+        results["e2e"] = await phase_e2e(cfg, profiler)
+    if "transfers" in which or "hot" in which:
+        log("transfers")
+        results |= await phase_transfers(cfg, profiler, which)
+    if "balance" in which:
+        log("balance")
+        results["balance"] = await phase_balance(cfg, profiler)
+    if "ceiling" in which:
+        log("ceiling")
+        results["ceiling"] = {"python_ns_per_call": python_speed()}
+        if cfg.mode == "postgres":
+            seconds = min(3.0, cfg.seconds / 2)
+            results["ceiling"] |= await ceilings(cfg.pg_admin_url, cfg.clients, seconds)
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--mode", choices=["embedded", "postgres"], default="embedded")
+    p.add_argument("--clients", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=10.0, help="measured window per phase")
+    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured load before each")
+    p.add_argument(
+        "--which",
+        default=",".join(PHASES),
+        help="phases, comma-separated (ceiling: reference PostgreSQL ceilings measured now)",
+    )
+    p.add_argument(
+        "--e2e-payments",
+        type=int,
+        default=200,
+        help="a burst of this many payments (64 clients), then wait until all are posted",
+    )
+    p.add_argument("--e2e-idle", type=int, default=10, help="payments one at a time first")
+    p.add_argument(
+        "--e2e-timeout", type=float, default=90.0, help="stop waiting for postings after this"
+    )
+    p.add_argument("--history", type=int, default=100_000, help="entries of the big wallet")
+    p.add_argument("--balance-reads", type=int, default=200, help="sequential reads of each")
+    p.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
+    p.add_argument(
+        "--nats-url",
+        default="private",
+        help="'private' (default): a throwaway nats-server -js for this run; or a nats:// URL",
+    )
+    p.add_argument(
+        "--wait-quiet", type=float, default=30.0, help="wait up to this for an idle machine"
+    )
+    p.add_argument("--profile", default="", help="directory: py-spy the server (if installed)")
+    p.add_argument("--output", default="", help="JSON path (default bench/results/<mode>.json)")
+    return p
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # so `timeout`/kill still stops the servers and drops the databases
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    report = asyncio.run(main_async(cfg))
+    out = Path(cfg.output) if cfg.output else RESULTS / f"{cfg.mode}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(cfg.mode, report["results"]))
+    print(f"\n{report['wall_seconds']} s; results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
