@@ -385,16 +385,24 @@ class EmbeddedBus:
                     .limit(self._batch)
                 )
             ).all()
+        acked = last
         for row in rows:
             if any(subject_matches(p, row.subject) for p in sub.subjects):
                 await self._deliver(sub, Envelope.from_json(row.payload))
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    update(bus_consumers)
-                    .where(bus_consumers.c.durable == sub.durable)
-                    .values(last_seq=row.seq, updated_at=self._clock.now())
-                )
+                acked = await self._ack(sub.durable, row.seq)
+        if rows and acked != rows[-1].seq:
+            # Messages of other subjects are skipped without an offset write each.
+            await self._ack(sub.durable, rows[-1].seq)
         return len(rows)
+
+    async def _ack(self, durable: str, seq: int) -> int:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(bus_consumers)
+                .where(bus_consumers.c.durable == durable)
+                .values(last_seq=seq, updated_at=self._clock.now())
+            )
+        return seq
 
     async def _deliver(self, sub: _Subscription, env: Envelope) -> None:
         error = ""
