@@ -34,9 +34,18 @@ from pocketpay.payments.providers.base import (
     PspRejected,
     PspUnavailable,
 )
+from pocketpay.payments.states import RANK
 from pocketpay.payments.states import PaymentStatus as S
 
 log = structlog.get_logger(__name__)
+
+# The status a PSP event says the payment has reached (at least).
+EVENT_STATUS = {
+    "payment_intent.amount_capturable_updated": S.AUTHORIZED,
+    "payment_intent.succeeded": S.CAPTURED,
+    "payment_intent.canceled": S.CANCELED,
+    "payment_intent.payment_failed": S.FAILED,
+}
 
 
 @dataclass
@@ -425,7 +434,7 @@ class Flows:
         etype = event["type"]
         try:
             if etype.startswith("payment_intent."):
-                await self._apply_intent_event(obj)
+                await self._apply_intent_event(etype, obj)
             elif etype == "balance.available":
                 await self.settle_due()
             elif etype.startswith("refund.") or etype == "charge.refunded":
@@ -437,10 +446,18 @@ class Flows:
             raise
         return {"status": "processed"}
 
-    async def _apply_intent_event(self, obj: dict[str, Any]) -> None:
+    async def _apply_intent_event(self, etype: str, obj: dict[str, Any]) -> None:
         pid = (obj.get("metadata") or {}).get("payment_id")
         if not pid:
             return
+        reported = EVENT_STATUS.get(etype)
+        if reported is not None:
+            async with self.engine.connect() as conn:
+                current = (
+                    await conn.execute(select(payments.c.status).where(payments.c.id == pid))
+                ).scalar()
+            if current is None or RANK[S(current)] >= RANK[reported]:
+                return  # we already know this (or more): no PSP round trip, no write
         try:
             result = await self.provider.retrieve(obj["id"])  # the PSP's current truth
         except (PspUnavailable, PspRejected):
