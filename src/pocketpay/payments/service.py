@@ -59,14 +59,22 @@ def refund_view(row: Row[Any] | Any) -> dict[str, Any]:
     }
 
 
-async def get(conn: AsyncConnection, payment_id: str, owner_id: str | None = None) -> Row[Any]:
-    q = select(payments).where(payments.c.id == payment_id)
+async def _owned(
+    conn: AsyncConnection, table: Any, object_id: str, owner_id: str | None, what: str
+) -> Row[Any]:
+    """The row, if it exists and (with ``owner_id``) belongs to that user; another user's id
+    is "not found", never "forbidden", so ids cannot be probed."""
+    q = select(table).where(table.c.id == object_id)
     if owner_id is not None:
-        q = q.where(payments.c.owner_id == owner_id)
+        q = q.where(table.c.owner_id == owner_id)
     row = (await conn.execute(q)).first()
     if row is None:
-        raise PaymentNotFound(f"No payment {payment_id}.")
+        raise PaymentNotFound(f"No {what} {object_id}.")
     return row
+
+
+async def get(conn: AsyncConnection, payment_id: str, owner_id: str | None = None) -> Row[Any]:
+    return await _owned(conn, payments, payment_id, owner_id, "payment")
 
 
 async def create(
@@ -238,10 +246,4 @@ async def add_timeline_note(
 
 
 async def get_refund(conn: AsyncConnection, refund_id: str, owner_id: str | None) -> Row[Any]:
-    q = select(refunds).where(refunds.c.id == refund_id)
-    if owner_id is not None:
-        q = q.where(refunds.c.owner_id == owner_id)
-    row = (await conn.execute(q)).first()
-    if row is None:
-        raise PaymentNotFound(f"No refund {refund_id}.")
-    return row
+    return await _owned(conn, refunds, refund_id, owner_id, "refund")
