@@ -355,3 +355,25 @@ def metric(text: str, name: str, **labels: str) -> float:
         if line.startswith(head + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+@contextlib.contextmanager
+def running_fleet(
+    workdir: Path, layout: dict[str, int], extra_env: dict[str, str], db_name: str = DB_NAME
+) -> Iterator[Fleet]:
+    """A fresh database, a private NATS, ``layout`` started and ready; all removed after."""
+    database_url = fresh_database(db_name)
+    try:
+        with nats_server(workdir) as nats_url:
+            stream = f"POCKETPAY_E2E_{os.urandom(4).hex().upper()}"
+            reset_stream(nats_url, stream)
+            fleet = Fleet(workdir, database_url, nats_url, stream)
+            try:
+                start(fleet, layout, extra_env)
+                wait_ready(fleet)
+                yield fleet
+            finally:
+                fleet.stop()
+                reset_stream(nats_url, stream)
+    finally:
+        drop_database(db_name)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,28 +33,16 @@ def slack() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 def fleet(
     tmp_path_factory: pytest.TempPathFactory, slack: tuple[str, list[dict[str, Any]]]
 ) -> Iterator[Fleet]:
-    workdir: Path = tmp_path_factory.mktemp("e2e-monitor")
-    db_name = f"pocketpay_e2e_mon_{uuid.uuid4().hex[:6]}"
-    database_url = fl.fresh_database(db_name)
     env = {
         "POCKETPAY_MONITOR__INTERVAL_SECONDS": "0.5",
         "POCKETPAY_MONITOR__POLL_TIMEOUT_SECONDS": "0.4",
         "POCKETPAY_MONITOR__SLACK_WEBHOOK_URL": slack[0],
         "POCKETPAY_MONITOR__CHANNEL_RETRIES": "1",
     }
-    try:
-        with fl.nats_server(workdir) as nats_url:
-            stream = f"POCKETPAY_E2E_{uuid.uuid4().hex[:8].upper()}"
-            fl.reset_stream(nats_url, stream)
-            fleet = Fleet(workdir, database_url, nats_url, stream)
-            try:
-                fl.start(fleet, LAYOUT, env)
-                fl.wait_ready(fleet)
-                yield fleet
-            finally:
-                fleet.stop()
-    finally:
-        fl.drop_database(db_name)
+    workdir = tmp_path_factory.mktemp("e2e-monitor")
+    db_name = f"pocketpay_e2e_mon_{uuid.uuid4().hex[:6]}"
+    with fl.running_fleet(workdir, LAYOUT, env, db_name) as running:
+        yield running
 
 
 def _status(monitor: Proc) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,22 +36,8 @@ FAST = {
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    workdir: Path = tmp_path_factory.mktemp("e2e")
-    database_url = fl.fresh_database()
-    try:
-        with fl.nats_server(workdir) as nats_url:
-            stream = f"POCKETPAY_E2E_{uuid.uuid4().hex[:8].upper()}"
-            fl.reset_stream(nats_url, stream)
-            fleet = Fleet(workdir, database_url, nats_url, stream)
-            try:
-                fl.start(fleet, LAYOUT, FAST)
-                fl.wait_ready(fleet)
-                yield fleet
-            finally:
-                fleet.stop()
-                fl.reset_stream(nats_url, stream)
-    finally:
-        fl.drop_database()
+    with fl.running_fleet(tmp_path_factory.mktemp("e2e"), LAYOUT, FAST) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
