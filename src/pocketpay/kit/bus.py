@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.clock import Clock, aware
+from pocketpay.kit.db import ping, seq_column
 from pocketpay.kit.ids import new_id
 from pocketpay.kit.metrics import BUS_CONSUMED, BUS_DEAD_LETTERED, BUS_PUBLISHED
 
@@ -49,9 +50,7 @@ metadata = MetaData()
 bus_stream = Table(
     "bus_stream",
     metadata,
-    Column(
-        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    seq_column(),
     Column("msg_id", String(80), nullable=False, unique=True),
     Column("subject", String(100), nullable=False),
     Column("payload", Text, nullable=False),
@@ -296,7 +295,6 @@ class EmbeddedBus:
         self._wake[durable] = asyncio.Event()
 
     async def ping(self) -> float:
-        from pocketpay.kit.db import ping
 
         return await ping(self._engine)
 

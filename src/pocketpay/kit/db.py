@@ -11,9 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import BigInteger, Column, Integer, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+def seq_column() -> Column[int]:
+    """An auto-increment ``seq`` primary key: BIGINT on PostgreSQL, INTEGER on SQLite (where
+    only INTEGER PRIMARY KEY is the auto-incrementing rowid). Orders streams and pages."""
+    return Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
 
 
 def is_sqlite(url: str) -> bool:

@@ -19,10 +19,8 @@ from typing import Any
 import structlog
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Column,
     DateTime,
-    Integer,
     MetaData,
     String,
     Table,
@@ -35,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pocketpay.kit.bus import Bus, Envelope
 from pocketpay.kit.clock import Clock
+from pocketpay.kit.db import seq_column
 from pocketpay.kit.ids import new_id
 from pocketpay.kit.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED, RELAY_LATENCY
 from pocketpay.kit.tracing import current_trace_context
@@ -46,12 +45,7 @@ def outbox_table(metadata: MetaData, component: str) -> Table:
     return Table(
         f"{component}_outbox",
         metadata,
-        Column(
-            "seq",
-            BigInteger().with_variant(Integer, "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
+        seq_column(),
         Column("event_id", String(40), nullable=False, unique=True),
         Column("type", String(100), nullable=False),
         Column("occurred_at", DateTime(timezone=True), nullable=False),

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
 )
 
+from pocketpay.kit.db import seq_column
 from pocketpay.kit.outbox import inbox_table, outbox_table
 
 metadata = MetaData()
@@ -46,9 +47,7 @@ balances = Table(
 transfers = Table(
     "ledger_transfers",
     metadata,
-    Column(
-        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    seq_column(),
     Column("id", String(120), nullable=False, unique=True),  # chosen by the caller
     Column("debit_account_id", String(120), nullable=False),
     Column("credit_account_id", String(120), nullable=False),

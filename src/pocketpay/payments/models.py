@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
 )
 
+from pocketpay.kit.db import seq_column
 from pocketpay.kit.outbox import inbox_table, outbox_table
 
 metadata = MetaData()
@@ -22,9 +23,7 @@ metadata = MetaData()
 payments = Table(
     "payments_payments",
     metadata,
-    Column(
-        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    seq_column(),
     Column("id", String(40), nullable=False, unique=True),
     Column("owner_id", String(60), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
@@ -68,9 +67,7 @@ attempts = Table(
 timeline = Table(
     "payments_timeline",
     metadata,
-    Column(
-        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
+    seq_column(),
     Column("payment_id", String(40), nullable=False, index=True),
     Column("from_status", String(16), nullable=True),
     Column("to_status", String(16), nullable=False),

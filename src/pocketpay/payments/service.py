@@ -116,6 +116,27 @@ async def create(
     return row
 
 
+async def _timeline_row(
+    conn: AsyncConnection,
+    payment_id: str,
+    before: str | None,
+    after: str,
+    cause: str,
+    detail: dict[str, Any],
+    now: datetime,
+) -> None:
+    await conn.execute(
+        insert(timeline).values(
+            payment_id=payment_id,
+            from_status=before,
+            to_status=after,
+            cause=cause,
+            detail=detail,
+            occurred_at=now,
+        )
+    )
+
+
 async def _record(
     conn: AsyncConnection,
     row: Row[Any] | Any,
@@ -125,16 +146,9 @@ async def _record(
     detail: dict[str, Any],
     now: datetime,
 ) -> None:
-    await conn.execute(
-        insert(timeline).values(
-            payment_id=row.id,
-            from_status=before.value if before else None,
-            to_status=after.value,
-            cause=cause,
-            detail=detail,
-            occurred_at=now,
-        )
-    )
+    """A status change: its timeline row and its event, in the caller's transaction."""
+    prior = before.value if before else None
+    await _timeline_row(conn, row.id, prior, after.value, cause, detail, now)
     data = payment_view(row) | {"payment_id": row.id, "owner_id": row.owner_id}
     await add_event(conn, outbox, f"payments.payment.{after.value}", data, now)
     PAYMENTS.labels(after.value, row.provider).inc()
@@ -233,16 +247,7 @@ async def add_timeline_note(
     now: datetime,
 ) -> None:
     """A timeline row that is not a status change (a refund, a failed attempt)."""
-    await conn.execute(
-        insert(timeline).values(
-            payment_id=payment_id,
-            from_status=status,
-            to_status=status,
-            cause=cause,
-            detail=detail,
-            occurred_at=now,
-        )
-    )
+    await _timeline_row(conn, payment_id, status, status, cause, detail, now)
 
 
 async def get_refund(conn: AsyncConnection, refund_id: str, owner_id: str | None) -> Row[Any]:
