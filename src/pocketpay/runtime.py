@@ -23,6 +23,7 @@ from pocketpay.kit.client import InternalClient
 from pocketpay.kit.clock import Clock, SystemClock
 from pocketpay.kit.component import Component
 from pocketpay.kit.db import create_engine
+from pocketpay.kit.failpoints import arm_from_env
 from pocketpay.ledger.client import LedgerClient
 from pocketpay.payments.client import PaymentsClient
 from pocketpay.payments.providers.stripe import StripeProvider
@@ -65,6 +66,7 @@ class Runtime:
         self.settings = settings
         self.names = components
         self.clock = clock or SystemClock()
+        arm_from_env()  # POCKETPAY_FAILPOINTS: processes started by fault tests
         self.engine = create_engine(
             settings.resolved_database_url(), pool_size=settings.db_pool_size
         )
