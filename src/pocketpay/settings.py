@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 COMPONENTS = ("gateway", "payments", "ledger", "notifications", "monitor", "sandbox")
@@ -49,6 +49,20 @@ class SandboxSettings(BaseModel):
     # Where the sandbox posts its signed webhooks. Empty: the gateway of this process.
     webhook_url: str = ""
     settle_delay_seconds: float = 3.0
+    # The sandbox's own database (it plays the outside world: not PocketPay's database, no
+    # migrations). Empty: sqlite+aiosqlite:///<var_dir>/sandbox.db, filled in by Settings.
+    database_url: str = ""
+
+
+class CheckSettings(BaseModel):
+    """``pocketpay check`` (the three-way reconciliation, ``pocketpay.reconcile``)."""
+
+    # A hold (pending transfer) still open this long after it was made, while its payment or
+    # refund has reached a final state, is a finding.
+    hold_deadline_seconds: float = 3600.0
+    # Younger than this, a disagreement in flight (an event not consumed yet, a PSP answer
+    # not applied yet) is not a finding.
+    grace_seconds: float = 300.0
 
 
 class BusSettings(BaseModel):
@@ -118,6 +132,13 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    check: CheckSettings = Field(default_factory=CheckSettings)
+
+    @model_validator(mode="after")
+    def _sandbox_database(self) -> Settings:
+        if not self.sandbox.database_url:
+            self.sandbox.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'sandbox.db'}"
+        return self
 
     def resolved_database_url(self) -> str:
         if self.database_url:

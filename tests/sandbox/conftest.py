@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import stripe
@@ -21,9 +22,12 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def settings() -> SandboxSettings:
+def settings(tmp_path: Path) -> SandboxSettings:
     return SandboxSettings(
-        api_key=API_KEY, webhook_secret=SECRET, settle_delay_seconds=SETTLE_DELAY
+        api_key=API_KEY,
+        webhook_secret=SECRET,
+        settle_delay_seconds=SETTLE_DELAY,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}",  # this test's own
     )
 
 

@@ -3,6 +3,8 @@ parameters is an ``idempotency_error``. Keys are scoped per API key.
 
 Like Stripe, only requests that ran are stored: successes and card declines. Validation
 errors and injected faults are not, so a corrected retry with the same key may go through.
+The ``Sandbox`` writes each stored response to its database in the same transaction as the
+operation's objects, and ``restore``s them at start.
 """
 
 from __future__ import annotations
@@ -39,10 +41,17 @@ class IdempotencyStore:
             raise idempotency_mismatch(key)
         return stored
 
-    def save(self, api_key: str, key: str, stored: StoredResponse) -> None:
-        if should_store(stored.status):
+    def save(self, api_key: str, key: str, stored: StoredResponse) -> bool:
+        """Keep the response if it is one to keep (True), and forget expired ones."""
+        kept = should_store(stored.status)
+        if kept:
             self._responses[(api_key, key)] = stored
         self._prune(stored.stored_at - self.ttl_seconds)
+        return kept
+
+    def restore(self, entries: list[tuple[str, str, StoredResponse]]) -> None:
+        """Replace memory by stored keys, oldest first (the order ``_prune`` relies on)."""
+        self._responses = {(api_key, key): stored for api_key, key, stored in entries}
 
     def _prune(self, cutoff: float) -> None:
         """Drop expired entries; insertion order is age order, so stop at the first young one."""

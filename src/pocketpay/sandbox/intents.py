@@ -75,7 +75,7 @@ def create(store: Store, params: Params) -> dict[str, Any]:
         client_secret=f"{pi_id}_secret_{secrets.token_urlsafe(18)}",
     )
     _attach(pi, get_str(params, "payment_method"))
-    store.payment_intents[pi.id] = pi
+    store.put(pi)
     if get_bool(params, "confirm"):
         _confirm(store, pi)
     return pi.to_stripe()
@@ -177,7 +177,7 @@ def _confirm(store: Store, pi: PaymentIntent) -> None:
         description=pi.description,
         metadata=dict(pi.metadata),
     )
-    store.charges[charge.id] = charge
+    store.put(charge)
     pi.latest_charge = charge.id
     if card.decline_code:
         _decline(store, pi, charge, card)

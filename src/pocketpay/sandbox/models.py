@@ -214,3 +214,6 @@ class BalanceTransaction:
             "status": "available" if self.is_available(now) else "pending",
             "type": self.type,
         }
+
+
+SandboxObject = PaymentIntent | Charge | Refund | BalanceTransaction

@@ -49,7 +49,7 @@ def create(store: Store, params: Params) -> dict[str, Any]:
         metadata=metadata,
     )
     txn.source = refund.id
-    store.refunds[refund.id] = refund
+    store.put(refund)
     charge.amount_refunded += amount
     store.emit("refund.created", refund.to_stripe())
     store.emit("charge.refunded", charge.to_stripe())

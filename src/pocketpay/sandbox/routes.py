@@ -10,7 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from pocketpay.sandbox import intents, refunds
+from pocketpay.sandbox import intents, lists, refunds
 from pocketpay.sandbox.auth import require_key
 from pocketpay.sandbox.errors import resource_missing, unrecognized_url
 from pocketpay.sandbox.forms import Params, check_known, fingerprint, get_expand, parse_form
@@ -82,6 +82,10 @@ def _payment_intent_routes(router: APIRouter, run: Run) -> None:
     async def create_pi(request: Request) -> JSONResponse:
         return await run(request, intents.create)
 
+    @router.get("/payment_intents")
+    async def list_pis(request: Request) -> JSONResponse:
+        return await run(request, lists.list_payment_intents)
+
     @router.get("/payment_intents/{pi_id}")
     async def get_pi(request: Request, pi_id: str) -> JSONResponse:
         return await run(request, _retrieve("pi", pi_id))
@@ -103,6 +107,10 @@ def _other_routes(router: APIRouter, run: Run, sandbox: Sandbox) -> None:
     @router.post("/refunds")
     async def create_refund(request: Request) -> JSONResponse:
         return await run(request, refunds.create)
+
+    @router.get("/refunds")
+    async def list_refunds(request: Request) -> JSONResponse:
+        return await run(request, lists.list_refunds)
 
     @router.get("/refunds/{re_id}")
     async def get_refund(request: Request, re_id: str) -> JSONResponse:

@@ -3,6 +3,12 @@
 Tests and ops drive it from Python: switch ``faults``, call ``tick()`` after moving a
 ``ManualClock`` to settle funds, ``await flush_webhooks()`` to wait for deliveries, read
 ``events``. ``start()``/``aclose()`` (or the app's lifespan) run the settlement loop.
+
+State lives in the sandbox's own database (``settings.database_url``, see ``storage``): it is
+loaded on first use, and each operation's changes and idempotency key are committed in one
+transaction before the answer is sent and before its webhooks are queued. If that commit
+fails, the answer is a 500 (outcome unknown, as from Stripe) and memory is reloaded from the
+database on the next call, so nothing uncommitted is ever seen.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pocketpay.sandbox.errors import StripeError
 from pocketpay.sandbox.faults import Faults
 from pocketpay.sandbox.idempotency import IdempotencyStore, StoredResponse
 from pocketpay.sandbox.state import Store
+from pocketpay.sandbox.storage import SandboxDB, default_url
 from pocketpay.sandbox.webhooks import WebhookSender
 from pocketpay.settings import SandboxSettings
 
@@ -44,8 +51,11 @@ class Sandbox:
         self.webhooks = WebhookSender(webhook_url, settings.webhook_secret, clock)
         self.store = Store(clock, settings.settle_delay_seconds, self._emit)
         self.idempotency = IdempotencyStore()
+        self.db = SandboxDB(settings.database_url or default_url())
         self.tick_interval_seconds = 0.5
         self._ticker: asyncio.Task[None] | None = None
+        self._loaded = False
+        self._unsent: list[tuple[str, dict[str, Any]]] = []  # events of the open operation
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -65,20 +75,50 @@ class Sandbox:
     ) -> Outcome:
         """Run one API operation atomically, honouring an idempotency key if given."""
         async with self.lock:
+            await self._ensure_loaded()
             if idempotency_key:
                 stored = self.idempotency.lookup(api_key, idempotency_key, fingerprint)
                 if stored is not None:
                     return Outcome(stored.status, stored.body, replayed=True)
             outcome = self._run(op)
+            key = None
             if idempotency_key:
                 stored = StoredResponse(fingerprint, outcome.status, outcome.body, self.store.now())
-                self.idempotency.save(api_key, idempotency_key, stored)
+                if self.idempotency.save(api_key, idempotency_key, stored):
+                    key = (api_key, idempotency_key, stored)
+            await self._commit(key)
         return outcome
 
     async def tick(self) -> list[str]:
         """Settle due balance transactions now; their ids (``balance.available`` if any)."""
         async with self.lock:
-            return self.store.settle_due()
+            await self._ensure_loaded()
+            settled = self.store.settle_due()
+            await self._commit(None)
+            return settled
+
+    async def _ensure_loaded(self) -> None:
+        """Memory from the database, on first use and after a failed commit."""
+        if self._loaded:
+            return
+        self.store.load(await self.db.load_objects())
+        since = self.store.now() - self.idempotency.ttl_seconds
+        self.idempotency.restore(await self.db.load_keys(since))
+        self._loaded = True
+
+    async def _commit(self, key: tuple[str, str, StoredResponse] | None) -> None:
+        """Write the operation's changes, then queue its webhooks; on failure forget both."""
+        changed, events = self.store.take_touched(), self._unsent
+        self._unsent = []
+        if changed or key is not None:
+            expire = key[2].stored_at - self.idempotency.ttl_seconds if key else None
+            try:
+                await self.db.save(changed, key, expire_before=expire)
+            except BaseException:
+                self._loaded = False  # memory is ahead of the database: reload next time
+                raise
+        for type_, obj in events:
+            self.webhooks.emit(type_, obj)
 
     async def flush_webhooks(self) -> None:
         """Wait until every emitted event is delivered or has exhausted its retries."""
@@ -87,7 +127,10 @@ class Sandbox:
     deliver_pending = flush_webhooks
 
     async def start(self) -> None:
-        """Start the background settlement loop (idempotent)."""
+        """Create the tables, load the state, start the settlement loop (idempotent)."""
+        await self.db.create_tables()
+        async with self.lock:
+            await self._ensure_loaded()
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
 
@@ -100,6 +143,9 @@ class Sandbox:
                 await self._ticker
             self._ticker = None
         await self.webhooks.aclose()
+        async with self.lock:
+            self._loaded = False  # a later call reloads (the database may have moved on)
+            await self.db.aclose()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
@@ -111,13 +157,19 @@ class Sandbox:
             await self.aclose()
 
     def _emit(self, type_: str, obj: dict[str, Any]) -> None:
-        self.webhooks.emit(type_, obj)
+        self._unsent.append((type_, obj))
 
     def _run(self, op: Operation) -> Outcome:
         try:
             return Outcome(200, op(self.store))
         except StripeError as exc:
             return Outcome(exc.status, exc.body())
+        except BaseException:
+            # A bug half-way through an operation: drop its effects from memory.
+            self.store.take_touched()
+            self._unsent = []
+            self._loaded = False
+            raise
 
     async def _tick_loop(self) -> None:
         while True:

@@ -1,7 +1,10 @@
-"""In-memory storage of the sandbox's objects, lookups, expansion, balance and settlement.
+"""The sandbox's objects in memory, lookups, expansion, balance and settlement.
 
 Not thread- or task-safe by itself: the ``Sandbox`` holds its ``asyncio.Lock`` around every
-call. Operations never await, so one request's effects are applied atomically.
+call. Operations never await, so one request's effects are applied atomically. The objects
+are loaded from the sandbox's database at start (``storage.SandboxDB``); every object an
+operation creates or looks up to change is recorded in ``touched``, which the ``Sandbox``
+writes back in one transaction after the operation (``take_touched``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pocketpay.sandbox.models import (
     Charge,
     PaymentIntent,
     Refund,
+    SandboxObject,
     new_id,
 )
 
@@ -40,6 +44,33 @@ class Store:
         self.charges: dict[str, Charge] = {}
         self.refunds: dict[str, Refund] = {}
         self.balance_transactions: dict[str, BalanceTransaction] = {}
+        self.touched: dict[str, SandboxObject] = {}
+
+    def load(self, objs: list[SandboxObject]) -> None:
+        """Replace memory by stored objects (oldest first: dicts keep that order)."""
+        for table in (self.payment_intents, self.charges, self.refunds, self.balance_transactions):
+            table.clear()
+        self.touched.clear()
+        for obj in objs:
+            self._table(obj)[obj.id] = obj
+
+    def put(self, obj: SandboxObject) -> None:
+        """Add (or replace) an object; it will be saved with the operation."""
+        self._table(obj)[obj.id] = obj
+        self.touched[obj.id] = obj
+
+    def take_touched(self) -> list[SandboxObject]:
+        touched, self.touched = list(self.touched.values()), {}
+        return touched
+
+    def _table(self, obj: SandboxObject) -> dict[str, Any]:
+        if isinstance(obj, PaymentIntent):
+            return self.payment_intents
+        if isinstance(obj, Charge):
+            return self.charges
+        if isinstance(obj, Refund):
+            return self.refunds
+        return self.balance_transactions
 
     def now(self) -> float:
         return self.clock.now().timestamp()
@@ -53,12 +84,14 @@ class Store:
         found = self.payment_intents.get(pi_id)
         if found is None:
             raise resource_missing("payment_intent", pi_id, param="intent")
+        self.touched[found.id] = found
         return found
 
     def charge(self, ch_id: str, *, param: str = "id") -> Charge:
         found = self.charges.get(ch_id)
         if found is None:
             raise resource_missing("charge", ch_id, param=param)
+        self.touched[found.id] = found
         return found
 
     def render(self, obj_id: str) -> dict[str, Any] | None:
@@ -113,7 +146,7 @@ class Store:
         txn = BalanceTransaction(
             new_id("txn"), kind, source, amount, fee, currency, created, available_on
         )
-        self.balance_transactions[txn.id] = txn
+        self.put(txn)
         return txn
 
     def balance(self) -> dict[str, Any]:
@@ -146,6 +179,7 @@ class Store:
         ]
         for txn in due:
             txn.announced = True
+            self.touched[txn.id] = txn
         if due:
             self.emit("balance.available", self.balance())
         return [t.id for t in due]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +28,31 @@ class RefundResult:
     refund_id: str
     status: str  # succeeded | pending | failed | canceled
     failure_code: str | None = None
+
+
+@dataclass(frozen=True)
+class PspIntent:
+    """A PaymentIntent as the PSP lists it (for reconciliation)."""
+
+    intent_id: str
+    status: str
+    amount_minor: int
+    amount_received_minor: int
+    currency: str  # upper case, as ours
+    created: int  # unix seconds
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PspRefund:
+    """A refund as the PSP lists it (for reconciliation)."""
+
+    refund_id: str
+    status: str
+    amount_minor: int
+    intent_id: str | None
+    created: int
+    metadata: dict[str, str]
 
 
 class PspError(Exception):
@@ -83,6 +109,14 @@ class Provider(Protocol):
     async def balance_available(self, balance_txn_id: str) -> bool: ...
 
     async def ping(self) -> float: ...
+
+    def list_intents(self, *, created_gte: int | None = None) -> AsyncIterator[PspIntent]:
+        """Every PaymentIntent (created at or after ``created_gte``), newest first."""
+        ...
+
+    def list_refunds(self, *, intent_id: str | None = None) -> AsyncIterator[PspRefund]:
+        """Every refund (of ``intent_id`` only, if given), newest first."""
+        ...
 
     def stats(self) -> dict[str, Any]: ...
 

@@ -5,7 +5,7 @@ circuit breaker and carries an idempotency key derived from our own ids."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import stripe
@@ -18,6 +18,8 @@ from pocketpay.payments.providers.base import (
     CallWindow,
     IntentResult,
     PspDeclined,
+    PspIntent,
+    PspRefund,
     PspRejected,
     PspUnavailable,
     RefundResult,
@@ -226,3 +228,54 @@ class StripeProvider:
             "errors_5m": errors,
             "error_rate_5m": round(errors / calls, 4) if calls else 0.0,
         }
+
+    # -- lists (reconciliation) ------------------------------------------------------------
+
+    async def list_intents(self, *, created_gte: int | None = None) -> AsyncIterator[PspIntent]:
+        """Every PaymentIntent, newest first, through the SDK's auto-paging (100 a page)."""
+        params: Any = {"limit": 100}
+        if created_gte is not None:
+            params["created"] = {"gte": created_gte}
+        first = await self._call(
+            "list_intents", lambda: self._client.v1.payment_intents.list_async(params)
+        )
+        async for pi in _paged(first):
+            yield _listed_intent(_plain(pi))
+
+    async def list_refunds(self, *, intent_id: str | None = None) -> AsyncIterator[PspRefund]:
+        """Every refund (of one intent if given), newest first, auto-paged."""
+        params: Any = {"limit": 100}
+        if intent_id is not None:
+            params["payment_intent"] = intent_id
+        first = await self._call("list_refunds", lambda: self._client.v1.refunds.list_async(params))
+        async for r in _paged(first):
+            body = _plain(r)
+            yield PspRefund(
+                refund_id=body["id"],
+                status=body["status"],
+                amount_minor=int(body["amount"]),
+                intent_id=body.get("payment_intent"),
+                created=int(body["created"]),
+                metadata=dict(body.get("metadata") or {}),
+            )
+
+
+async def _paged(first: Any) -> AsyncIterator[Any]:
+    """The SDK's auto-paging of a list; a failure on a later page is an unknown outcome."""
+    try:
+        async for item in first.auto_paging_iter():
+            yield item
+    except stripe.StripeError as exc:
+        raise PspUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _listed_intent(pi: dict[str, Any]) -> PspIntent:
+    return PspIntent(
+        intent_id=pi["id"],
+        status=pi["status"],
+        amount_minor=int(pi["amount"]),
+        amount_received_minor=int(pi.get("amount_received") or 0),
+        currency=str(pi["currency"]).upper(),
+        created=int(pi["created"]),
+        metadata=dict(pi.get("metadata") or {}),
+    )
