@@ -46,14 +46,17 @@ def make_bus(settings: Settings, engine: AsyncEngine, clock: Clock) -> Bus:
             stream=b.stream,
             max_deliver=b.max_deliver,
             retry_delay_ms=b.retry_delay_ms,
+            retry_cap_ms=b.retry_cap_ms,
             ack_wait_seconds=b.ack_wait_seconds,
             subject_prefix=b.subject_prefix,
         )
+    # EmbeddedBus refuses anything but SQLite (with a ValueError saying to use NATS).
     return EmbeddedBus(
         engine,
         clock,
         max_deliver=b.max_deliver,
         retry_delay_ms=b.retry_delay_ms,
+        retry_cap_ms=b.retry_cap_ms,
         poll_seconds=b.relay_poll_seconds,
         batch=b.relay_batch,
     )

@@ -68,12 +68,18 @@ class CheckSettings(BaseModel):
 class BusSettings(BaseModel):
     max_deliver: int = 5
     retry_delay_ms: int = 200
+    # Redelivery backoff: retry_delay_ms * 2**(attempt-1), capped here. A consumer retries
+    # without limit while the dead-letter write fails (database down), so the cap matters.
+    retry_cap_ms: int = 30_000
     ack_wait_seconds: float = 30.0
     stream: str = "POCKETPAY"
     # Prepended to every NATS subject, so deployments sharing a NATS server stay apart.
     subject_prefix: str = ""
     relay_poll_seconds: float = 0.5
     relay_batch: int = 200
+    # An outbox row whose publish failed this many passes in a row while the bus answers
+    # (a poison row) is dead-lettered so the rows behind it go out.
+    publish_max_failures: int = 10
 
 
 class MonitorSettings(BaseModel):

@@ -1,13 +1,19 @@
 """The event bus: one interface, two implementations.
 
-* ``EmbeddedBus`` keeps the stream in the database (``bus_stream``), durable consumers as
+* ``EmbeddedBus`` keeps the stream in a SQLite database (``bus_stream``), durable consumers as
   offsets (``bus_consumers``), exactly like a JetStream stream with durable consumers, so it
-  survives a restart with nothing lost.
-* ``NatsBus`` (``kit/bus_nats.py``) uses NATS JetStream.
+  survives a restart with nothing lost. It refuses any other database: on PostgreSQL,
+  concurrent publishers commit out of ``seq`` order and an offset would skip the late row.
+* ``NatsBus`` (``kit/bus_nats.py``) uses NATS JetStream (scale mode, PostgreSQL).
 
-Both dedupe publishes on the envelope id, redeliver a failing message up to ``max_deliver``
-times with a delay, then put it in the dead-letter table (``bus_dead_letters``) and move on.
-Handlers must be idempotent (components use their inbox tables).
+Both dedupe publishes on the envelope id and redeliver a failing message with a capped
+exponential delay (``retry_delay_ms * 2**(attempt-1)``, at most ``retry_cap_ms``). After
+``max_deliver`` failed attempts the envelope is written to ``bus_dead_letters``, and only once
+that write committed is the message settled (acked, offset advanced). If the write fails (the
+database is down) the message stays pending and is tried again with the same backoff, for as
+long as it takes: an event is handled or dead-lettered, never dropped. Handlers must be
+idempotent (components use their inbox tables). Any unreplayed dead letter is an alert (the
+``dead_letters`` readiness check, see ``kit.health``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from sqlalchemy import (
     Text,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -40,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.clock import Clock, aware
 from pocketpay.kit.db import ping, seq_column
+from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.ids import new_id
 from pocketpay.kit.metrics import BUS_CONSUMED, BUS_DEAD_LETTERED, BUS_PUBLISHED
 
@@ -148,25 +156,63 @@ class Bus(Protocol):
 
     async def lag(self, durable: str) -> tuple[int, float]: ...
 
+    async def dead_letter_count(self, component: str | None = None) -> int: ...
+
+
+def retry_delay_seconds(attempt: int, delay_ms: int, cap_ms: int) -> float:
+    """The wait after failed attempt ``attempt`` (1-based): ``delay * 2**(attempt-1)``, capped."""
+    exponent = min(max(attempt, 1) - 1, 40)  # bounded: 2**40 ms is past any sane cap
+    return float(min(delay_ms * (1 << exponent), cap_ms)) / 1000
+
+
+def dead_letter_values(
+    durable: str, env: Envelope, error: str, deliveries: int, now: datetime
+) -> dict[str, Any]:
+    """A ``bus_dead_letters`` row for ``env`` (the payload is what a replay publishes)."""
+    return {
+        "id": new_id("dlq"),
+        "durable": durable,
+        "event_id": env.id,
+        "subject": env.type,
+        "payload": env.to_json(),
+        "error": error[:2000],
+        "deliveries": deliveries,
+        "created_at": now,
+    }
+
 
 async def dead_letter(
     engine: AsyncEngine, durable: str, env: Envelope, error: str, deliveries: int, now: datetime
 ) -> None:
+    """Write the dead letter in its own transaction; raises if it did not commit.
+
+    Callers settle the message (ack, advance the offset) only after this returned."""
+    await failpoint("bus.dead_letter.before_write")
     async with engine.begin() as conn:
         await conn.execute(
             insert(bus_dead_letters).values(
-                id=new_id("dlq"),
-                durable=durable,
-                event_id=env.id,
-                subject=env.type,
-                payload=env.to_json(),
-                error=error[:2000],
-                deliveries=deliveries,
-                created_at=now,
+                **dead_letter_values(durable, env, error, deliveries, now)
             )
         )
     BUS_DEAD_LETTERED.labels(durable).inc()
     log.error("bus.dead_lettered", durable=durable, event_id=env.id, type=env.type, error=error)
+
+
+def component_durables(component: str) -> Any:
+    """The dead letters that belong to ``component``: its consumers are named ``<component>``
+    or ``<component>-<role>`` (``payments-processor``), its relay ``relay:<component>``."""
+    c = bus_dead_letters.c.durable
+    return or_(c == component, c.like(f"{component}-%"), c == f"relay:{component}")
+
+
+async def count_dead_letters(engine: AsyncEngine, component: str | None = None) -> int:
+    """Dead letters not replayed yet (of ``component``'s consumers and relay, if given)."""
+    q = select(func.count()).select_from(bus_dead_letters)
+    q = q.where(bus_dead_letters.c.replayed_at.is_(None))
+    if component is not None:
+        q = q.where(component_durables(component))
+    async with engine.connect() as conn:
+        return int((await conn.execute(q)).scalar_one())
 
 
 async def list_dead_letters(engine: AsyncEngine, *, include_replayed: bool = False) -> list[Any]:
@@ -224,7 +270,13 @@ class _Subscription:
 
 
 class EmbeddedBus:
-    """A durable bus inside the process, stored in the database next to the outboxes."""
+    """A durable bus inside the process, stored in the SQLite database next to the outboxes.
+
+    SQLite only: the process has one connection and serializes its transactions, so rows
+    enter ``bus_stream`` in ``seq`` order and a consumer's offset never skips one. On
+    PostgreSQL two publishers commit out of ``seq`` order (a consumer that already read the
+    higher ``seq`` would never see the lower one): use ``NatsBus`` there.
+    """
 
     close_grace_seconds = 5.0  # how long close() lets a running pass finish
 
@@ -235,13 +287,23 @@ class EmbeddedBus:
         *,
         max_deliver: int = 5,
         retry_delay_ms: int = 200,
+        retry_cap_ms: int = 30_000,
         poll_seconds: float = 0.5,
         batch: int = 200,
     ) -> None:
+        if engine.dialect.name != "sqlite":
+            raise ValueError(
+                f"EmbeddedBus needs a SQLite database, not {engine.dialect.name}: its offsets "
+                "would skip events that commit out of order. Use NATS JetStream with "
+                "PostgreSQL (bus_url = nats://..., POCKETPAY_BUS_URL)."
+            )
+        if max_deliver < 1:
+            raise ValueError("max_deliver must be at least 1")
         self._engine = engine
         self._clock = clock
         self._max_deliver = max_deliver
-        self._retry_delay = retry_delay_ms / 1000
+        self._retry_delay_ms = retry_delay_ms
+        self._retry_cap_ms = retry_cap_ms
         self._poll = poll_seconds
         self._batch = batch
         self._subs: list[_Subscription] = []
@@ -295,8 +357,11 @@ class EmbeddedBus:
         self._wake[durable] = asyncio.Event()
 
     async def ping(self) -> float:
-
         return await ping(self._engine)
+
+    async def dead_letter_count(self, component: str | None = None) -> int:
+        """Unreplayed dead letters (of ``component``'s consumers and relay, if given)."""
+        return await count_dead_letters(self._engine, component)
 
     async def lag(self, durable: str) -> tuple[int, float]:
         """(messages not yet consumed by ``durable``, age in seconds of the oldest of them)."""
@@ -403,8 +468,12 @@ class EmbeddedBus:
         return seq
 
     async def _deliver(self, sub: _Subscription, env: Envelope) -> None:
-        error = ""
-        for attempt in range(1, self._max_deliver + 1):
+        """Handle ``env``; after ``max_deliver`` failures dead-letter it. Returns only once the
+        envelope was handled or its dead letter committed, so the caller may advance the
+        offset; until then it retries with the capped backoff (the database may be down)."""
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 await sub.handler(env)
                 BUS_CONSUMED.labels(sub.durable).inc()
@@ -413,15 +482,29 @@ class EmbeddedBus:
                 raise
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "bus.handler_failed",
-                    durable=sub.durable,
-                    event_id=env.id,
-                    attempt=attempt,
-                    error=error,
-                )
-                if attempt < self._max_deliver:
-                    await asyncio.sleep(self._retry_delay * attempt)
-        await dead_letter(
-            self._engine, sub.durable, env, error, self._max_deliver, self._clock.now()
-        )
+            delay = retry_delay_seconds(attempt, self._retry_delay_ms, self._retry_cap_ms)
+            log.warning(
+                "bus.handler_failed",
+                durable=sub.durable,
+                event_id=env.id,
+                attempt=attempt,
+                error=error,
+            )
+            if attempt >= self._max_deliver:
+                try:
+                    await dead_letter(
+                        self._engine, sub.durable, env, error, attempt, self._clock.now()
+                    )
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as dlq_exc:
+                    log.error(
+                        "bus.dead_letter_failed",
+                        durable=sub.durable,
+                        event_id=env.id,
+                        attempt=attempt,
+                        retry_in=delay,
+                        error=f"{type(dlq_exc).__name__}: {dlq_exc}",
+                    )
+            await asyncio.sleep(delay)

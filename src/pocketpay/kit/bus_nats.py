@@ -8,9 +8,12 @@
   process runs one pull loop per subscription; several processes using the same durable name
   share its messages (that is how scale mode runs N copies of a component).
 * A batch is handled sequentially. Success acks; a failure naks with a delay of
-  ``retry_delay_ms * num_delivered``; a failure on delivery ``max_deliver`` (or later) writes the
-  envelope to ``bus_dead_letters`` and then acks, so the consumer moves on. While a batch is
-  handled, its waiting messages get "in progress" acks so they do not hit ``ack_wait``.
+  ``min(retry_delay_ms * 2**(num_delivered-1), retry_cap_ms)``; a failure on delivery
+  ``max_deliver`` (or later) writes the envelope to ``bus_dead_letters`` and acks *only if that
+  write committed*. If it failed (database down) the message is nak'ed with the same backoff
+  and the next delivery tries the handler, then the dead letter, again: nothing is dropped.
+  While a batch is handled, its waiting messages get "in progress" acks so they do not hit
+  ``ack_wait``.
 * ``close()`` lets a running handler finish (``close_grace_seconds``), naks the rest of the
   batch so another process (or the next start) gets them at once, then disconnects.
 
@@ -21,10 +24,15 @@ Differences from ``EmbeddedBus`` worth knowing:
   idempotent and must not rely on cross-event order after a failure.
 * The dedupe window is ``duplicate_window`` (two minutes), not forever; consumers' inboxes
   catch anything older.
-* The server-side ``max_deliver`` of the consumer is ``max_deliver + 3``: the *bus* decides when
-  to dead-letter (delivery ``max_deliver`` failed). The extra deliveries are a backstop so a
-  final attempt that never concluded (crash, ack-wait expiry, dead-letter write failing because
-  the database is down) gets another chance instead of being dropped silently by the server.
+* The server-side ``max_deliver`` of the consumer is -1 (unlimited): the *bus* decides when
+  to dead-letter, and JetStream never gives up on a message by itself (with a bounded server
+  limit, a database outage longer than the remaining deliveries lost events: no dead letter,
+  no alert). ``start()`` updates, or recreates at the same position, a consumer left with
+  another limit by an older version. The bus also listens to the JetStream max-deliveries
+  advisory of its consumers and logs an error and counts
+  ``pocketpay_bus_max_deliveries_advisories_total`` should it ever fire.
+* ``publish`` reports a bus that cannot be reached (no connection, no JetStream answer,
+  timeout) as ``ConnectionError``, so the outbox relay tells an outage from a poison event.
 * Multiple filter subjects per consumer need nats-server 2.10+. On an older server a
   subscription with several subjects gets an unfiltered consumer and the bus filters on the
   client (non-matching messages are acked unhandled); ``lag()`` then over-counts (see there).
@@ -49,9 +57,18 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pocketpay.kit.bus import Bus, Envelope, Handler, dead_letter, msg_id_for, subject_matches
+from pocketpay.kit.bus import (
+    Bus,
+    Envelope,
+    Handler,
+    count_dead_letters,
+    dead_letter,
+    msg_id_for,
+    retry_delay_seconds,
+    subject_matches,
+)
 from pocketpay.kit.clock import Clock
-from pocketpay.kit.metrics import BUS_CONSUMED, BUS_PUBLISHED
+from pocketpay.kit.metrics import BUS_CONSUMED, BUS_MAX_DELIVERIES, BUS_PUBLISHED
 
 log = structlog.get_logger(__name__)
 
@@ -63,9 +80,22 @@ DEFAULT_SUBJECTS: tuple[str, ...] = (
     "notifications.>",
 )
 DUPLICATE_WINDOW_SECONDS = 120.0
-# Deliveries the server still makes after ``max_deliver`` (see the module docstring).
-SERVER_MAX_DELIVER_SLACK = 3
+# The consumers' server-side delivery limit: none (see the module docstring).
+SERVER_MAX_DELIVER = -1
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 _ERR_STREAM_NAME_IN_USE = 10058
+# Publish errors that mean "the bus is unreachable", not "this message is bad".
+_UNREACHABLE = (
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.NoServersError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
 
 
 def _cancelling() -> bool:
@@ -102,6 +132,7 @@ class _NatsSubscription:
     client_filter: bool = False  # the server could not filter: the bus does
     inbox: Subscription | None = None  # receives this consumer's pulled messages
     requests: int = 0  # pull requests sent (suffix of their reply subjects)
+    advisories: Subscription | None = None  # JetStream max-deliveries advisories
     task: asyncio.Task[None] | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # this run's loop must end
     # Held while one message is handled: close() takes it to stop between messages.
@@ -129,6 +160,7 @@ class NatsBus:
         subjects: Sequence[str] = DEFAULT_SUBJECTS,
         max_deliver: int = 5,
         retry_delay_ms: int = 200,
+        retry_cap_ms: int = 30_000,
         ack_wait_seconds: float = 30.0,
         batch: int = 100,
         fetch_timeout_seconds: float = 2.0,
@@ -150,7 +182,8 @@ class NatsBus:
         self._prefix = subject_prefix
         self._subjects = [subject_prefix + s for s in subjects]
         self._max_deliver = max_deliver
-        self._retry_delay = retry_delay_ms / 1000
+        self._retry_delay_ms = retry_delay_ms
+        self._retry_cap_ms = retry_cap_ms
         self._ack_wait = ack_wait_seconds
         self._batch = batch
         self._fetch_timeout = fetch_timeout_seconds
@@ -176,9 +209,13 @@ class NatsBus:
             for sub in self._subs:
                 await self._ensure_consumer(sub)
                 sub.inbox = await self._nc.subscribe(f"{self._nc.new_inbox()}.*")
+                sub.advisories = await self._nc.subscribe(
+                    f"{MAX_DELIVERIES_ADVISORY}.{self._stream}.{sub.durable}",
+                    cb=self._on_max_deliveries,
+                )
         except BaseException:
             for sub in self._subs:
-                sub.inbox = None
+                sub.inbox = sub.advisories = None
             await self._disconnect()
             raise
         for sub in self._subs:
@@ -229,10 +266,11 @@ class NatsBus:
                     "bus.nats.consumer_crashed", durable=sub.durable, error=repr(task.exception())
                 )
         for sub in self._subs:
-            if sub.inbox is not None:
-                with contextlib.suppress(Exception):
-                    await sub.inbox.unsubscribe()
-                sub.inbox = None
+            for subscription in (sub.inbox, sub.advisories):
+                if subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await subscription.unsubscribe()
+            sub.inbox = sub.advisories = None
         await self._disconnect()
 
     async def _connect(self) -> NatsClient:
@@ -287,6 +325,24 @@ class NatsBus:
     async def _on_reconnected(self) -> None:
         log.info("bus.nats.reconnected", url=self._url)
 
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        """JetStream stopped redelivering a message. With an unlimited server-side
+        ``max_deliver`` this must not happen: if it does, say so loudly (the event may be
+        lost unless it reached the dead-letter table)."""
+        durable = msg.subject.rsplit(".", 1)[-1]
+        try:
+            body = json.loads(msg.data)
+        except ValueError:
+            body = {}
+        BUS_MAX_DELIVERIES.labels(durable).inc()
+        log.error(
+            "bus.nats.max_deliveries_reached",
+            stream=self._stream,
+            durable=durable,
+            stream_seq=body.get("stream_seq"),
+            deliveries=body.get("deliveries"),
+        )
+
     def _jetstream(self) -> JetStreamContext:
         if self._js is None:
             raise RuntimeError("NatsBus is not started")
@@ -335,13 +391,18 @@ class NatsBus:
         return (version.major, version.minor) >= (2, 10)
 
     async def _ensure_consumer(self, sub: _NatsSubscription) -> None:
+        """Create the durable consumer, or bring an existing one to this configuration.
+
+        JetStream updates an existing durable in place when only editable fields differ (the
+        delivery limit, ack wait, filters); one it refuses to update, or one still reporting
+        another delivery limit, is recreated where it stood (see ``_recreate_consumer``)."""
         config = api.ConsumerConfig(
             name=sub.durable,
             durable_name=sub.durable,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=self._ack_wait,
-            max_deliver=self._max_deliver + SERVER_MAX_DELIVER_SLACK,
+            max_deliver=SERVER_MAX_DELIVER,
         )
         sub.client_filter = False
         if len(sub.subjects) == 1:
@@ -356,23 +417,72 @@ class NatsBus:
                 subjects=sub.subjects,
                 reason="nats-server < 2.10 has no filter_subjects",
             )
+        js = self._jetstream()
         try:
-            await self._jetstream().add_consumer(self._stream, config=config)
+            info = await js.add_consumer(self._stream, config=config)
+        except nats.js.errors.BadRequestError as exc:
+            try:
+                await js.consumer_info(self._stream, sub.durable)
+            except nats.js.errors.NotFoundError:
+                raise RuntimeError(
+                    f"cannot create consumer {sub.durable!r} on stream {self._stream!r}: "
+                    f"{exc.description} (err_code {exc.err_code})"
+                ) from exc
+            await self._recreate_consumer(sub, config, reason=str(exc.description))
+            return
+        if (info.config.max_deliver or -1) != SERVER_MAX_DELIVER:
+            await self._recreate_consumer(
+                sub, config, reason=f"max_deliver is still {info.config.max_deliver}"
+            )
+
+    async def _recreate_consumer(
+        self, sub: _NatsSubscription, config: api.ConsumerConfig, *, reason: str
+    ) -> None:
+        """Delete and create the durable again, starting after its ack floor: messages it had
+        acked stay done, the rest (even ones acked above the floor) come again (handlers are
+        idempotent). Another process racing to do the same is harmless."""
+        js = self._jetstream()
+        old = await js.consumer_info(self._stream, sub.durable)
+        floor = old.ack_floor.stream_seq if old.ack_floor is not None else 0
+        log.warning(
+            "bus.nats.consumer_recreated",
+            durable=sub.durable,
+            reason=reason,
+            old_max_deliver=old.config.max_deliver,
+            start_seq=floor + 1,
+        )
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(self._stream, sub.durable)
+        fresh = dataclasses.replace(
+            config,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if floor else api.DeliverPolicy.ALL,
+            opt_start_seq=floor + 1 if floor else None,
+        )
+        try:
+            await js.add_consumer(self._stream, config=fresh)
         except nats.js.errors.BadRequestError as exc:
             raise RuntimeError(
-                f"cannot create or update consumer {sub.durable!r} on stream {self._stream!r}: "
+                f"cannot recreate consumer {sub.durable!r} on stream {self._stream!r}: "
                 f"{exc.description} (err_code {exc.err_code})"
             ) from exc
 
     # -- Bus -------------------------------------------------------------------------------
 
     async def publish(self, env: Envelope) -> None:
-        ack = await self._jetstream().publish(
-            subject=self._prefix + env.type,
-            payload=env.to_json().encode(),
-            stream=self._stream,
-            headers={"Nats-Msg-Id": msg_id_for(env)},
-        )
+        """Publish and wait for the stream's ack. An unreachable bus raises ``ConnectionError``
+        (or a ``TimeoutError``); anything else is about this message (too big, say)."""
+        payload = env.to_json().encode()
+        if self._js is None:
+            raise ConnectionError("NatsBus is not started")
+        try:
+            ack = await self._js.publish(
+                subject=self._prefix + env.type,
+                payload=payload,
+                stream=self._stream,
+                headers={"Nats-Msg-Id": msg_id_for(env)},
+            )
+        except _UNREACHABLE as exc:
+            raise ConnectionError(f"NATS unreachable: {type(exc).__name__}: {exc}") from exc
         if not ack.duplicate:
             BUS_PUBLISHED.labels(env.type.split(".")[0]).inc()
 
@@ -399,6 +509,10 @@ class NatsBus:
         if nc is None or not nc.is_connected:
             raise ConnectionError(f"NATS not connected ({self._url})")
         return await nc.rtt(timeout=2) * 1000
+
+    async def dead_letter_count(self, component: str | None = None) -> int:
+        """Unreplayed dead letters (of ``component``'s consumers and relay, if given)."""
+        return await count_dead_letters(self._engine, component)
 
     async def lag(self, durable: str) -> tuple[int, float]:
         """(messages not yet consumed by ``durable``, age in seconds of the oldest of them).
@@ -610,34 +724,43 @@ class NatsBus:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if delivered < self._max_deliver:
-                log.warning(
-                    "bus.handler_failed",
-                    durable=sub.durable,
-                    event_id=env.id,
-                    attempt=delivered,
-                    error=error,
-                )
-                await self._settle(msg, "nak", sub.durable, delay=self._retry_delay * delivered)
-                return
-            try:
-                await dead_letter(
-                    self._engine, sub.durable, env, error, delivered, self._clock.now()
-                )
-            except Exception as dlq_exc:
-                log.error(
-                    "bus.nats.dead_letter_failed",
-                    durable=sub.durable,
-                    event_id=env.id,
-                    error=f"{type(dlq_exc).__name__}: {dlq_exc}",
-                )
-                await self._settle(msg, "nak", sub.durable, delay=self._retry_delay * delivered)
-                return
-            await self._settle(msg, "ack", sub.durable)
+            await self._handler_failed(sub, msg, env, f"{type(exc).__name__}: {exc}", delivered)
             return
         await self._settle(msg, "ack", sub.durable)
         BUS_CONSUMED.labels(sub.durable).inc()
+
+    async def _handler_failed(
+        self, sub: _NatsSubscription, msg: Msg, env: Envelope, error: str, delivered: int
+    ) -> None:
+        """Nak for a retry, or dead-letter and ack; ack only once the dead letter committed."""
+        delay = retry_delay_seconds(delivered, self._retry_delay_ms, self._retry_cap_ms)
+        log.warning(
+            "bus.handler_failed",
+            durable=sub.durable,
+            event_id=env.id,
+            attempt=delivered,
+            error=error,
+        )
+        if delivered < self._max_deliver:
+            await self._settle(msg, "nak", sub.durable, delay=delay)
+            return
+        try:
+            await dead_letter(self._engine, sub.durable, env, error, delivered, self._clock.now())
+        except asyncio.CancelledError:
+            raise
+        except Exception as dlq_exc:
+            # Nothing is lost: the message stays in the stream and comes back after the delay.
+            log.error(
+                "bus.dead_letter_failed",
+                durable=sub.durable,
+                event_id=env.id,
+                attempt=delivered,
+                retry_in=delay,
+                error=f"{type(dlq_exc).__name__}: {dlq_exc}",
+            )
+            await self._settle(msg, "nak", sub.durable, delay=delay)
+            return
+        await self._settle(msg, "ack", sub.durable)
 
     @staticmethod
     async def _settle(msg: Msg, how: str, durable: str, delay: float | None = None) -> None:

@@ -5,6 +5,11 @@
   200 ``ready``; 200 ``degraded`` when a non-critical check fails or a check reports degraded
   (an open PSP breaker); 503 ``not_ready`` when a critical check fails.
 * ``GET /health/deps``: every check with latency and details, for people, not probes.
+
+A component with a bus (``add_bus``) also gets the non-critical ``dead_letters`` check: its
+consumers' and its relay's dead letters not replayed yet. Any makes it ``degraded`` with the
+count (the monitor alerts on it; see ``monitor.rules.DEAD_LETTERS``) and the check sets the
+``pocketpay_bus_dead_letters`` gauge.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from pocketpay.kit.metrics import render
+from pocketpay.kit.metrics import BUS_DEAD_LETTERS, render
 
 Status = Literal["ok", "degraded", "fail"]
 
@@ -75,6 +80,20 @@ class Health:
             return CheckResult("ok", {"latency_ms": round(await bus.ping(), 2)})
 
         self.add("bus", check, timeout_seconds=1.0)
+        self.add_dead_letters(lambda: bus.dead_letter_count(self.component))
+
+    def add_dead_letters(self, count: Callable[[], Awaitable[int]]) -> None:
+        """``dead_letters``: degraded while ``count()`` (unreplayed dead letters) is above 0."""
+
+        async def check() -> CheckResult:
+            n = await count()
+            BUS_DEAD_LETTERS.labels(self.component).set(n)
+            if n == 0:
+                return CheckResult("ok", {"count": 0})
+            hint = "pocketpay dlq list, then pocketpay dlq replay once fixed"
+            return CheckResult("degraded", {"count": n, "error": f"{n} dead letters", "hint": hint})
+
+        self.add("dead_letters", check, critical=False, timeout_seconds=1.0)
 
     def add(
         self,

@@ -32,6 +32,16 @@ RELAY_LATENCY = Histogram("pocketpay_outbox_relay_seconds", "Relay pass latency"
 BUS_PUBLISHED = Counter("pocketpay_bus_published_total", "Events published", ["component"])
 BUS_CONSUMED = Counter("pocketpay_bus_consumed_total", "Events consumed", ["consumer"])
 BUS_DEAD_LETTERED = Counter("pocketpay_bus_dead_lettered_total", "Dead letters", ["consumer"])
+BUS_DEAD_LETTERS = Gauge(
+    "pocketpay_bus_dead_letters",
+    "Dead letters not replayed yet (set by the component's dead_letters readiness check)",
+    ["component"],
+)
+BUS_MAX_DELIVERIES = Counter(
+    "pocketpay_bus_max_deliveries_advisories_total",
+    "JetStream gave up on a message (max-deliveries advisory; should never happen)",
+    ["consumer"],
+)
 WEBHOOKS = Counter("pocketpay_webhooks_total", "PSP webhooks received", ["outcome"])
 
 

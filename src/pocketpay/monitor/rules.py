@@ -4,7 +4,8 @@ Each (component, rule) pair has a tracker fed one observation per poll (``bad`` 
 None for "no data this time", which changes nothing):
 
 * **debounce**: the condition becomes active after ``open_after`` consecutive bad observations
-  (``fail_threshold`` for readiness, 1 for lag and PSP error rate, which are windowed already)
+  (``fail_threshold`` for readiness, 1 for lag and PSP error rate, which are windowed already,
+  and 1 for dead letters: any dead letter is an alert, at once)
   and inactive after ``recover_threshold`` consecutive good ones;
 * **opened / resolved**: one notice when the active condition is first announced, one when it
   ends. A resolution is always sent for an announced alert, flapping or not;
@@ -30,6 +31,7 @@ from pocketpay.settings import MonitorSettings
 NOT_READY = "not_ready"
 LEDGER_LAG = "ledger_lag"
 PSP_ERROR_RATE = "psp_error_rate"
+DEAD_LETTERS = "dead_letters"  # the component's ``dead_letters`` readiness check is degraded
 FLAPPING_SUFFIX = ".flapping"
 
 NoticeKind = Literal["opened", "resolved", "reminder"]
@@ -59,6 +61,13 @@ _WORDS: dict[str, _Words] = {
         "still sees a PSP error rate above the threshold",
         "failing",
         "fine",
+    ),
+    DEAD_LETTERS: _Words(
+        "has dead-lettered events (see pocketpay dlq list)",
+        "has no dead letters left",
+        "still has dead-lettered events",
+        "dead letters",
+        "none",
     ),
 }
 

@@ -23,6 +23,7 @@ from pocketpay.monitor.config import effective_poll_timeout, targets_from_settin
 from pocketpay.monitor.metrics import ALERTS_OPEN, COMPONENT_READY, POLL_DURATION
 from pocketpay.monitor.poller import Poller, PollResult
 from pocketpay.monitor.rules import (
+    DEAD_LETTERS,
     FLAPPING_SUFFIX,
     LEDGER_LAG,
     NOT_READY,
@@ -54,6 +55,20 @@ STATUS_ALERTS = 20
 @dataclass(frozen=True)
 class _Batch:
     items: list[tuple[AlertRecord, Notice]]
+
+
+def dead_letters_observation(r: PollResult) -> Observation:
+    """From the component's ``dead_letters`` readiness check (``kit.health``): bad while it is
+    degraded (unreplayed dead letters), good when ok; no data when the component does not
+    report it, cannot be reached, or the check itself failed (that is not a verdict)."""
+    view = r.checks.get(DEAD_LETTERS)
+    detail = r.details.get(DEAD_LETTERS)
+    count = detail.get("count") if isinstance(detail, dict) else None
+    bad: bool | None = None
+    if view is not None and view.result in ("ok", "degraded"):
+        bad = view.result == "degraded"
+    text = f"{count} unreplayed dead letters (pocketpay dlq list)" if bad and count else ""
+    return Observation(r.component, DEAD_LETTERS, bad, text)
 
 
 class Monitor:
@@ -117,6 +132,7 @@ class Monitor:
         for r in results:
             detail = r.error or ""
             yield Observation(r.component, NOT_READY, not r.is_ready, detail)
+            yield dead_letters_observation(r)
             if r.backlog is not None:
                 b = r.backlog
                 yield Observation(

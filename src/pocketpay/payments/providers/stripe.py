@@ -89,18 +89,22 @@ class StripeProvider:
         )
         self.window = CallWindow(clock)
 
-    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
-        try:
-            self.breaker.before_call()
-        except BreakerOpen as exc:
-            PSP_CALLS.labels(op, "breaker_open").inc()
-            raise PspUnavailable(str(exc)) from exc
+    async def _call(self, op: str, fn: Callable[[], Awaitable[T]], *, probe: bool = False) -> T:
+        # A probe (the health ping) goes around the breaker: never blocked by it, never
+        # counted by it, so an idle system's pings cannot open or close it.
+        trial = False
+        if not probe:
+            try:
+                trial = self.breaker.before_call()
+            except BreakerOpen as exc:
+                PSP_CALLS.labels(op, "breaker_open").inc()
+                raise PspUnavailable(str(exc)) from exc
         start = time.perf_counter()
         try:
             with client_span(f"psp {op}", **{"pocketpay.psp": self.name}):
                 result = await fn()
         except stripe.CardError as exc:
-            self._ok(op, "declined")
+            self._ok(op, "declined", trial, probe)
             pi = getattr(exc, "error", None)
             intent = getattr(pi, "payment_intent", None) if pi else None
             raise PspDeclined(
@@ -109,7 +113,7 @@ class StripeProvider:
                 intent.get("id") if intent else None,
             ) from exc
         except (stripe.InvalidRequestError, stripe.IdempotencyError) as exc:
-            self._ok(op, "rejected")
+            self._ok(op, "rejected", trial, probe)
             raise PspRejected(exc.code or "invalid_request", exc.user_message or str(exc)) from exc
         except (
             stripe.APIConnectionError,
@@ -117,23 +121,28 @@ class StripeProvider:
             stripe.RateLimitError,
             stripe.AuthenticationError,
         ) as exc:
-            self._fail(op)
+            self._fail(op, trial, probe)
             raise PspUnavailable(f"{type(exc).__name__}: {exc}") from exc
         except stripe.StripeError as exc:
-            self._fail(op)
+            self._fail(op, trial, probe)
             raise PspUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            self.breaker.release(trial)  # no verdict (cancelled, unexpected): free the trial
+            raise
         finally:
             PSP_LATENCY.labels(op).observe(time.perf_counter() - start)
-        self._ok(op, "ok")
+        self._ok(op, "ok", trial, probe)
         return result
 
-    def _ok(self, op: str, outcome: str) -> None:
-        self.breaker.record_success()
+    def _ok(self, op: str, outcome: str, trial: bool, probe: bool) -> None:
+        if not probe:
+            self.breaker.record_success(trial)
         self.window.record(True)
         PSP_CALLS.labels(op, outcome).inc()
 
-    def _fail(self, op: str) -> None:
-        self.breaker.record_failure()
+    def _fail(self, op: str, trial: bool, probe: bool) -> None:
+        if not probe:
+            self.breaker.record_failure(trial)
         self.window.record(False)
         PSP_CALLS.labels(op, "error").inc()
 
@@ -217,7 +226,7 @@ class StripeProvider:
 
     async def ping(self) -> float:
         start = time.perf_counter()
-        await self._call("ping", lambda: self._ping_client.v1.balance.retrieve_async())
+        await self._call("ping", lambda: self._ping_client.v1.balance.retrieve_async(), probe=True)
         return (time.perf_counter() - start) * 1000
 
     def stats(self) -> dict[str, Any]:
