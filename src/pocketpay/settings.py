@@ -6,6 +6,8 @@ path with the ``_FILE`` variables documented in docs/operations.md.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -41,6 +43,8 @@ class PspSettings(BaseModel):
     # How long a created payment may wait for its PSP attempt before the reconciler asks the
     # PSP again (same idempotency key). Long enough not to race the consumer under a backlog.
     attempt_retry_seconds: float = 30.0
+    # Resumptions of one PSP attempt before it is flagged stuck for an operator.
+    attempt_max_tries: int = 10
 
 
 class SandboxSettings(BaseModel):
@@ -49,6 +53,9 @@ class SandboxSettings(BaseModel):
     # Where the sandbox posts its signed webhooks. Empty: the gateway of this process.
     webhook_url: str = ""
     settle_delay_seconds: float = 3.0
+    # /_sandbox/faults and /_sandbox/tick (fault injection, settlement on demand) exist only
+    # when this is true: tests and benchmarks turn it on, a running PocketPay keeps it off.
+    ops_enabled: bool = False
     # The sandbox's own database (it plays the outside world: not PocketPay's database, no
     # migrations). Empty: sqlite+aiosqlite:///<var_dir>/sandbox.db, filled in by Settings.
     database_url: str = ""
@@ -85,7 +92,7 @@ class BusSettings(BaseModel):
 class MonitorSettings(BaseModel):
     interval_seconds: float = 15.0
     poll_timeout_seconds: float = 5.0
-    # component -> base URL; empty means the /internal/<component>/ paths of this process.
+    # component -> base URL; empty means the /components/<component>/ paths of this process.
     targets: dict[str, str] = Field(default_factory=dict)
     fail_threshold: int = 3
     recover_threshold: int = 2
@@ -127,7 +134,9 @@ class Settings(BaseSettings):
     bus_url: str = "embedded"  # or nats://127.0.0.1:4222
     # Components reached over HTTP: name -> base URL. Absent ones are served in-process.
     urls: dict[str, str] = Field(default_factory=dict)
-    internal_token: str = ""  # shared secret on internal calls in scale mode
+    # Shared secret every internal call carries (X-Internal-Token). Empty: generated once
+    # and kept in <var_dir>/internal_token (mode 0600), so processes sharing var_dir agree.
+    internal_token: str = ""
     public_url: str = ""  # how the outside world reaches the gateway; empty: http://host:port
     max_body_bytes: int = 64 * 1024
     db_pool_size: int = 10
@@ -164,3 +173,34 @@ class Settings(BaseSettings):
             path.write_text(secrets.token_urlsafe(48))
             path.chmod(0o600)
         return path.read_text().strip()
+
+    def resolved_internal_token(self) -> str:
+        """The internal API token: from settings, else generated once into var_dir."""
+        if self.internal_token:
+            return self.internal_token
+        return _generated_secret(self.var_dir / "internal_token")
+
+
+def _generated_secret(path: Path) -> str:
+    """The secret kept in ``path``, created (mode 0600) on first use.
+
+    Processes sharing var_dir may start at once: the secret is written to a private temporary
+    file and linked into place, which fails if another process got there first, so every
+    process reads the one complete secret and never half a file.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48))
+            os.chmod(tmp, 0o600)
+            with contextlib.suppress(FileExistsError):  # another process was first: use theirs
+                os.link(tmp, path)
+        finally:
+            tmp.unlink()
+    secret = path.read_text().strip()
+    if not secret:
+        raise RuntimeError(f"{path} is empty: delete it to generate a new secret")
+    return secret

@@ -7,13 +7,17 @@ import itertools
 import pytest
 
 from pocketpay.payments.states import (
-    RANK,
     REFUND_TRANSITIONS,
     TERMINAL,
     TRANSITIONS,
+    Action,
     PaymentStatus,
+    PspState,
     RefundStatus,
+    can_refund_transition,
     can_transition,
+    psp_action,
+    psp_state,
 )
 
 S = PaymentStatus
@@ -37,7 +41,6 @@ HAPPY_PATH = [S.CREATED, S.AUTHORIZED, S.CAPTURED, S.SETTLED, S.REFUNDED]
 
 def test_table_covers_every_status() -> None:
     assert set(TRANSITIONS) == set(PaymentStatus)
-    assert set(RANK) == set(PaymentStatus)
     for targets in TRANSITIONS.values():
         assert targets <= set(PaymentStatus)
 
@@ -89,24 +92,6 @@ def test_happy_path_is_a_chain_of_allowed_moves() -> None:
         assert can_transition(a, b), (a, b)
 
 
-def test_rank_is_strictly_monotone_along_the_happy_path() -> None:
-    ranks = [RANK[s] for s in HAPPY_PATH]
-    assert ranks == sorted(ranks)
-    assert len(set(ranks)) == len(ranks)
-
-
-def test_every_allowed_move_goes_forward_in_rank() -> None:
-    # A PSP event never moves a payment backwards: each allowed move raises the rank.
-    for a, b in EXPECTED_ALLOWED:
-        assert RANK[b] > RANK[a], (a, b)
-
-
-def test_exits_rank_above_every_non_terminal_state() -> None:
-    for exit_ in (S.FAILED, S.CANCELED):
-        for status in set(PaymentStatus) - TERMINAL:
-            assert RANK[exit_] > RANK[status]
-
-
 def test_every_status_is_reachable_from_created() -> None:
     seen, frontier = {S.CREATED}, [S.CREATED]
     while frontier:
@@ -134,9 +119,76 @@ def test_status_values_are_the_api_strings() -> None:
     ("current", "target"), list(itertools.product(RefundStatus, repeat=2)), ids=str
 )
 def test_refund_transitions(current: RefundStatus, target: RefundStatus) -> None:
-    allowed = current is RefundStatus.PENDING and target is not RefundStatus.PENDING
-    assert (target in REFUND_TRANSITIONS[current]) is allowed
+    expected = {
+        (RefundStatus.PENDING, RefundStatus.HELD),
+        (RefundStatus.PENDING, RefundStatus.FAILED),  # the ledger refused the hold
+        (RefundStatus.HELD, RefundStatus.SUCCEEDED),
+        (RefundStatus.HELD, RefundStatus.FAILED),
+    }
+    assert can_refund_transition(current, target) is ((current, target) in expected)
+    # Only a held refund may end succeeded: the PSP is never asked before the wallet hold.
+    if target is RefundStatus.SUCCEEDED:
+        assert can_refund_transition(current, target) is (current is RefundStatus.HELD)
 
 
 def test_refund_table_covers_every_status() -> None:
     assert set(REFUND_TRANSITIONS) == set(RefundStatus)
+
+
+# -- (our status x the PSP's state) -> action ------------------------------------------------
+
+A, P = Action, PspState
+# Written out independently of PSP_ACTIONS: the cases that move money.
+EXPECTED_ACTIONS = {
+    (S.CREATED, P.AUTHORIZED): A.AUTHORIZE,
+    (S.CREATED, P.SUCCEEDED): A.CAPTURE,
+    (S.CREATED, P.CANCELED): A.CANCEL,
+    (S.CREATED, P.DECLINED): A.FAIL,
+    (S.AUTHORIZED, P.SUCCEEDED): A.CAPTURE,
+    (S.AUTHORIZED, P.CANCELED): A.CANCEL,
+    (S.AUTHORIZED, P.DECLINED): A.FAIL,
+    (S.CANCELED, P.AUTHORIZED): A.VOID_AT_PSP,
+    (S.CANCELED, P.SUCCEEDED): A.REFUND_AT_PSP,
+    (S.FAILED, P.AUTHORIZED): A.VOID_AT_PSP,
+    (S.FAILED, P.SUCCEEDED): A.REFUND_AT_PSP,
+}
+
+
+@pytest.mark.parametrize(("ours", "psp"), list(itertools.product(PaymentStatus, PspState)), ids=str)
+def test_psp_action_table(ours: PaymentStatus, psp: PspState) -> None:
+    action = psp_action(ours, psp)
+    if (ours, psp) in EXPECTED_ACTIONS:
+        assert action is EXPECTED_ACTIONS[(ours, psp)]
+    elif ours in (S.CAPTURED, S.SETTLED, S.REFUNDED):
+        # Money was captured: only "succeeded" agrees with us; anything else needs a person.
+        assert action is (A.NOTHING if psp is P.SUCCEEDED else A.FLAG)
+    else:
+        assert action is A.NOTHING
+    # A move the table orders is always one the state machine allows.
+    targets = {A.AUTHORIZE: S.AUTHORIZED, A.CANCEL: S.CANCELED, A.FAIL: S.FAILED}
+    if action in targets:
+        assert can_transition(ours, targets[action])
+    if action is A.CAPTURE:
+        assert ours is S.AUTHORIZED or can_transition(ours, S.AUTHORIZED)
+
+
+def test_no_charged_and_canceled_payment_is_left_alone() -> None:
+    for ours in (S.CANCELED, S.FAILED):
+        assert psp_action(ours, P.SUCCEEDED) is A.REFUND_AT_PSP
+        assert psp_action(ours, P.AUTHORIZED) is A.VOID_AT_PSP
+
+
+@pytest.mark.parametrize(
+    ("status", "decline", "state"),
+    [
+        ("requires_capture", None, P.AUTHORIZED),
+        ("succeeded", None, P.SUCCEEDED),
+        ("canceled", None, P.CANCELED),
+        ("requires_payment_method", "card_declined", P.DECLINED),
+        ("requires_payment_method", None, P.IN_FLIGHT),
+        ("processing", None, P.IN_FLIGHT),
+        ("requires_action", None, P.IN_FLIGHT),
+    ],
+)
+def test_psp_state(status: str, decline: str | None, state: PspState) -> None:
+    assert psp_state(status, decline) is state

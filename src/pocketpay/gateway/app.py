@@ -15,10 +15,14 @@ from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component
 from pocketpay.kit.health import CheckFn, CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
+from pocketpay.kit.jobs import PeriodicJob
 from pocketpay.kit.tokens import TokenCodec
 from pocketpay.ledger.client import LedgerClient
 from pocketpay.payments.client import PaymentsClient
 from pocketpay.settings import Settings
+
+PURGE_INTERVAL_SECONDS = 3600.0
+PURGE_BATCH = 5000
 
 DESCRIPTION = """PocketPay's public API. Amounts are integers in minor units (cents).
 Every POST that moves money needs an `Idempotency-Key` header. Errors are
@@ -42,9 +46,10 @@ def build(
     auth = AuthService(
         engine, clock, tokens, settings.auth.refresh_ttl_seconds, settings.auth.admin_emails
     )
+    idem = IdempotencyStore(engine, clock)
     gw = Gateway(
         auth,
-        IdempotencyStore(engine, clock),
+        idem,
         payments,
         ledger,
         settings.psp.webhook_secret,
@@ -71,4 +76,17 @@ def build(
     app.include_router(health_router(health))
     app.include_router(build_router(gw))
     app.include_router(admin_router(engine, bus, clock, tokens))
-    return Component("gateway", app, health, state={"tokens": tokens, "auth": auth})
+
+    async def purge() -> bool:
+        return await idem.purge() >= PURGE_BATCH
+
+    # Keys are kept 24 h; every process of the gateway may purge (deletes are idempotent).
+    purge_job = PeriodicJob("idempotency-purge", purge, PURGE_INTERVAL_SECONDS)
+    return Component(
+        "gateway",
+        app,
+        health,
+        on_start=[purge_job.start],
+        on_stop=[purge_job.stop],
+        state={"tokens": tokens, "auth": auth, "idempotency": idem},
+    )

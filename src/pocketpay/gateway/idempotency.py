@@ -4,8 +4,13 @@
 * the same key and the same request replays them, with ``Idempotent-Replayed: true``;
 * the same key with another request: 422 ``idempotency.key_reused``;
 * the same key while the first is still running: 409 ``idempotency.in_progress`` + Retry-After;
-* a 5xx or an unavailable dependency releases the key, so the client can retry;
-* keys are kept at least 24 hours (``purge`` deletes older ones).
+* a 5xx, a timeout or a crash is an *unknown* outcome, never a failure: the key stays bound to
+  its request and is unlocked, so the client's retry runs the operation again. That is safe
+  because the owning component records the key with the first effect and derives its ids from
+  (owner, key): the re-run finds what the first run did and returns it (two-level idempotency);
+* a lock left by a crashed request expires after ``LOCK_SECONDS`` and is taken over by exactly
+  one retry (a conditional UPDATE on the lock it saw);
+* keys are kept 24 hours; the gateway's purge job deletes older ones.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.gateway.models import idempotency_keys
 from pocketpay.kit.clock import Clock, aware
 from pocketpay.kit.db import insert_ignore
-from pocketpay.kit.errors import AppError
+from pocketpay.kit.errors import AppError, KeyReused
+from pocketpay.kit.failpoints import failpoint
 
 KEEP_HOURS = 24
 LOCK_SECONDS = 60
@@ -32,12 +38,6 @@ class KeyMissing(AppError):
     code = "idempotency.key_missing"
     status = 400
     title = "Idempotency-Key header required"
-
-
-class KeyReused(AppError):
-    code = "idempotency.key_reused"
-    status = 422
-    title = "Idempotency key reused with a different request"
 
 
 class InProgress(AppError):
@@ -105,14 +105,15 @@ class IdempotencyStore:
             status, body = await op()
         except AppError as exc:
             if exc.status >= 500:
-                await self._release(owner_id, key)
+                await self._unlock(owner_id, key)
                 raise
             status, body = exc.status, exc.to_dict()
             await self._store(owner_id, key, status, body)
             raise
-        except BaseException:
-            await self._release(owner_id, key)
+        except Exception:
+            await self._unlock(owner_id, key)
             raise
+        await failpoint("gateway.idempotency.before_store")
         await self._store(owner_id, key, status, body)
         return status, body, False
 
@@ -124,20 +125,27 @@ class IdempotencyStore:
             )
         if row.status == "done":
             return int(row.response_status), dict(row.response_body)
+        busy = InProgress(
+            "The first request with this Idempotency-Key is still running; retry shortly.",
+            headers={"Retry-After": "1"},
+        )
         if row.locked_until and aware(row.locked_until) > now:
-            raise InProgress(
-                "The first request with this Idempotency-Key is still running; retry shortly.",
-                headers={"Retry-After": "1"},
-            )
-        # The first request died while holding the key: take it over.
-        await conn.execute(
+            raise busy
+        # The first request ended with an unknown outcome, or died holding the key: take it
+        # over, conditionally on the lock we saw, so of two concurrent retries only one runs.
+        k = idempotency_keys.c
+        res = await conn.execute(
             update(idempotency_keys)
             .where(
-                idempotency_keys.c.owner_id == row.owner_id,
-                idempotency_keys.c.key == row.key,
+                k.owner_id == row.owner_id,
+                k.key == row.key,
+                k.status == "in_progress",
+                k.locked_until == row.locked_until,
             )
             .values(locked_until=now + timedelta(seconds=LOCK_SECONDS))
         )
+        if res.rowcount != 1:
+            raise busy
         return None
 
     async def _store(self, owner_id: str, key: str, status: int, body: dict[str, Any]) -> None:
@@ -153,18 +161,28 @@ class IdempotencyStore:
                 )
             )
 
-    async def _release(self, owner_id: str, key: str) -> None:
+    async def _unlock(self, owner_id: str, key: str) -> None:
+        """Unknown outcome: keep the key bound to this request, let the next retry run it."""
         async with self._engine.begin() as conn:
             await conn.execute(
-                delete(idempotency_keys).where(
-                    idempotency_keys.c.owner_id == owner_id, idempotency_keys.c.key == key
+                update(idempotency_keys)
+                .where(
+                    idempotency_keys.c.owner_id == owner_id,
+                    idempotency_keys.c.key == key,
+                    idempotency_keys.c.status == "in_progress",
                 )
+                .values(locked_until=self._clock.now())
             )
 
-    async def purge(self) -> int:
+    async def purge(self, limit: int = 5000) -> int:
+        """Delete up to ``limit`` keys older than ``KEEP_HOURS``; returns how many."""
         horizon = self._clock.now() - timedelta(hours=KEEP_HOURS)
+        k = idempotency_keys.c
         async with self._engine.begin() as conn:
+            old = select(k.owner_id, k.key).where(k.created_at < horizon).limit(limit).subquery()
             res = await conn.execute(
-                delete(idempotency_keys).where(idempotency_keys.c.created_at < horizon)
+                delete(idempotency_keys).where(
+                    tuple_(k.owner_id, k.key).in_(select(old.c.owner_id, old.c.key))
+                )
             )
         return int(res.rowcount)

@@ -16,7 +16,6 @@ from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.idempotency import IdempotencyStore, check_key, fingerprint
 from pocketpay.gateway.schemas import LoginIn, RefreshIn, SignupIn, TransferCreate
 from pocketpay.kit.errors import AppError, NotFound, Unauthorized
-from pocketpay.kit.ids import new_id
 from pocketpay.kit.metrics import WEBHOOKS
 from pocketpay.kit.money import MoneyError, normalize_currency
 from pocketpay.kit.tokens import Principal
@@ -79,14 +78,15 @@ def build_router(gw: Gateway) -> APIRouter:
         who: Principal,
         key: str | None,
         body: Any,
-        op: Callable[[], Awaitable[dict[str, Any]]],
+        op: Callable[[str], Awaitable[dict[str, Any]]],
         status: int,
     ) -> JSONResponse:
         checked = check_key(key)
         fp = fingerprint(request.method, request.url.path, body)
 
         async def run() -> tuple[int, dict[str, Any]]:
-            return status, await op()
+            # The key goes down to the owning component, which records it with its effect.
+            return status, await op(checked)
 
         code, result, replayed = await gw.idem.run(who.user_id, checked, fp, run)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
@@ -137,7 +137,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         key: str | None = IdemHeader,
     ) -> JSONResponse:
         data = body.model_dump()
-        return await once(request, who, key, data, lambda: p.create(who.user_id, data), 202)
+        return await once(request, who, key, data, lambda k: p.create(who.user_id, k, data), 202)
 
     @r.get("/payments", tags=["payments"])
     async def list_payments(
@@ -175,7 +175,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
             who,
             key,
             {"amount_minor": amount},
-            lambda: p.capture(who.user_id, payment_id, amount),
+            lambda _k: p.capture(who.user_id, payment_id, amount),
             200,
         )
 
@@ -193,7 +193,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
             who,
             key,
             {},
-            lambda: p.cancel(who.user_id, payment_id),
+            lambda _k: p.cancel(who.user_id, payment_id),
             200,
         )
 
@@ -212,7 +212,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
             who,
             key,
             data,
-            lambda: p.refund(who.user_id, payment_id, data),
+            lambda k: p.refund(who.user_id, payment_id, k, data),
             202,
         )
 
@@ -253,7 +253,7 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> Non
     ) -> JSONResponse:
         data = body.model_dump(mode="json")
 
-        async def op() -> dict[str, Any]:
+        async def op(idem_key: str) -> dict[str, Any]:
             recipient = await gw.auth.find_by_email(str(body.recipient))
             if recipient is None:
                 raise NotFound(
@@ -261,7 +261,7 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> Non
                 )
             return await gw.ledger.send(
                 {
-                    "id": new_id("tr"),
+                    "idempotency_key": idem_key,
                     "sender_id": who.user_id,
                     "recipient_id": recipient["id"],
                     "sender_email": who.email,

@@ -91,3 +91,11 @@ class Unavailable(AppError):
     code = "service.unavailable"
     status = 503
     title = "Service unavailable"
+
+
+class KeyReused(AppError):
+    """An idempotency key already names an effect made from a different request."""
+
+    code = "idempotency.key_reused"
+    status = 422
+    title = "Idempotency key reused with a different request"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -25,3 +26,11 @@ def ulid() -> str:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{ulid()}"
+
+
+def derive_id(prefix: str, *parts: str) -> str:
+    """An id that is a pure function of ``parts`` (the owner and the caller's idempotency key):
+    a retry after an unknown outcome names the same object, so it converges instead of
+    creating a second one. 26 base32 characters of SHA-256, the length of a ULID."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return f"{prefix}_{_encode(int.from_bytes(digest[:17], 'big') >> 6, 26)}"

@@ -14,7 +14,6 @@ from pocketpay.kit.clock import Clock
 from pocketpay.kit.outbox import claim_inbox
 from pocketpay.ledger import service
 from pocketpay.ledger.chart import TransferCode, system_account_id, wallet_account_id
-from pocketpay.ledger.errors import PendingNotOpen, TransferNotFound
 from pocketpay.ledger.models import inbox
 
 SUBJECTS = ["payments.payment.>", "payments.refund.>"]
@@ -28,24 +27,28 @@ def refund_hold_id(refund_id: str) -> str:
     return f"refund_hold:{refund_id}"
 
 
-async def _authorized(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
-    await service.create_transfer(
-        conn,
-        service.TransferRequest(
-            id=auth_id(d["payment_id"]),
-            debit_account_id=system_account_id("psp_receivable", d["currency"]),
-            credit_account_id=wallet_account_id(d["owner_id"], d["currency"]),
-            amount_minor=int(d["amount_minor"]),
-            currency=d["currency"],
-            code=TransferCode.CARD_AUTHORIZATION,
-            pending=True,
-            user_data={"payment_id": d["payment_id"]},
-        ),
-        now,
+def _hold(d: dict[str, Any]) -> service.TransferRequest:
+    """The authorization hold of a payment: the same request whichever event creates it."""
+    return service.TransferRequest(
+        id=auth_id(d["payment_id"]),
+        debit_account_id=system_account_id("psp_receivable", d["currency"]),
+        credit_account_id=wallet_account_id(d["owner_id"], d["currency"]),
+        amount_minor=int(d["amount_minor"]),
+        currency=d["currency"],
+        code=TransferCode.CARD_AUTHORIZATION,
+        pending=True,
+        user_data={"payment_id": d["payment_id"]},
     )
 
 
+async def _authorized(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
+    # A no-op if the hold exists, or if a void got here first and left its tombstone.
+    await service.create_transfer(conn, _hold(d), now)
+
+
 async def _captured(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
+    # Order-insensitive: a capture handled before its authorization places the hold first.
+    await service.create_transfer(conn, _hold(d), now)
     await service.resolve_pending(
         conn,
         f"pay_cap:{d['payment_id']}",
@@ -57,18 +60,18 @@ async def _captured(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> 
     )
 
 
-async def _canceled(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
-    try:
-        await service.resolve_pending(
-            conn,
-            f"pay_void:{d['payment_id']}",
-            auth_id(d["payment_id"]),
-            now,
-            post=False,
-            user_data={"payment_id": d["payment_id"]},
-        )
-    except (TransferNotFound, PendingNotOpen):
-        return  # canceled before any authorization: nothing was held
+async def _voided(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
+    """canceled or failed: void the hold. A void that arrives before its hold leaves the hold
+    as a tombstone (already voided, no balance effect), so the late hold is a no-op. A void of
+    a hold that was posted (a captured payment canceled) raises: an invariant violation is
+    dead-lettered and alerted, never swallowed."""
+    await service.void_or_tombstone(
+        conn,
+        f"pay_void:{d['payment_id']}",
+        _hold(d),
+        now,
+        user_data={"payment_id": d["payment_id"]},
+    )
 
 
 async def _settled(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
@@ -88,29 +91,39 @@ async def _settled(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> N
 
 
 async def _refund_done(conn: AsyncConnection, d: dict[str, Any], now: datetime, post: bool) -> None:
+    if not d.get("held", True):
+        return  # refused before any hold (money spent), or a compensation: nothing held
     verb = "post" if post else "void"
-    try:
-        await service.resolve_pending(
-            conn,
-            f"refund_{verb}:{d['refund_id']}",
-            refund_hold_id(d["refund_id"]),
-            now,
-            post=post,
-            user_data={"payment_id": d["payment_id"], "refund_id": d["refund_id"]},
-        )
-    except TransferNotFound:
-        return
+    # A held refund's hold exists (payments marks it held only after the ledger placed it):
+    # TransferNotFound here is an invariant violation and propagates to the dead letters.
+    await service.resolve_pending(
+        conn,
+        f"refund_{verb}:{d['refund_id']}",
+        refund_hold_id(d["refund_id"]),
+        now,
+        post=post,
+        user_data={"payment_id": d["payment_id"], "refund_id": d["refund_id"]},
+    )
 
 
+async def _refund_succeeded(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
+    await _refund_done(conn, d, now, post=True)
+
+
+async def _refund_failed(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
+    await _refund_done(conn, d, now, post=False)
+
+
+# Every terminal payment state has a handler (refunded: each refund posts its own hold).
 HANDLERS = {
     "payments.payment.authorized": _authorized,
     "payments.payment.captured": _captured,
-    "payments.payment.canceled": _canceled,
+    "payments.payment.canceled": _voided,
+    "payments.payment.failed": _voided,
     "payments.payment.settled": _settled,
+    "payments.refund.succeeded": _refund_succeeded,
+    "payments.refund.failed": _refund_failed,
 }
-
-
-HANDLED = frozenset(HANDLERS) | {"payments.refund.succeeded", "payments.refund.failed"}
 
 
 class LedgerConsumer:
@@ -119,15 +132,10 @@ class LedgerConsumer:
         self._clock = clock
 
     async def __call__(self, env: Envelope) -> None:
-        if env.type not in HANDLED:
+        if env.type not in HANDLERS:
             return  # e.g. payments.payment.created: nothing to post, no inbox row to write
         now = self._clock.now()
         async with self._engine.begin() as conn:
             if not await claim_inbox(conn, inbox, env.id, env.type, now):
                 return
-            if env.type == "payments.refund.succeeded":
-                await _refund_done(conn, env.data, now, post=True)
-            elif env.type == "payments.refund.failed":
-                await _refund_done(conn, env.data, now, post=False)
-            elif handler := HANDLERS.get(env.type):
-                await handler(conn, env.data, now)
+            await HANDLERS[env.type](conn, env.data, now)

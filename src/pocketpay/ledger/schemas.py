@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from pocketpay.kit.money import MAX_AMOUNT_MINOR
@@ -13,25 +11,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TransferIn(_Strict):
-    id: str = Field(min_length=1, max_length=120)
-    debit_account_id: str
-    credit_account_id: str
-    amount_minor: int = Field(gt=0, le=MAX_AMOUNT_MINOR)
-    currency: str = Field(min_length=3, max_length=3)
-    code: int
-    pending: bool = False
-    user_data: dict[str, Any] = Field(default_factory=dict)
-
-
-class ResolveIn(_Strict):
-    id: str = Field(min_length=1, max_length=120)
-    amount_minor: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_MINOR)
-    user_data: dict[str, Any] = Field(default_factory=dict)
-
-
 class WalletTransferIn(_Strict):
-    id: str = Field(min_length=1, max_length=120)
+    # The sender's Idempotency-Key: the transfer id is derived from (sender, key).
+    idempotency_key: str = Field(min_length=1, max_length=255)
     sender_id: str
     recipient_id: str
     recipient_email: str = ""

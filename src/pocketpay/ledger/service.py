@@ -317,6 +317,62 @@ async def resolve_pending(
     return await get_transfer(conn, transfer_id)
 
 
+async def void_or_tombstone(
+    conn: AsyncConnection,
+    void_id: str,
+    hold: TransferRequest,
+    now: datetime,
+    *,
+    user_data: dict[str, Any] | None = None,
+) -> Row[Any]:
+    """Void the pending transfer ``hold``; if it does not exist yet (the void was handled
+    before the event that creates the hold), write it as a tombstone: the hold's row, already
+    voided, and the void, neither touching a balance. The hold's later creation then finds its
+    id taken by an identical request and is a no-op."""
+    assert hold.pending
+    _validate(hold)
+    tombstone = await _insert_transfer(
+        conn,
+        {
+            "id": hold.id,
+            "debit_account_id": hold.debit_account_id,
+            "credit_account_id": hold.credit_account_id,
+            "amount_minor": hold.amount_minor,
+            "currency": hold.currency,
+            "code": int(hold.code),
+            "kind": "pending",
+            "pending_id": None,
+            "pending_state": "voided",
+            "debit_shard": 0,
+            "credit_shard": 0,
+            "user_data": hold.user_data | {"tombstone": True},
+            "created_at": now,
+        },
+    )
+    if tombstone is not None:  # the hold exists: void it for real
+        return await resolve_pending(conn, void_id, hold.id, now, post=False, user_data=user_data)
+    await _insert_transfer(
+        conn,
+        {
+            "id": void_id,
+            "debit_account_id": hold.debit_account_id,
+            "credit_account_id": hold.credit_account_id,
+            "amount_minor": hold.amount_minor,
+            "currency": hold.currency,
+            "code": int(hold.code),
+            "kind": "void_pending",
+            "pending_id": hold.id,
+            "pending_state": None,
+            "debit_shard": 0,
+            "credit_shard": 0,
+            "user_data": user_data or {},
+            "created_at": now,
+        },
+    )
+    LEDGER_TRANSFERS.labels(hold.code.name.lower(), "tombstone").inc()
+    return await get_transfer(conn, void_id)
+
+
 async def get_transfer(conn: AsyncConnection, transfer_id: str) -> Row[Any]:
     row = (await conn.execute(select(transfers).where(transfers.c.id == transfer_id))).first()
     if row is None:

@@ -10,10 +10,12 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pocketpay.kit.clock import aware
+from pocketpay.kit.errors import KeyReused
+from pocketpay.kit.ids import derive_id
 from pocketpay.kit.outbox import add_event
 from pocketpay.ledger import service
 from pocketpay.ledger.chart import TransferCode, wallet_account_id
-from pocketpay.ledger.errors import InvalidTransfer, TransferNotFound
+from pocketpay.ledger.errors import InvalidTransfer, TransferIdConflict, TransferNotFound
 from pocketpay.ledger.models import outbox, transfers
 from pocketpay.ledger.schemas import WalletTransferIn
 
@@ -38,11 +40,28 @@ def view(row: Row[Any]) -> dict[str, Any]:
 async def send(conn: AsyncConnection, body: WalletTransferIn, now: datetime) -> dict[str, Any]:
     if body.sender_id == body.recipient_id:
         raise InvalidTransfer("You cannot send money to yourself.", code="ledger.self_transfer")
-    existing = await service.find_transfer(conn, body.id)
-    row = await service.create_transfer(
+    transfer_id = derive_id("tr", body.sender_id, body.idempotency_key)
+    existing = await service.find_transfer(conn, transfer_id)
+    if existing is not None and (existing.user_data or {}).get("note", "") != body.note:
+        raise KeyReused("This Idempotency-Key already made a transfer with other details.")
+    try:
+        row = await _post(conn, transfer_id, body, now)
+    except TransferIdConflict as exc:
+        raise KeyReused("This Idempotency-Key already made a transfer with other details.") from exc
+    result = view(row)
+    await add_event(
+        conn, outbox, "ledger.transfer.posted", result, now, event_id=f"evt_{transfer_id}"
+    )
+    return result
+
+
+async def _post(
+    conn: AsyncConnection, transfer_id: str, body: WalletTransferIn, now: datetime
+) -> Row[Any]:
+    return await service.create_transfer(
         conn,
         service.TransferRequest(
-            id=body.id,
+            id=transfer_id,
             debit_account_id=wallet_account_id(body.sender_id, body.currency),
             credit_account_id=wallet_account_id(body.recipient_id, body.currency),
             amount_minor=body.amount_minor,
@@ -58,10 +77,6 @@ async def send(conn: AsyncConnection, body: WalletTransferIn, now: datetime) -> 
         ),
         now,
     )
-    result = view(row)
-    if existing is None:
-        await add_event(conn, outbox, "ledger.transfer.posted", result, now)
-    return result
 
 
 def _mine(owner_id: str) -> Any:

@@ -3,8 +3,7 @@ reconciliation jobs, health checks (including the PSP behind its breaker)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -16,18 +15,21 @@ from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component, internal_auth
 from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
+from pocketpay.kit.jobs import PeriodicJob
 from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tracing import traced_consumer
 from pocketpay.ledger.client import LedgerClient
-from pocketpay.payments import service
-from pocketpay.payments.flows import Flows
+from pocketpay.payments import attempts, service
+from pocketpay.payments.flows import Ctx, Flows
 from pocketpay.payments.models import outbox
 from pocketpay.payments.providers.base import Provider
-from pocketpay.payments.schemas import CaptureIn, PaymentCreateInternal, RefundCreate
+from pocketpay.payments.schemas import CaptureIn, PaymentCreateInternal, RefundCreateInternal
 from pocketpay.payments.states import PaymentStatus
 from pocketpay.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+PASS_LIMIT = 100  # objects one settlement or reconciliation pass handles
 
 
 def _router(engine: AsyncEngine, clock: Clock, flows: Flows, provider: Provider) -> APIRouter:
@@ -38,6 +40,7 @@ def _router(engine: AsyncEngine, clock: Clock, flows: Flows, provider: Provider)
         async with engine.begin() as conn:
             row = await service.create(
                 conn,
+                idempotency_key=body.idempotency_key,
                 owner_id=body.owner_id,
                 amount_minor=body.amount_minor,
                 currency=body.currency,
@@ -85,8 +88,10 @@ def _router(engine: AsyncEngine, clock: Clock, flows: Flows, provider: Provider)
         return await flows.cancel(owner_id, payment_id)
 
     @r.post("/payments/{payment_id}/refunds", status_code=202)
-    async def refund(payment_id: str, owner_id: str, body: RefundCreate) -> dict[str, Any]:
-        return await flows.refund(owner_id, payment_id, body.amount_minor, body.reason)
+    async def refund(payment_id: str, owner_id: str, body: RefundCreateInternal) -> dict[str, Any]:
+        return await flows.refund(
+            owner_id, payment_id, body.idempotency_key, body.amount_minor, body.reason
+        )
 
     @r.get("/refunds/{refund_id}")
     async def get_refund(refund_id: str, owner_id: str) -> dict[str, Any]:
@@ -122,36 +127,6 @@ async def _provider_status(provider: Provider) -> dict[str, Any]:
     }
 
 
-class _Jobs:
-    """Settlement polling and reconciliation, each pass bounded, on an interval."""
-
-    def __init__(self, flows: Flows, clock: Clock, interval_seconds: float) -> None:
-        self._flows = flows
-        self._clock = clock
-        self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="payments-jobs")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._flows.settle_due()
-                await self._flows.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("payments.jobs_failed", error=str(exc))
-            await asyncio.sleep(self._interval)
-
-
 def build(
     settings: Settings,
     engine: AsyncEngine,
@@ -170,13 +145,16 @@ def build(
         batch=settings.bus.relay_batch,
     )
     flows = Flows(
-        engine,
-        clock,
-        provider,
-        ledger,
-        relay,
-        settings.psp.attempt_retry_seconds,
-        settings.psp.settle_poll_seconds,
+        Ctx(
+            engine,
+            clock,
+            provider,
+            ledger,
+            relay,
+            retry_seconds=settings.psp.attempt_retry_seconds,
+            settle_poll_seconds=settings.psp.settle_poll_seconds,
+            max_tries=settings.psp.attempt_max_tries,
+        )
     )
     health = Health("payments")
 
@@ -187,6 +165,14 @@ def build(
 
     health.add_db(engine)
     health.add_bus(bus)
+
+    async def stuck_check() -> CheckResult:
+        async with engine.connect() as conn:
+            n = await attempts.stuck_count(conn)
+        # Payments keep working; an operator must look at the stuck objects (admin API).
+        return CheckResult("degraded" if n else "ok", {"stuck": n})
+
+    health.add("stuck_attempts", stuck_check, critical=False, timeout_seconds=1.0)
     health.add(
         "provider",
         psp_check,
@@ -197,7 +183,7 @@ def build(
     app.include_router(health_router(health))
     app.include_router(
         _router(engine, clock, flows, provider),
-        dependencies=[internal_auth(settings.internal_token)],
+        dependencies=[internal_auth(settings.resolved_internal_token())],
     )
 
     async def on_created(env: Envelope) -> None:
@@ -208,12 +194,19 @@ def build(
         ["payments.payment.created"],
         traced_consumer("payments-processor", on_created),
     )
-    jobs = _Jobs(flows, clock, settings.psp.settle_poll_seconds)
+    interval = settings.psp.settle_poll_seconds
+    settle = PeriodicJob("payments-settle", lambda: _more(flows.settle_due()), interval)
+    recover = PeriodicJob("payments-reconcile", lambda: _more(flows.reconcile()), interval)
     return Component(
         "payments",
         app,
         health,
-        on_start=[relay.start, jobs.start],
-        on_stop=[jobs.stop, relay.stop],
-        state={"flows": flows, "relay": relay, "jobs": jobs},
+        on_start=[relay.start, settle.start, recover.start],
+        on_stop=[recover.stop, settle.stop, relay.stop],
+        state={"flows": flows, "relay": relay, "jobs": (settle, recover)},
     )
+
+
+async def _more(work: Awaitable[int]) -> bool:
+    """A pass that did a full batch has more to do."""
+    return await work >= PASS_LIMIT

@@ -15,8 +15,14 @@ class PaymentsClient:
         result: dict[str, Any] = await self.http.request(method, path, **kw)
         return result
 
-    async def create(self, owner_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._req("POST", "/payments", json=body | {"owner_id": owner_id})
+    async def create(
+        self, owner_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._req(
+            "POST",
+            "/payments",
+            json=body | {"owner_id": owner_id, "idempotency_key": idempotency_key},
+        )
 
     async def get(self, owner_id: str, payment_id: str) -> dict[str, Any]:
         return await self._req("GET", f"/payments/{payment_id}", params={"owner_id": owner_id})
@@ -55,9 +61,14 @@ class PaymentsClient:
             "POST", f"/payments/{payment_id}/cancel", params={"owner_id": owner_id}, json={}
         )
 
-    async def refund(self, owner_id: str, payment_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def refund(
+        self, owner_id: str, payment_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         return await self._req(
-            "POST", f"/payments/{payment_id}/refunds", params={"owner_id": owner_id}, json=body
+            "POST",
+            f"/payments/{payment_id}/refunds",
+            params={"owner_id": owner_id},
+            json=body | {"idempotency_key": idempotency_key},
         )
 
     async def get_refund(self, owner_id: str, refund_id: str) -> dict[str, Any]:

@@ -66,3 +66,9 @@ class RefundCreate(_Strict):
 
 class PaymentCreateInternal(PaymentCreate):
     owner_id: str = Field(min_length=1, max_length=60)
+    # The owner's Idempotency-Key: the payment id is derived from (owner, key).
+    idempotency_key: str = Field(min_length=1, max_length=255)
+
+
+class RefundCreateInternal(RefundCreate):
+    idempotency_key: str = Field(min_length=1, max_length=255)

@@ -11,7 +11,9 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pocketpay.kit.clock import aware
-from pocketpay.kit.ids import new_id
+from pocketpay.kit.db import insert_ignore
+from pocketpay.kit.errors import KeyReused
+from pocketpay.kit.ids import derive_id
 from pocketpay.kit.metrics import PAYMENTS
 from pocketpay.kit.outbox import add_event
 from pocketpay.payments.errors import InvalidTransition, PaymentNotFound
@@ -80,6 +82,7 @@ async def get(conn: AsyncConnection, payment_id: str, owner_id: str | None = Non
 async def create(
     conn: AsyncConnection,
     *,
+    idempotency_key: str,
     owner_id: str,
     amount_minor: int,
     currency: str,
@@ -90,9 +93,11 @@ async def create(
     provider: str,
     now: datetime,
 ) -> Row[Any]:
-    payment_id = new_id("pay")
+    """The payment named by (owner, Idempotency-Key): created once; a retry of the same request
+    gets the payment the first one made, a different request with that key is refused."""
+    payment_id = derive_id("pay", owner_id, idempotency_key)
     result = await conn.execute(
-        insert(payments)
+        insert_ignore(conn, payments)
         .returning(*payments.c)
         .values(
             id=payment_id,
@@ -111,7 +116,20 @@ async def create(
             updated_at=now,
         )
     )
-    row = result.one()  # RETURNING: no second round trip to read it back
+    row = result.first()  # RETURNING: no second round trip to read it back
+    if row is None:
+        existing = await get(conn, payment_id)
+        asked = (amount_minor, currency, payment_method, capture_method, description, metadata)
+        if asked != (
+            existing.amount_minor,
+            existing.currency,
+            existing.payment_method,
+            existing.capture_method,
+            existing.description,
+            existing.metadata,
+        ):
+            raise KeyReused("This Idempotency-Key already made a payment with other details.")
+        return existing
     await _record(conn, row, None, PaymentStatus.CREATED, "api", {}, now)
     return row
 

@@ -1,0 +1,155 @@
+"""Attempts: every call to the PSP is recorded *before* it is made, as a recovery point.
+
+An attempt is ``pending`` from the moment we decide to call the PSP until its answer is applied
+(``succeeded`` or ``failed``) in the same transaction as the effect. A crash or a timeout in
+between leaves it ``pending``: the reconciler finds it and resumes the operation with the same
+idempotency key, so the PSP answers with the original result instead of acting twice. After
+``max_tries`` resumptions an attempt becomes ``stuck``: an operator looks at it (payments'
+readiness reports it, the monitor alerts) instead of it being retried forever.
+
+``object_id`` is the payment for ``authorize``, ``capture``, ``cancel`` and ``void``, the
+refund for ``refund``; the table's column is named ``payment_id`` for history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pocketpay.kit.db import insert_ignore
+from pocketpay.kit.ids import derive_id
+from pocketpay.payments.models import attempts
+
+log = structlog.get_logger(__name__)
+
+OPERATIONS = ("authorize", "capture", "cancel", "void", "refund")
+
+
+@dataclass(frozen=True)
+class Due:
+    id: str
+    object_id: str
+    operation: str
+    tries: int
+
+
+def attempt_id(object_id: str, operation: str) -> str:
+    return derive_id("att", object_id, operation)
+
+
+async def begin(
+    conn: AsyncConnection, object_id: str, operation: str, key: str, now: datetime
+) -> bool:
+    """Record that we are about to call the PSP. False if this attempt already concluded (a
+    replayed request or event: do not call again)."""
+    assert operation in OPERATIONS, operation
+    aid = attempt_id(object_id, operation)
+    await conn.execute(
+        insert_ignore(conn, attempts).values(
+            id=aid,
+            payment_id=object_id,
+            operation=operation,
+            status="pending",
+            idempotency_key=key,
+            tries=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    status = (await conn.execute(select(attempts.c.status).where(attempts.c.id == aid))).scalar()
+    return status in ("pending", "stuck")
+
+
+async def conclude(
+    conn: AsyncConnection,
+    object_id: str,
+    operations: tuple[str, ...],
+    status: str,
+    now: datetime,
+    error: str | None = None,
+) -> None:
+    """Mark the open attempts of ``object_id`` for these operations as concluded."""
+    await conn.execute(
+        update(attempts)
+        .where(
+            attempts.c.payment_id == object_id,
+            attempts.c.operation.in_(operations),
+            attempts.c.status.in_(("pending", "stuck")),
+        )
+        .values(status=status, updated_at=now, error=error)
+    )
+
+
+async def note_unknown(conn: AsyncConnection, object_id: str, operation: str, error: str) -> None:
+    """The PSP did not answer: the attempt stays pending (the reconciler resumes it)."""
+    await conn.execute(
+        update(attempts)
+        .where(attempts.c.id == attempt_id(object_id, operation))
+        .values(error=error[:500])
+    )
+
+
+async def due(conn: AsyncConnection, horizon: datetime, limit: int) -> list[Due]:
+    a = attempts.c
+    rows = (
+        await conn.execute(
+            select(a.id, a.payment_id, a.operation, a.tries)
+            .where(a.status == "pending", a.updated_at < horizon)
+            .order_by(a.updated_at)
+            .limit(limit)
+        )
+    ).all()
+    return [Due(r.id, r.payment_id, r.operation, r.tries) for r in rows]
+
+
+async def start_try(conn: AsyncConnection, d: Due, max_tries: int, now: datetime) -> bool:
+    """Count one resumption; past ``max_tries`` the attempt is ``stuck`` (False: skip it)."""
+    stuck = d.tries + 1 >= max_tries
+    res = await conn.execute(
+        update(attempts)
+        .where(attempts.c.id == d.id, attempts.c.status == "pending", attempts.c.tries == d.tries)
+        .values(tries=d.tries + 1, updated_at=now, status="stuck" if stuck else "pending")
+    )
+    if res.rowcount == 0:
+        return False  # another process took it
+    if stuck:
+        log.error(
+            "payments.attempt_stuck",
+            attempt_id=d.id,
+            object_id=d.object_id,
+            operation=d.operation,
+            tries=d.tries + 1,
+        )
+    return not stuck
+
+
+async def stuck(conn: AsyncConnection, limit: int = 100) -> list[dict[str, Any]]:
+    a = attempts.c
+    rows = (
+        await conn.execute(
+            select(a.payment_id, a.operation, a.tries, a.error, a.updated_at)
+            .where(a.status == "stuck")
+            .order_by(a.updated_at)
+            .limit(limit)
+        )
+    ).all()
+    return [
+        {
+            "object_id": r.payment_id,
+            "operation": r.operation,
+            "tries": r.tries,
+            "error": r.error,
+            "since": r.updated_at.isoformat(),
+        }
+        for r in rows
+    ]
+
+
+async def stuck_count(conn: AsyncConnection) -> int:
+    n = await conn.scalar(select(func.count()).where(attempts.c.status == "stuck"))
+    return int(n or 0)

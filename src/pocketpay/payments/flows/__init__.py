@@ -1,0 +1,45 @@
+"""The payment use cases, one module per flow: ``intents`` (authorize, capture, cancel,
+compensations), ``refunds`` (the refund phases), ``recovery`` (webhooks, settlement, the
+reconciler). ``Flows`` binds them to one context for the routes, consumers and jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pocketpay.payments.flows import intents, recovery, refunds
+from pocketpay.payments.flows.context import Ctx
+
+__all__ = ["Ctx", "Flows"]
+
+
+@dataclass
+class Flows:
+    ctx: Ctx
+
+    @property
+    def relay(self) -> Any:
+        return self.ctx.relay
+
+    async def authorize(self, payment_id: str) -> None:
+        await intents.authorize(self.ctx, payment_id)
+
+    async def capture(self, owner_id: str, pid: str, amount_minor: int | None) -> dict[str, Any]:
+        return await intents.capture(self.ctx, owner_id, pid, amount_minor)
+
+    async def cancel(self, owner_id: str, pid: str) -> dict[str, Any]:
+        return await intents.cancel(self.ctx, owner_id, pid)
+
+    async def refund(
+        self, owner_id: str, pid: str, key: str, amount_minor: int | None, reason: str | None
+    ) -> dict[str, Any]:
+        return await refunds.refund(self.ctx, owner_id, pid, key, amount_minor, reason)
+
+    async def handle_psp_event(self, event: dict[str, Any]) -> dict[str, str]:
+        return await recovery.handle_psp_event(self.ctx, event)
+
+    async def settle_due(self, limit: int = 100) -> int:
+        return await recovery.settle_due(self.ctx, limit)
+
+    async def reconcile(self, limit: int = 100) -> int:
+        return await recovery.reconcile(self.ctx, limit)

@@ -1,0 +1,210 @@
+"""Everything that finishes flows the API started: PSP webhooks, settlement polling and the
+reconciler that resumes open attempts from their recovery points."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import or_, select, update
+
+from pocketpay.kit.clock import aware
+from pocketpay.kit.outbox import claim_inbox
+from pocketpay.payments import attempts, service
+from pocketpay.payments.errors import ProviderUnavailable
+from pocketpay.payments.flows import intents, refunds
+from pocketpay.payments.flows.context import Ctx
+from pocketpay.payments.models import attempts as attempts_table
+from pocketpay.payments.models import payments, psp_events
+from pocketpay.payments.models import refunds as refunds_table
+from pocketpay.payments.providers.base import PspRejected, PspUnavailable
+from pocketpay.payments.states import Action, PspState, psp_action
+from pocketpay.payments.states import PaymentStatus as S
+
+log = structlog.get_logger(__name__)
+
+# The state a PSP event says the intent has reached.
+EVENT_STATE = {
+    "payment_intent.amount_capturable_updated": PspState.AUTHORIZED,
+    "payment_intent.succeeded": PspState.SUCCEEDED,
+    "payment_intent.canceled": PspState.CANCELED,
+    "payment_intent.payment_failed": PspState.DECLINED,
+}
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+
+async def handle_psp_event(ctx: Ctx, event: dict[str, Any]) -> dict[str, str]:
+    """A verified PSP webhook, applied once per event id: its inbox row is written in the
+    transaction of its effect. If the PSP cannot be asked for the current state, the webhook
+    fails (503) so the PSP sends it again; nothing is recorded."""
+    inbox = (event["id"], event["type"])
+    async with ctx.engine.connect() as conn:
+        seen = await conn.scalar(
+            select(psp_events.c.event_id).where(psp_events.c.event_id == event["id"])
+        )
+    if seen is not None:
+        return {"status": "duplicate"}
+    obj = event.get("data", {}).get("object", {})
+    etype = event["type"]
+    if etype.startswith("payment_intent."):
+        applied = await _intent_event(ctx, etype, obj, inbox)
+    elif etype.startswith("refund.") or etype == "charge.refunded":
+        applied = await _refund_event(ctx, obj, inbox)
+    else:
+        if etype == "balance.available":
+            await settle_due(ctx)
+        applied = False
+    if not applied:
+        await _claim(ctx, inbox)
+    return {"status": "processed"}
+
+
+async def _claim(ctx: Ctx, inbox: tuple[str, str]) -> None:
+    async with ctx.engine.begin() as conn:
+        await claim_inbox(conn, psp_events, *inbox, ctx.clock.now())
+
+
+async def _intent_event(ctx: Ctx, etype: str, obj: dict[str, Any], inbox: tuple[str, str]) -> bool:
+    pid = (obj.get("metadata") or {}).get("payment_id")
+    if not pid:
+        return False
+    async with ctx.engine.connect() as conn:
+        current = await conn.scalar(select(payments.c.status).where(payments.c.id == pid))
+    if current is None:
+        return False
+    reported = EVENT_STATE.get(etype)
+    if reported is not None and psp_action(S(current), reported) == Action.NOTHING:
+        return False  # we already know this (or more): no PSP round trip
+    try:
+        result = await ctx.provider.retrieve(obj["id"])  # the PSP's current truth
+    except (PspUnavailable, PspRejected) as exc:
+        raise ProviderUnavailable(
+            "The payment provider could not be asked about this event; send it again."
+        ) from exc
+    await intents.apply_intent(ctx, pid, result, cause="psp_webhook", inbox=inbox)
+    return True
+
+
+async def _refund_event(ctx: Ctx, obj: dict[str, Any], inbox: tuple[str, str]) -> bool:
+    refund_id = (obj.get("metadata") or {}).get("refund_id")
+    status = obj.get("status")
+    if not refund_id or status not in ("succeeded", "failed", "canceled"):
+        return False
+    async with ctx.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(refunds_table.c.status).where(refunds_table.c.id == refund_id)
+            )
+        ).first()
+    if row is None or row.status != "held":
+        return False  # unknown, or already final, or never sent by us (pending): ignore
+    ok = status == "succeeded"
+    failure = None if ok else obj.get("failure_reason") or status
+    psp_refund_id = obj.get("id") if ok else None
+    await refunds.finish(
+        ctx, refund_id, ok=ok, failure=failure, psp_refund_id=psp_refund_id, inbox=inbox
+    )
+    return True
+
+
+# -- settlement ------------------------------------------------------------------------------
+
+
+async def settle_due(ctx: Ctx, limit: int = 100) -> int:
+    """Ask the PSP about captured payments whose check is due. A payment not yet available is
+    asked again after half its age (at least ``settle_poll``, at most 5 minutes), so the
+    polling load does not grow with the number of payments waiting to settle."""
+    now = ctx.clock.now()
+    p = payments.c
+    async with ctx.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(p.id, p.psp_balance_txn_id, p.updated_at)
+                .where(
+                    p.status == S.CAPTURED,
+                    p.psp_balance_txn_id.is_not(None),
+                    or_(p.settle_check_at.is_(None), p.settle_check_at <= now),
+                )
+                .order_by(p.settle_check_at.nulls_first())
+                .limit(limit)
+            )
+        ).all()
+    settled = 0
+    for row in rows:
+        try:
+            available = await ctx.provider.balance_available(row.psp_balance_txn_id)
+        except (PspUnavailable, PspRejected):
+            available = False
+        async with ctx.engine.begin() as conn:
+            if available:
+                done = await service.transition(
+                    conn, row.id, S.SETTLED, cause="settlement", now=ctx.clock.now(), strict=False
+                )
+                settled += done is not None
+            else:
+                age = (now - aware(row.updated_at)).total_seconds()
+                wait = min(max(age / 2, ctx.settle_poll_seconds), 300.0)
+                await conn.execute(
+                    update(payments)
+                    .where(p.id == row.id)
+                    .values(settle_check_at=now + timedelta(seconds=wait))
+                )
+    if settled:
+        ctx.relay.notify()
+    return settled
+
+
+# -- the reconciler --------------------------------------------------------------------------
+
+
+async def reconcile(ctx: Ctx, limit: int = 100) -> int:
+    """Resume every attempt left open longer than ``retry_seconds`` (a crash, a timeout, a
+    lost webhook), each from its recovery point with its original key; and start the
+    authorization of created payments whose event was never handled. Returns how many."""
+    horizon = ctx.clock.now() - timedelta(seconds=ctx.retry_seconds)
+    async with ctx.engine.connect() as conn:
+        due = await attempts.due(conn, horizon, limit)
+        a = attempts_table.c
+        orphans = (
+            await conn.execute(
+                select(payments.c.id)
+                .where(
+                    payments.c.status == S.CREATED,
+                    payments.c.updated_at < horizon,
+                    ~select(a.id).where(a.payment_id == payments.c.id).exists(),
+                )
+                .limit(limit)
+            )
+        ).all()
+    for row in orphans:
+        await intents.authorize(ctx, row.id)
+    for d in due:
+        async with ctx.engine.begin() as conn:
+            go = await attempts.start_try(conn, d, ctx.max_tries, ctx.clock.now())
+        if go:
+            await _resume(ctx, d)
+    return len(due) + len(orphans)
+
+
+async def _resume(ctx: Ctx, d: attempts.Due) -> None:
+    try:
+        if d.operation == "refund":
+            await refunds.resume(ctx, d.object_id)
+        elif d.operation == "authorize":
+            await intents.authorize(ctx, d.object_id, resume=True)
+        elif d.operation == "void":
+            async with ctx.engine.connect() as conn:
+                p = await service.get(conn, d.object_id)
+            await intents.void_at_psp(ctx, p.id, p.psp_intent_id)
+        else:  # capture, cancel: the PSP's current state tells whether it happened
+            await intents.refresh(ctx, d.object_id)
+    except Exception as exc:  # one object's trouble must not stop the others' recovery
+        log.warning(
+            "payments.resume_failed",
+            object_id=d.object_id,
+            operation=d.operation,
+            error=f"{type(exc).__name__}: {exc}",
+        )
