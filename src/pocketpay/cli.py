@@ -182,23 +182,41 @@ def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _check(settings: Settings) -> list[str]:
+async def _check(settings: Settings, args: argparse.Namespace) -> Any:
+    from pocketpay.kit.clock import SystemClock
     from pocketpay.kit.db import create_engine
-    from pocketpay.ledger.check import run_check
+    from pocketpay.reconcile import provider_from_settings, reconcile
 
+    clock = SystemClock()
     engine = create_engine(settings.resolved_database_url())
     try:
-        return await run_check(engine)
+        return await reconcile(
+            engine,
+            None if args.no_psp else provider_from_settings(settings, clock),
+            now=clock.now(),
+            grace_seconds=settings.check.grace_seconds,
+            hold_deadline_seconds=settings.check.hold_deadline_seconds,
+            require_psp=args.require_psp,
+        )
     finally:
         await engine.dispose()
 
 
-def cmd_check(_args: argparse.Namespace, settings: Settings) -> int:
-    problems = asyncio.run(_check(settings))
-    for p in problems:
-        print("PROBLEM", p)
-    print("ledger consistent" if not problems else f"{len(problems)} problem(s)")
-    return 1 if problems else 0
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Three-way reconciliation (``pocketpay.reconcile``); exit 1 on any finding."""
+    report = asyncio.run(_check(settings, args))
+    if args.json:
+        print(json.dumps([f.as_json() for f in report.findings], indent=2))
+        return 1 if report.findings else 0
+    print("checked " + ", ".join(f"{n} {what}" for what, n in report.checked.items()))
+    for note in report.notes:
+        print("NOTE", note)
+    for finding in report.findings:
+        print("FINDING", finding.line())
+    if report.ledger_consistent:
+        print("ledger consistent")
+    print("no findings" if not report.findings else f"{len(report.findings)} finding(s)")
+    return 1 if report.findings else 0
 
 
 async def _dlq(settings: Settings, action: str, dlq_id: str | None) -> Any:
@@ -254,7 +272,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=0)
     serve.set_defaults(fn=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
-    sub.add_parser("check", help="verify ledger invariants").set_defaults(fn=cmd_check)
+    check = sub.add_parser(
+        "check", help="reconcile the ledger, payments and the PSP (exit 1 on any finding)"
+    )
+    check.add_argument("--json", action="store_true", help="findings as a JSON list")
+    check.add_argument("--no-psp", action="store_true", help="skip the PSP (ledger, payments)")
+    check.add_argument("--require-psp", action="store_true", help="an unreachable PSP is a finding")
+    check.set_defaults(fn=cmd_check)
     dlq = sub.add_parser("dlq", help="dead letters: list or replay")
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("id", nargs="?")
