@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pocketpay.kit.bus import Bus, Envelope
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component, internal_auth
+from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.jobs import PeriodicJob
@@ -52,6 +53,7 @@ def _router(engine: AsyncEngine, clock: Clock, flows: Flows, provider: Provider)
                 now=clock.now(),
             )
         flows.relay.notify()
+        await failpoint("payments.create.after_commit")
         return service.payment_view(row)
 
     @r.get("/payments")
