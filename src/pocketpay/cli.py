@@ -60,8 +60,8 @@ STOP_TIMEOUT_SECONDS = 20.0
 def _up_processes(settings: Settings) -> int:
     """Each component as its own process on PostgreSQL + NATS: a one-machine deployment.
 
-    The children share an internal token (generated for this run unless
-    POCKETPAY_INTERNAL_TOKEN is set), so their internal APIs are not open to anyone on the
+    The children share an internal token (POCKETPAY_INTERNAL_TOKEN, else the one generated
+    once into <var_dir>/internal_token), so their internal APIs are not open to anyone on the
     host. They run in their own session: Ctrl-C, SIGTERM or SIGHUP reach this process only,
     which relays one SIGTERM to each (a second signal would make uvicorn skip its graceful
     shutdown), waits for them (bounded) and kills what is left. If a child dies, the others
@@ -76,8 +76,6 @@ def _up_processes(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    import secrets
-
     from pocketpay.migrate import upgrade
 
     upgrade(settings.database_url)
@@ -87,8 +85,9 @@ def _up_processes(settings: Settings) -> int:
         "POCKETPAY_URLS": json.dumps(urls),
         "POCKETPAY_PSP__API_BASE": urls["sandbox"],
         "POCKETPAY_SANDBOX__WEBHOOK_URL": f"{urls['gateway']}/api/v1/webhooks/stripe",
-        "POCKETPAY_INTERNAL_TOKEN": settings.internal_token or secrets.token_urlsafe(32),
-        # Resolved once here: children generating var/jwt_secret at the same time would race.
+        # Resolved once here (generated into var_dir on first use): children generating
+        # var/internal_token or var/jwt_secret at the same time would race.
+        "POCKETPAY_INTERNAL_TOKEN": settings.resolved_internal_token(),
         "POCKETPAY_AUTH__JWT_SECRET": settings.resolved_jwt_secret(),
     }
     names = list(SCALE_PORTS)

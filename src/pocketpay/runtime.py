@@ -1,9 +1,12 @@
 """Builds engines, the bus, clients and apps from settings, for any set of components.
 
 Embedded (the default): every component in this process on one SQLite file, the database
-bus, the sandbox PSP mounted at /sandbox, components' internal APIs under /internal/<name>/.
+bus, the sandbox PSP mounted at /sandbox. The components' internal APIs are not on the public
+port at all: the typed clients reach them in-process (an ASGI transport to the component's own
+app), and only their health routes are public, under /components/<name>/.
 Scale: one component per process, on PostgreSQL and NATS, reaching the others over HTTP
-with the same typed clients.
+with the same typed clients; a process serving one component serves its internal API, which
+requires the internal token (``Settings.resolved_internal_token``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pocketpay.kit.bus import Bus, EmbeddedBus
 from pocketpay.kit.client import InternalClient
 from pocketpay.kit.clock import Clock, SystemClock
-from pocketpay.kit.component import Component
+from pocketpay.kit.component import Component, health_only
 from pocketpay.kit.db import create_engine
 from pocketpay.kit.failpoints import arm_from_env
 from pocketpay.ledger.client import LedgerClient
@@ -84,16 +87,19 @@ class Runtime:
 
     def _client(self, name: str) -> InternalClient:
         s = self.settings
+        token = s.resolved_internal_token()
         if name in self.components:
+            # Straight to the component's own app, not through the root app: the internal
+            # API is not mounted on the public port.
             transport = httpx.ASGITransport(app=self.components[name].app)
             client = InternalClient(
-                name, f"http://{name}.internal", transport=transport, token=s.internal_token
+                name, f"http://{name}.internal", transport=transport, token=token
             )
         elif name in s.urls:
             client = InternalClient(
                 name,
                 s.urls[name],
-                token=s.internal_token,
+                token=token,
                 timeout_seconds=s.psp.timeout_seconds + 5,
             )
         else:
@@ -159,7 +165,7 @@ class Runtime:
             return dict(s.monitor.targets)
         base = s.resolved_public_url()
         targets: dict[str, str] = {
-            n: f"{base}/internal/{n}" for n in ("payments", "ledger") if n in self.names
+            n: f"{base}/components/{n}" for n in ("payments", "ledger") if n in self.names
         }
         if "gateway" in self.names:
             targets["gateway"] = base
@@ -214,7 +220,13 @@ class Runtime:
         await lifespan.__aenter__()
 
     def _compose(self) -> FastAPI:
-        """The app this process serves."""
+        """The app this process serves.
+
+        A process of one component (scale mode) serves that component's app, internal API
+        included, guarded by the internal token. With several components in the process the
+        others' internal APIs are not mounted at all (their callers are in this process);
+        only their health routes are, at /components/<name>/, for operators and the monitor.
+        """
         root: FastAPI
         if "gateway" in self.components:
             root = self.components["gateway"].app
@@ -226,7 +238,8 @@ class Runtime:
             root = FastAPI()
         for name, comp in self.components.items():
             if comp.app is not root:
-                root.mount(f"/internal/{name}", comp.app)
+                token = self.settings.resolved_internal_token()
+                root.mount(f"/components/{name}", health_only(comp.app, token))
         if self.sandbox_app is not None and self.sandbox_app is not root:
             root.mount("/sandbox", self.sandbox_app)
         monitor = self.components.get("monitor")

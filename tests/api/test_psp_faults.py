@@ -53,7 +53,7 @@ async def test_psp_errors_leave_payments_created_and_open_the_breaker(tmp_path: 
         payments = [await stack.pay(alice, 1000 + i, until=None) for i in range(3)]
 
         async def provider_degraded() -> dict[str, Any] | None:
-            body: dict[str, Any] = (await stack.http.get("/internal/payments/readyz")).json()
+            body: dict[str, Any] = (await stack.http.get("/components/payments/readyz")).json()
             return body if body["checks"].get("provider") == "degraded" else None
 
         ready = await eventually(provider_degraded)

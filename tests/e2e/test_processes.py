@@ -259,21 +259,18 @@ def test_internal_endpoints_answer_with_the_token_only(
 
     wallets = internal.get(f"{ledger}/wallets", params={"owner_id": dave.id})
     assert wallets.status_code == 200, wallets.text
-    account_id = wallets.json()["data"][0]["account_id"]
-    balance = internal.get(f"{ledger}/accounts/{account_id}/balance")
-    assert balance.status_code == 200, balance.text
-    assert balance.json()["account_id"] == account_id
-    assert balance.json()["credits_posted"] == 1234
-    assert balance.json()["available_minor"] == 1234
-    missing = internal.get(f"{ledger}/accounts/wal_nobody_USD/balance")
-    assert missing.status_code == 404, missing.text
+    wallet = wallets.json()["data"][0]
+    assert wallet["credits_posted"] == 1234
+    assert wallet["available_minor"] == 1234
 
     entry = dave.get("/wallets/USD/entries")["data"][0]
-    tx = internal.get(f"{ledger}/ledger/tx/{entry['id']}")
-    assert tx.status_code == 200, tx.text
-    assert tx.json()["id"] == entry["id"]
-    assert tx.json()["credit_account_id"] == account_id
-    assert tx.json()["amount_minor"] == 1234
+    entries = internal.get(f"{ledger}/wallets/USD/entries", params={"owner_id": dave.id})
+    assert entries.status_code == 200, entries.text
+    assert entries.json()["data"][0]["id"] == entry["id"]
+    assert entries.json()["data"][0]["amount_minor"] == 1234
+    # The generic ledger endpoints are gone: nothing outside the ledger moves arbitrary money.
+    gone = internal.post(f"{ledger}/transfers", json={})
+    assert gone.status_code in (404, 405), gone.text
 
     def drained() -> dict[str, Any] | None:
         body: dict[str, Any] = internal.get(f"{ledger}/health/backlog").json()
@@ -291,8 +288,8 @@ def test_internal_endpoints_answer_with_the_token_only(
 
     # Without the shared secret the internal APIs refuse; health endpoints stay open for probes.
     for url in (
-        f"{ledger}/accounts/{account_id}/balance",
-        f"{ledger}/ledger/tx/{entry['id']}",
+        f"{ledger}/wallets?owner_id={dave.id}",
+        f"{ledger}/wallet-transfers?owner_id={dave.id}",
         f"{ledger}/health/backlog",
         f"{fleet.one('payments').url}/health/provider",
     ):

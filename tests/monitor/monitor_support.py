@@ -97,10 +97,10 @@ class RoutingTransport(httpx.AsyncBaseTransport):
 
 
 def fleet(*components: FakeComponent) -> tuple[dict[str, str], httpx.AsyncClient, RoutingTransport]:
-    """Targets ``{name: http://<name>.test/internal/<name>}`` and a client that reaches them."""
-    apps = {f"{c.name}.test": c.app(f"/internal/{c.name}") for c in components}
+    """Targets ``{name: http://<name>.test/components/<name>}`` and a client that reaches them."""
+    apps = {f"{c.name}.test": c.app(f"/components/{c.name}") for c in components}
     transport = RoutingTransport(apps)
-    targets = {c.name: f"http://{c.name}.test/internal/{c.name}" for c in components}
+    targets = {c.name: f"http://{c.name}.test/components/{c.name}" for c in components}
     return targets, httpx.AsyncClient(transport=transport), transport
 
 

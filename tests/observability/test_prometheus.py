@@ -18,7 +18,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 async def test_metrics_parse_and_count_requests_by_route_template(sqlite_stack: Stack) -> None:
     alice = await sqlite_stack.user()
     await sqlite_stack.pay(alice, 700)
-    for path in ("/metrics", "/internal/payments/metrics", "/internal/ledger/metrics"):
+    for path in ("/metrics", "/components/payments/metrics", "/components/ledger/metrics"):
         r = await sqlite_stack.http.get(path)
         assert r.status_code == 200
         families = {f.name: f for f in text_string_to_metric_families(r.text)}

@@ -23,10 +23,12 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> SandboxSettings:
+    # ops_enabled: these tests drive /_sandbox/faults and /_sandbox/tick over HTTP.
     return SandboxSettings(
         api_key=API_KEY,
         webhook_secret=SECRET,
         settle_delay_seconds=SETTLE_DELAY,
+        ops_enabled=True,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}",  # this test's own
     )
 

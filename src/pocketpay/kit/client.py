@@ -24,12 +24,15 @@ class InternalClient:
         component: str,
         base_url: str,
         *,
-        token: str = "",
+        token: str,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_seconds: float = 10.0,
     ) -> None:
+        # Every internal API requires the token (kit.component.internal_auth), in-process too.
+        if not token:
+            raise ValueError("an internal client needs the internal token")
         self.component = component
-        headers = {"X-Internal-Token": token} if token else {}
+        headers = {"X-Internal-Token": token}
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         self._http = httpx.AsyncClient(
             base_url=base_url,

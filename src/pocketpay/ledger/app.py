@@ -17,11 +17,11 @@ from pocketpay.kit.money import MoneyError, normalize_currency
 from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tracing import traced_consumer
 from pocketpay.ledger import service, wallet_transfers
-from pocketpay.ledger.chart import TransferCode, wallet_account_id
+from pocketpay.ledger.chart import wallet_account_id
 from pocketpay.ledger.consumers import SUBJECTS, LedgerConsumer
-from pocketpay.ledger.errors import AccountNotFound, InvalidTransfer
-from pocketpay.ledger.models import accounts, outbox
-from pocketpay.ledger.schemas import RefundHoldIn, ResolveIn, TransferIn, WalletTransferIn
+from pocketpay.ledger.errors import InvalidTransfer
+from pocketpay.ledger.models import outbox
+from pocketpay.ledger.schemas import RefundHoldIn, WalletTransferIn
 from pocketpay.settings import Settings
 
 DURABLE = "ledger"
@@ -50,42 +50,6 @@ def _balance_view(b: service.Balance) -> dict[str, Any]:
 
 def _router(engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> APIRouter:
     r = APIRouter()
-
-    @r.post("/transfers")
-    async def create_transfer(body: TransferIn) -> dict[str, Any]:
-        try:
-            code = TransferCode(body.code)
-        except ValueError as exc:
-            raise InvalidTransfer(f"unknown transfer code {body.code}") from exc
-        req = service.TransferRequest(
-            body.id,
-            body.debit_account_id,
-            body.credit_account_id,
-            body.amount_minor,
-            _currency(body.currency),
-            code,
-            body.pending,
-            body.user_data,
-        )
-        async with engine.begin() as conn:
-            row = await service.create_transfer(conn, req, clock.now())
-        return service.transfer_dict(row)
-
-    @r.post("/transfers/{pending_id}/{action}")
-    async def resolve(pending_id: str, action: str, body: ResolveIn) -> dict[str, Any]:
-        if action not in ("post", "void"):
-            raise InvalidTransfer("action must be post or void")
-        async with engine.begin() as conn:
-            row = await service.resolve_pending(
-                conn,
-                body.id,
-                pending_id,
-                clock.now(),
-                post=action == "post",
-                amount_minor=body.amount_minor,
-                user_data=body.user_data,
-            )
-        return service.transfer_dict(row)
 
     @r.post("/refund-holds")
     async def refund_hold(body: RefundHoldIn) -> dict[str, str]:
@@ -147,19 +111,6 @@ def _router(engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> 
             "next_cursor": str(data[-1]["seq"]) if more else None,
         }
 
-    @r.get("/accounts/{account_id}/balance")
-    async def account_balance(account_id: str) -> dict[str, Any]:
-        async with engine.connect() as conn:
-            exists = await conn.scalar(accounts.select().where(accounts.c.id == account_id))
-            if exists is None:
-                raise AccountNotFound(f"No account {account_id}.")
-            return _balance_view(await service.balance(conn, account_id))
-
-    @r.get("/ledger/tx/{transfer_id}")
-    async def ledger_tx(transfer_id: str) -> dict[str, Any]:
-        async with engine.connect() as conn:
-            return service.transfer_dict(await service.get_transfer(conn, transfer_id))
-
     @r.get("/health/backlog")
     async def backlog() -> dict[str, Any]:
         pending, age = await bus.lag(DURABLE)
@@ -213,7 +164,8 @@ def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Co
     app = new_app("ledger", title="PocketPay ledger (internal)")
     app.include_router(health_router(health))
     app.include_router(
-        _router(engine, clock, relay, bus), dependencies=[internal_auth(settings.internal_token)]
+        _router(engine, clock, relay, bus),
+        dependencies=[internal_auth(settings.resolved_internal_token())],
     )
     bus.subscribe(DURABLE, SUBJECTS, traced_consumer(DURABLE, LedgerConsumer(engine, clock)))
     return Component(

@@ -39,7 +39,8 @@ def create_app(settings: SandboxSettings, clock: Clock, *, webhook_url: str) -> 
     app.state.sandbox = sandbox
     _install_error_handlers(app)
     app.include_router(v1_router(sandbox))
-    app.include_router(ops_router(sandbox))
+    if settings.ops_enabled:  # off unless asked for: anyone could switch faults on
+        app.include_router(ops_router(sandbox))
     app.include_router(health_router(_health(sandbox)))
     app.add_middleware(FaultMiddleware, faults=sandbox.faults)
     app.add_middleware(RequestContextMiddleware, component="sandbox")
@@ -47,7 +48,8 @@ def create_app(settings: SandboxSettings, clock: Clock, *, webhook_url: str) -> 
 
 
 def ops_router(sandbox: Sandbox) -> APIRouter:
-    """``/_sandbox``: faults and settlement for tests and operators (no API key)."""
+    """``/_sandbox``: faults and settlement for tests (no API key), mounted only when
+    ``POCKETPAY_SANDBOX__OPS_ENABLED=true``."""
     router = APIRouter(prefix="/_sandbox", tags=["sandbox"])
 
     @router.get("/faults")
