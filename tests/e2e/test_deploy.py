@@ -131,6 +131,33 @@ def test_webhook_bodies_reach_the_gateway_byte_for_byte(proxy: ngx.Nginx) -> Non
     assert r.json()["headers"]["stripe-signature"] == "t=1,v1=abc"
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/internal/ledger/wallet-transfers"),
+        ("GET", "/internal/ledger/wallets?owner_id=u1"),
+        ("POST", "/internal/payments/psp-events"),
+        ("GET", "/internal/payments/metrics"),
+        ("GET", "/internal"),
+        ("GET", "/%69nternal/ledger/wallets"),  # percent-encoded
+        ("GET", "//internal/ledger/wallets"),  # doubled slash
+        ("GET", "/components/payments/readyz"),
+        ("GET", "/components/ledger/health/backlog"),
+        ("GET", "/components"),
+    ],
+)
+def test_internal_and_component_paths_are_denied(proxy: ngx.Nginx, method: str, path: str) -> None:
+    """404 from nginx itself: the stub gateways answer every request with 200 and JSON."""
+    url = httpx.URL(proxy.https).copy_with(raw_path=path.encode())  # sent as written
+    with httpx.Client(verify=False, timeout=5) as client:
+        r = client.request(method, url, headers={"X-Internal-Token": "guess"})
+    assert r.status_code == 404, (path, r.status_code, r.text[:200])
+    assert "application/json" not in r.headers.get("content-type", "")
+    # The neighbours still reach the gateways.
+    with httpx.Client(base_url=proxy.https, verify=False, timeout=5) as client:
+        assert client.get("/api/v1/internal-notes").status_code == 200
+
+
 def test_event_streams_are_not_buffered(proxy: ngx.Nginx) -> None:
     started = time.monotonic()
     with (

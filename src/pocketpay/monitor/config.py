@@ -1,7 +1,7 @@
 """What the monitor polls: one target per component, from ``MonitorSettings.targets``.
 
 A target is a component name and the base URL its health routes hang off (``<base>/readyz``).
-In embedded mode the runtime passes the ``/internal/<component>/`` paths of the one process; in
+In embedded mode the runtime passes the ``/components/<component>/`` paths of the one process; in
 scale mode every component's own URL. Two components also serve an extra signal the alert rules
 need: the ledger its consumer backlog, payments its PSP call statistics.
 """
@@ -45,9 +45,9 @@ def targets_from_settings(settings: MonitorSettings) -> list[Target]:
 
 
 def embedded_targets(base_url: str, components: Iterable[str]) -> dict[str, str]:
-    """``{component: <base_url>/internal/<component>}`` for the components of one process."""
+    """``{component: <base_url>/components/<component>}`` for the components of one process."""
     base = base_url.rstrip("/")
-    return {c: f"{base}/internal/{c}" for c in components if c != "monitor"}
+    return {c: f"{base}/components/{c}" for c in components if c != "monitor"}
 
 
 def effective_poll_timeout(settings: MonitorSettings) -> float:
