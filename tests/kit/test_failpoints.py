@@ -57,3 +57,12 @@ def test_env_spec() -> None:
     assert armed["c"].action == "crash" and armed["c"].hard
     with pytest.raises(ValueError):
         arm_from_env("d=explode")
+
+
+async def test_block_waits_for_release() -> None:
+    arm("p", "block")
+    waiter = asyncio.create_task(failpoint("p"))
+    await asyncio.sleep(0)
+    assert not waiter.done() and hits("p") == 1
+    failpoints.release("p")
+    await asyncio.wait_for(waiter, 1)

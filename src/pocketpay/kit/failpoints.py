@@ -7,7 +7,9 @@ Unarmed (production), the call is one dict lookup. A test arms a point to:
 * ``crash``: raise ``Crash``, a ``BaseException`` nothing in the code catches, so the flow stops
   exactly there as if the process had died (in-process tests); with ``hard=True`` the process
   really exits (``os._exit(137)``, as SIGKILL would), for multi-process tests,
-* ``delay``: sleep ``seconds`` there (a slow dependency, a request that times out upstream).
+* ``delay``: sleep ``seconds`` there (a slow dependency, a request that times out upstream),
+* ``block``: wait there until the test calls ``release(name)`` (to order two racing flows
+  exactly, without sleeping).
 
 ``count`` limits how many times the point fires (then it disarms itself), so "crash once, then
 let the retry through" is one line. Processes started by tests are armed from the environment:
@@ -21,7 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-Action = Literal["raise", "crash", "delay"]
+Action = Literal["raise", "crash", "delay", "block"]
 
 
 class FailpointError(Exception):
@@ -42,6 +44,7 @@ class _Armed:
 
 _armed: dict[str, _Armed] = {}
 _hits: dict[str, int] = {}
+_gates: dict[str, asyncio.Event] = {}
 
 
 def arm(
@@ -53,6 +56,15 @@ def arm(
     hard: bool = False,
 ) -> None:
     _armed[name] = _Armed(action, count, seconds, hard)
+    if action == "block":
+        _gates[name] = asyncio.Event()
+
+
+def release(name: str) -> None:
+    """Let every flow waiting at a ``block`` point go on."""
+    gate = _gates.pop(name, None)
+    if gate is not None:
+        gate.set()
 
 
 def disarm(name: str | None = None) -> None:
@@ -60,8 +72,11 @@ def disarm(name: str | None = None) -> None:
     if name is None:
         _armed.clear()
         _hits.clear()
+        for gate in list(_gates):
+            release(gate)
     else:
         _armed.pop(name, None)
+        release(name)
 
 
 def hits(name: str) -> int:
@@ -87,6 +102,10 @@ async def failpoint(name: str) -> None:
         return
     if armed.action == "delay":
         await asyncio.sleep(armed.seconds)
+    elif armed.action == "block":
+        gate = _gates.get(name)
+        if gate is not None:
+            await gate.wait()
     elif armed.action == "raise":
         raise FailpointError(f"failpoint {name}")
     else:
@@ -105,7 +124,7 @@ def arm_from_env(value: str | None = None) -> None:
         name, _, rest = item.partition("=")
         forever = rest.endswith("*")
         action, _, arg = rest.rstrip("*").partition(":")
-        if action not in ("raise", "crash", "delay"):
+        if action not in ("raise", "crash", "delay", "block"):
             raise ValueError(f"failpoint {name}: unknown action {action!r}")
         arm(
             name.strip(),
