@@ -4,7 +4,10 @@ Rules do what the product does to the ledger: card payments arrive as payment ev
 the ledger's own consumer (authorization hold, capture possibly partial, cancel, settlement),
 users send each other money (sometimes more than they have, sometimes to themselves, sometimes
 a retry of an earlier transfer), refunds hold wallet money that is later posted or released,
-and events are redelivered or arrive late. A plain Python model predicts every balance.
+and events are redelivered, arrive late or out of order (a void before its hold, a capture
+before its authorization). Invariant violations (a cancel of a captured payment, the void of a
+refund hold that does not exist) must raise, never be swallowed, and change nothing. A plain
+Python model predicts every balance.
 
 After every step the invariants hold: per currency, debits equal credits (posted and
 pending); no wallet's available balance is below zero; every stored balance equals the model;
@@ -152,8 +155,25 @@ class LedgerMachine(RuleBasedStateMachine):
             data=data,
             source="payments",
         )
-        self.run(self.consumer(env))
+        self.run(self.consumer(env))  # raises: not delivered (the bus retries it)
         self.delivered.append(env)
+
+    def try_deliver(self, event_type: str, **data: Any) -> str | None:
+        """Deliver; the business error code if the consumer refused it."""
+        try:
+            self.deliver(event_type, **data)
+        except AppError as exc:
+            return exc.code
+        return None
+
+    @staticmethod
+    def payment_data(p: Payment) -> dict[str, Any]:
+        return {
+            "payment_id": p.id,
+            "owner_id": p.owner,
+            "currency": p.currency,
+            "amount_minor": p.amount,
+        }
 
     def with_status(self, *statuses: str) -> list[Payment]:
         return [p for p in self.payments if p.status in statuses]
@@ -213,10 +233,11 @@ class LedgerMachine(RuleBasedStateMachine):
         )
 
     @precondition(lambda self: bool(self.with_status("authorized")))
-    @rule(data=st.data())
-    def cancel(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), event=st.sampled_from(["canceled", "failed"]))
+    def cancel(self, data: st.DataObject, event: str) -> None:
+        """canceled, or failed (AUTHORIZED -> FAILED): the hold is voided either way."""
         p = data.draw(st.sampled_from(self.with_status("authorized")))
-        self.deliver("payments.payment.canceled", payment_id=p.id, owner_id=p.owner)
+        self.deliver(f"payments.payment.{event}", **self.payment_data(p))
         p.status = "canceled"
         self.model.resolve(recv(p.currency), wallet_account_id(p.owner, p.currency), p.amount, 0)
 
@@ -234,12 +255,60 @@ class LedgerMachine(RuleBasedStateMachine):
         p.status = "settled"
         self.model.posted(settled(p.currency), recv(p.currency), p.captured)
 
-    @precondition(lambda self: bool(self.with_status("captured", "settled", "canceled")))
+    @precondition(lambda self: bool(self.with_status("canceled")))
+    @rule(data=st.data(), event=st.sampled_from(["canceled", "failed"]))
+    def late_void(self, data: st.DataObject, event: str) -> None:
+        """Another void of an already voided hold (a second event for it): a no-op."""
+        p = data.draw(st.sampled_from(self.with_status("canceled")))
+        self.deliver(f"payments.payment.{event}", **self.payment_data(p))
+
+    @precondition(lambda self: bool(self.with_status("captured", "settled")))
     @rule(data=st.data())
-    def late_cancel(self, data: st.DataObject) -> None:
-        """A cancel that arrives after the hold was already posted or voided: a no-op."""
-        p = data.draw(st.sampled_from(self.with_status("captured", "settled", "canceled")))
-        self.deliver("payments.payment.canceled", payment_id=p.id, owner_id=p.owner)
+    def cancel_of_captured_is_refused(self, data: st.DataObject) -> None:
+        """A cancel of a payment whose hold was posted contradicts the ledger: the consumer
+        raises (the bus dead-letters it and alerts) and nothing changes."""
+        p = data.draw(st.sampled_from(self.with_status("captured", "settled")))
+        result = self.try_deliver("payments.payment.canceled", **self.payment_data(p))
+        assert result == "ledger.pending_not_open", result
+
+    @rule(
+        owner=st.sampled_from(USERS),
+        currency=st.sampled_from(CURRENCIES),
+        amount=st.integers(1, 1_000),
+        then_authorized=st.booleans(),
+    )
+    def void_before_hold(
+        self, owner: str, currency: str, amount: int, then_authorized: bool
+    ) -> None:
+        """canceled (or failed) handled before authorized: a tombstone, and the late
+        authorization creates no hold (nothing is left pending forever)."""
+        p = Payment(self.next_id("pay_"), owner, currency, amount, status="canceled")
+        self.deliver("payments.payment.canceled", **self.payment_data(p))
+        self.model.transfers += 2  # the hold as a tombstone (already voided) and its void
+        if then_authorized:
+            self.deliver("payments.payment.authorized", **self.payment_data(p))
+        self.payments.append(p)
+
+    @rule(
+        owner=st.sampled_from(USERS),
+        currency=st.sampled_from(CURRENCIES),
+        amount=st.integers(1, 1_000),
+        then_authorized=st.booleans(),
+    )
+    def capture_before_authorization(
+        self, owner: str, currency: str, amount: int, then_authorized: bool
+    ) -> None:
+        p = Payment(self.next_id("pay_"), owner, currency, amount)
+        p.status, p.captured, p.refundable = "captured", amount, amount
+        self.deliver(
+            "payments.payment.captured", **self.payment_data(p), amount_captured_minor=amount
+        )
+        wallet = wallet_account_id(owner, currency)
+        self.model.pending(recv(currency), wallet, amount)
+        self.model.resolve(recv(currency), wallet, amount, amount)
+        if then_authorized:
+            self.deliver("payments.payment.authorized", **self.payment_data(p))
+        self.payments.append(p)
 
     @precondition(lambda self: bool(self.delivered))
     @rule(data=st.data())
@@ -258,7 +327,7 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def transfer(self, sender: str, recipient: str, currency: str, amount: int) -> None:
         body = WalletTransferIn(
-            id=self.next_id("tr_"),
+            idempotency_key=self.next_id("key_"),
             sender_id=sender,
             recipient_id=recipient,
             amount_minor=amount,
@@ -305,6 +374,25 @@ class LedgerMachine(RuleBasedStateMachine):
         self.holds.append(Hold(refund_id, p, amount))
         self.model.pending(wallet, recv(p.currency), amount)
 
+    @precondition(lambda self: bool(self.refundable()))
+    @rule(data=st.data(), succeeded=st.booleans())
+    def refund_without_hold(self, data: st.DataObject, succeeded: bool) -> None:
+        """A refund that claims to be held but whose hold the ledger never placed (the crash
+        window the old code swallowed): refused loudly, nothing changes. One that was never
+        held (refused before the hold, or a compensation) is a no-op."""
+        p = data.draw(st.sampled_from(self.refundable()))
+        kind = "succeeded" if succeeded else "failed"
+        common = {
+            "refund_id": self.next_id("re_"),
+            "payment_id": p.id,
+            "owner_id": p.owner,
+            "amount_minor": 1,
+            "currency": p.currency,
+        }
+        result = self.try_deliver(f"payments.refund.{kind}", **common, held=True)
+        assert result == "ledger.transfer_not_found", result
+        assert self.try_deliver(f"payments.refund.{kind}", **common, held=False) is None
+
     @precondition(lambda self: bool(self.holds))
     @rule(data=st.data(), succeeded=st.booleans())
     def refund_done(self, data: st.DataObject, succeeded: bool) -> None:
@@ -318,6 +406,7 @@ class LedgerMachine(RuleBasedStateMachine):
             owner_id=p.owner,
             amount_minor=hold.amount,
             currency=p.currency,
+            held=True,
         )
         wallet = wallet_account_id(p.owner, p.currency)
         self.model.resolve(wallet, recv(p.currency), hold.amount, hold.amount if succeeded else 0)
