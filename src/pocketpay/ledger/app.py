@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pocketpay.kit.bus import Bus
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component, internal_auth
+from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.metrics import CONSUMER_LAG, CONSUMER_PENDING
@@ -71,6 +72,7 @@ def _router(engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> 
         async with engine.begin() as conn:
             result = await wallet_transfers.send(conn, body, clock.now())
         relay.notify()
+        await failpoint("ledger.transfer.after_commit")
         return result
 
     @r.get("/wallet-transfers")
@@ -147,6 +149,7 @@ def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Co
         source="ledger",
         poll_seconds=settings.bus.relay_poll_seconds,
         batch=settings.bus.relay_batch,
+        publish_max_failures=settings.bus.publish_max_failures,
     )
     health = Health("ledger")
 

@@ -145,6 +145,7 @@ def build(
         source="payments",
         poll_seconds=settings.bus.relay_poll_seconds,
         batch=settings.bus.relay_batch,
+        publish_max_failures=settings.bus.publish_max_failures,
     )
     flows = Flows(
         Ctx(
