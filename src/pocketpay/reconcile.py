@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pocketpay.kit.clock import Clock
 from pocketpay.ledger.check import run_check
 from pocketpay.ledger.models import transfers
+from pocketpay.payments.flows.refunds import COMPENSATION
 from pocketpay.payments.models import payments, refunds
 from pocketpay.payments.providers.base import Provider, PspError, PspIntent, PspRefund
 from pocketpay.payments.providers.stripe import StripeProvider
@@ -56,6 +57,7 @@ AGREES: dict[str, frozenset[str]] = {
     "requires_payment_method": frozenset({"failed"}),
 }
 _HOLD_PREFIXES = ("pay_auth:", "refund_hold:")
+
 _TRANSFER_PREFIXES = ("pay_cap:", "pay_settle:", "refund_post:", *_HOLD_PREFIXES)
 
 
@@ -175,7 +177,9 @@ async def _read(conn: AsyncConnection) -> Snapshot:
     )
     r = refunds.c
     refs = await conn.execute(
-        select(r.id, r.payment_id, r.status, r.amount_minor, r.psp_refund_id, r.updated_at)
+        select(
+            r.id, r.payment_id, r.status, r.amount_minor, r.reason, r.psp_refund_id, r.updated_at
+        )
     )
     t = transfers.c
     trs = await conn.execute(
@@ -217,8 +221,8 @@ def check_payments_ledger(
             report.add("ledger.capture_unexpected", f"{p.status} but captured", payment_id=pid)
         _stale_hold(tr.get(f"pay_auth:{pid}"), p.status in PAYMENT_FINAL, old_hold, report)
     for rid, r in snap.refunds.items():
-        if _utc(r.updated_at) > young:
-            continue
+        if _utc(r.updated_at) > young or r.reason == COMPENSATION:
+            continue  # in flight; or a compensation, which never touched a wallet
         hold = tr.get(f"refund_hold:{rid}")
         if r.status == "succeeded" and f"refund_post:{rid}" not in tr:
             report.add("ledger.refund_post_missing", "succeeded, hold not posted", refund_id=rid)
@@ -264,7 +268,9 @@ def check_payments_psp(
         pi = next((i for i in found if i.intent_id == p.psp_intent_id), found[0])
         if _in_flight(p.updated_at, pi.created, young):
             continue
-        if p.status not in AGREES.get(pi.status, frozenset()):
+        if p.status in UNCAPTURED_EXITS and pi.status == "succeeded":
+            _check_compensated(snap, pid, pi, report)
+        elif p.status not in AGREES.get(pi.status, frozenset()):
             report.add(
                 "psp.status_mismatch",
                 f"ours {p.status}, PSP {pi.status}",
@@ -283,6 +289,23 @@ def check_payments_psp(
         if missing and _utc(p.updated_at) <= young:
             report.add("psp.intent_missing", f"{p.status}, PSP has no intent", payment_id=pid)
     _check_refunds_psp(snap, psp_refunds, report, young)
+
+
+def _check_compensated(snap: Snapshot, pid: str, pi: PspIntent, report: Report) -> None:
+    """A payment we canceled or failed that the PSP charged anyway (a cancel that raced the
+    authorization) agrees with the PSP once our compensation refund gave it all back."""
+    back = sum(
+        r.amount_minor
+        for r in snap.refunds.values()
+        if r.payment_id == pid and r.reason == COMPENSATION and r.status == "succeeded"
+    )
+    if back != pi.amount_received_minor:
+        report.add(
+            "psp.charged_not_compensated",
+            f"ours canceled or failed, PSP charged {pi.amount_received_minor}, refunded {back}",
+            payment_id=pid,
+            intent=pi.intent_id,
+        )
 
 
 def _in_flight(updated_at: datetime, intent_created: int, young: datetime) -> bool:

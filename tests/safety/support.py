@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from pocketpay.payments.models import payments
 from pocketpay.payments.providers.base import PspIntent, PspRefund
-from tests.support import Stack
+from tests.support import Stack, eventually
 
 CARD = "pm_card_visa"
 MAX_RETRIES = 5
@@ -61,3 +61,30 @@ async def funded_user(stack: Stack, amount: int) -> dict[str, Any]:
     await stack.pay(user, amount)
     await stack.wait_available(user, amount)
     return user
+
+
+async def reconciled(stack: Stack, timeout: float = 30.0) -> None:
+    """``pocketpay check``'s three-way reconciliation (no grace period) comes out clean once
+    the system has drained: what is in flight settles, nothing is left inconsistent."""
+    from datetime import UTC, datetime
+
+    from pocketpay.reconcile import reconcile
+
+    last: list[str] = []
+
+    async def clean() -> bool:
+        report = await reconcile(
+            stack.runtime.engine,
+            _provider(stack),
+            now=datetime.now(UTC),
+            grace_seconds=0,
+            hold_deadline_seconds=0,
+            require_psp=True,
+        )
+        last[:] = [f.line() for f in report.findings]
+        return not report.findings
+
+    try:
+        await eventually(clean, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"three-way check not clean: {last}") from None

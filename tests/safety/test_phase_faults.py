@@ -25,6 +25,7 @@ from tests.safety.support import (
     payment_rows,
     psp_intents,
     psp_refunds,
+    reconciled,
     retrying_post,
 )
 from tests.support import Stack, eventually
@@ -54,6 +55,7 @@ async def test_create_unknown_outcome_makes_one_payment_and_one_charge(
     assert await payment_rows(stack, user) == 1
     assert len(await psp_intents(stack, pid)) == 1
     assert await stack.ledger_problems() == []
+    await reconciled(stack)
     if point == "payments.create.after_commit":
         assert first.status_code >= 500  # the client saw a failure, the effect happened
 
@@ -66,6 +68,7 @@ async def test_authorize_psp_answer_lost_resumes_with_the_same_key(stack: Stack)
     assert len(await psp_intents(stack, payment["id"])) == 1
     await stack.wait_available(user, 4000)
     assert await stack.ledger_problems() == []
+    await reconciled(stack)
 
 
 async def test_response_lost_after_commit_replays_after_lock_expiry(stack: Stack) -> None:
@@ -106,6 +109,7 @@ async def test_transfer_unknown_outcome_moves_money_once(stack: Stack) -> None:
         )
     assert n == 1
     assert await stack.ledger_problems() == []
+    await reconciled(stack)
 
 
 @pytest.mark.parametrize(
@@ -136,6 +140,7 @@ async def test_refund_fault_at_each_phase_refunds_once(stack: Stack, point: str)
     refunds = await psp_refunds(stack, payment["id"])
     assert [r.amount_minor for r in refunds] == [2500]
     assert await stack.ledger_problems() == []
+    await reconciled(stack)
 
 
 @pytest.mark.parametrize("point", ["payments.capture.after_psp", "payments.cancel.after_psp"])
@@ -160,3 +165,4 @@ async def test_capture_and_cancel_unknown_outcome_converge(stack: Stack, point: 
 
         await eventually(voided)
     assert await stack.ledger_problems() == []
+    await reconciled(stack)

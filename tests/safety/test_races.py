@@ -15,7 +15,14 @@ from pocketpay.kit import failpoints
 from pocketpay.payments.flows import recovery, refunds
 from pocketpay.payments.models import attempts, psp_events
 from pocketpay.payments.providers.base import PspUnavailable
-from tests.safety.support import CARD, funded_user, psp_intents, psp_refunds, retrying_post
+from tests.safety.support import (
+    CARD,
+    funded_user,
+    psp_intents,
+    psp_refunds,
+    reconciled,
+    retrying_post,
+)
 from tests.support import Stack, eventually
 
 pytestmark = pytest.mark.timeout(180)
@@ -62,6 +69,7 @@ async def test_cancel_racing_authorization_leaves_no_charge(stack: Stack, captur
     w = await stack.wallet(user)
     assert (w["available_minor"], w["pending_minor"]) == (0, 0)
     assert await stack.ledger_problems() == []
+    await reconciled(stack)
 
 
 async def _true(value: bool) -> bool:
@@ -93,6 +101,7 @@ async def test_concurrent_partial_refunds_one_failing(stack: Stack) -> None:
     p = await stack.wait_status(user, payment["id"], "refunded")
     assert p["amount_refunded_minor"] == 10_000
     assert await stack.ledger_problems() == []
+    await reconciled(stack)
 
 
 async def _refund_rows(stack: Stack) -> list[Any]:
@@ -120,6 +129,7 @@ async def test_refund_of_spent_money_fails_and_never_reaches_the_psp(stack: Stac
     p = (await stack.get(alice, f"/api/v1/payments/{payment['id']}")).json()
     assert p["amount_refunded_minor"] == 0
     assert await stack.ledger_problems() == []
+    await reconciled(stack)
 
 
 async def test_webhook_is_resent_when_the_psp_cannot_be_asked(stack: Stack) -> None:
