@@ -56,7 +56,7 @@ def test_prometheus_rules_are_valid() -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 7 rules found" in out.stdout
+    assert "SUCCESS: 8 rules found" in out.stdout
 
 
 def test_grafana_dashboard_queries_known_metrics() -> None:

@@ -1,10 +1,13 @@
-"""Operator endpoints (role ``admin``): dead letters of the bus, list and replay."""
+"""Operator endpoints (role ``admin``): dead letters of the bus, list and replay; PSP attempts
+the payments reconciler gave up on (``stuck``), list and retry. Every operator action is
+audit-logged (``admin.*`` structlog events with the operator's id and email)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+import structlog
+from fastapi import APIRouter, Depends, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -12,11 +15,16 @@ from pocketpay.kit.bus import Bus, list_dead_letters, replay_dead_letter
 from pocketpay.kit.clock import Clock, aware
 from pocketpay.kit.errors import Forbidden, NotFound, Unauthorized
 from pocketpay.kit.tokens import Principal, TokenCodec
+from pocketpay.payments.client import PaymentsClient
+from pocketpay.payments.schemas import AttemptOperation, StuckAttempts, StuckRetried
 
 _bearer = HTTPBearer(auto_error=False)
+log = structlog.get_logger(__name__)
 
 
-def admin_router(engine: AsyncEngine, bus: Bus, clock: Clock, tokens: TokenCodec) -> APIRouter:
+def admin_router(
+    engine: AsyncEngine, bus: Bus, clock: Clock, tokens: TokenCodec, payments: PaymentsClient
+) -> APIRouter:
     r = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
     async def admin(
@@ -55,5 +63,30 @@ def admin_router(engine: AsyncEngine, bus: Bus, clock: Clock, tokens: TokenCodec
         if not await replay_dead_letter(engine, bus, dlq_id, clock.now()):
             raise NotFound(f"No dead letter {dlq_id} waiting for a replay.")
         return {"id": dlq_id, "replayed": True}
+
+    @r.get("/stuck", response_model=StuckAttempts)
+    async def stuck(
+        limit: int = Query(100, ge=1, le=500), _who: Principal = Depends(admin)
+    ) -> StuckAttempts:
+        """PSP attempts (authorize, capture, cancel, void, refund) the reconciler gave up on
+        after ``psp.attempt_max_tries`` resumptions, oldest first."""
+        return await payments.stuck(limit)
+
+    @r.post("/stuck/{object_id}/{operation}/retry", response_model=StuckRetried)
+    async def retry_stuck(
+        object_id: str, operation: AttemptOperation, who: Principal = Depends(admin)
+    ) -> StuckRetried:
+        """Once the cause is fixed: the attempt goes back to pending with its tries reset and
+        the reconciler resumes it with its original idempotency key."""
+        audit = log.bind(
+            admin_id=who.user_id, admin_email=who.email, object_id=object_id, operation=operation
+        )
+        try:
+            result = await payments.retry_stuck(object_id, operation)
+        except Exception as exc:
+            audit.warning("admin.stuck_retry_refused", error=f"{type(exc).__name__}: {exc}")
+            raise
+        audit.info("admin.stuck_retried")
+        return result
 
     return r

@@ -75,7 +75,7 @@ def build(
     app.version = "1.0.0"
     app.include_router(health_router(health))
     app.include_router(build_router(gw))
-    app.include_router(admin_router(engine, bus, clock, tokens))
+    app.include_router(admin_router(engine, bus, clock, tokens, payments))
 
     async def purge() -> bool:
         return await idem.purge() >= PURGE_BATCH

@@ -42,6 +42,10 @@ BUS_MAX_DELIVERIES = Counter(
     "JetStream gave up on a message (max-deliveries advisory; should never happen)",
     ["consumer"],
 )
+PAYMENTS_STUCK_ATTEMPTS = Gauge(
+    "pocketpay_payments_stuck_attempts",
+    "PSP attempts the reconciler gave up on (set by payments' stuck_attempts readiness check)",
+)
 WEBHOOKS = Counter("pocketpay_webhooks_total", "PSP webhooks received", ["outcome"])
 
 

@@ -25,6 +25,7 @@ _RULE_TITLES = {
     "not_ready": "Not ready",
     "ledger_lag": "Ledger consumer lag",
     "psp_error_rate": "PSP error rate",
+    "stuck_attempts": "Stuck PSP attempts",
 }
 
 

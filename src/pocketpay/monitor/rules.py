@@ -5,7 +5,7 @@ None for "no data this time", which changes nothing):
 
 * **debounce**: the condition becomes active after ``open_after`` consecutive bad observations
   (``fail_threshold`` for readiness, 1 for lag and PSP error rate, which are windowed already,
-  and 1 for dead letters: any dead letter is an alert, at once)
+  and 1 for dead letters and stuck attempts: any is an alert, at once)
   and inactive after ``recover_threshold`` consecutive good ones;
 * **opened / resolved**: one notice when the active condition is first announced, one when it
   ends. A resolution is always sent for an announced alert, flapping or not;
@@ -32,6 +32,8 @@ NOT_READY = "not_ready"
 LEDGER_LAG = "ledger_lag"
 PSP_ERROR_RATE = "psp_error_rate"
 DEAD_LETTERS = "dead_letters"  # the component's ``dead_letters`` readiness check is degraded
+# payments' ``stuck_attempts`` readiness check is degraded: PSP attempts the reconciler gave up on
+STUCK_ATTEMPTS = "stuck_attempts"
 FLAPPING_SUFFIX = ".flapping"
 
 NoticeKind = Literal["opened", "resolved", "reminder"]
@@ -67,6 +69,13 @@ _WORDS: dict[str, _Words] = {
         "has no dead letters left",
         "still has dead-lettered events",
         "dead letters",
+        "none",
+    ),
+    STUCK_ATTEMPTS: _Words(
+        "has PSP attempts the reconciler gave up on (see GET /api/v1/admin/stuck)",
+        "has no stuck PSP attempts left",
+        "still has stuck PSP attempts",
+        "stuck attempts",
         "none",
     ),
 }

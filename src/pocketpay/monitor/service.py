@@ -28,6 +28,7 @@ from pocketpay.monitor.rules import (
     LEDGER_LAG,
     NOT_READY,
     PSP_ERROR_RATE,
+    STUCK_ATTEMPTS,
     AlertRules,
     Notice,
     Observation,
@@ -69,6 +70,20 @@ def dead_letters_observation(r: PollResult) -> Observation:
         bad = view.result == "degraded"
     text = f"{count} unreplayed dead letters (pocketpay dlq list)" if bad and count else ""
     return Observation(r.component, DEAD_LETTERS, bad, text)
+
+
+def stuck_attempts_observation(r: PollResult) -> Observation:
+    """From payments' ``stuck_attempts`` readiness check: bad while it is degraded (attempts
+    the reconciler gave up on), good when ok; no data when the component does not report it,
+    cannot be reached, or the check itself failed."""
+    view = r.checks.get(STUCK_ATTEMPTS)
+    detail = r.details.get(STUCK_ATTEMPTS)
+    count = detail.get("stuck") if isinstance(detail, dict) else None
+    bad: bool | None = None
+    if view is not None and view.result in ("ok", "degraded"):
+        bad = view.result == "degraded"
+    text = f"{count} stuck PSP attempts (GET /api/v1/admin/stuck)" if bad and count else ""
+    return Observation(r.component, STUCK_ATTEMPTS, bad, text)
 
 
 class Monitor:
@@ -133,6 +148,7 @@ class Monitor:
             detail = r.error or ""
             yield Observation(r.component, NOT_READY, not r.is_ready, detail)
             yield dead_letters_observation(r)
+            yield stuck_attempts_observation(r)
             if r.backlog is not None:
                 b = r.backlog
                 yield Observation(

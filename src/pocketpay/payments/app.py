@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pocketpay.kit.bus import Bus, Envelope
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component, internal_auth
+from pocketpay.kit.errors import NotFound
 from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.jobs import PeriodicJob
+from pocketpay.kit.metrics import PAYMENTS_STUCK_ATTEMPTS
 from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tracing import traced_consumer
 from pocketpay.ledger.client import LedgerClient
@@ -24,7 +26,15 @@ from pocketpay.payments import attempts, service
 from pocketpay.payments.flows import Ctx, Flows
 from pocketpay.payments.models import outbox
 from pocketpay.payments.providers.base import Provider
-from pocketpay.payments.schemas import CaptureIn, PaymentCreateInternal, RefundCreateInternal
+from pocketpay.payments.schemas import (
+    AttemptOperation,
+    CaptureIn,
+    PaymentCreateInternal,
+    RefundCreateInternal,
+    StuckAttempt,
+    StuckAttempts,
+    StuckRetried,
+)
 from pocketpay.payments.states import PaymentStatus
 from pocketpay.settings import Settings
 
@@ -108,6 +118,32 @@ def _router(engine: AsyncEngine, clock: Clock, flows: Flows, provider: Provider)
     async def provider_health() -> dict[str, Any]:
         return await _provider_status(provider)
 
+    r.include_router(_stuck_router(engine, clock))
+    return r
+
+
+def _stuck_router(engine: AsyncEngine, clock: Clock) -> APIRouter:
+    """Operator data: attempts the reconciler gave up on. Only the gateway's admin API (role
+    admin) calls these; like every internal route they need the internal token."""
+    r = APIRouter()
+
+    @r.get("/stuck", response_model=StuckAttempts)
+    async def stuck(limit: int = Query(100, ge=1, le=500)) -> StuckAttempts:
+        async with engine.connect() as conn:
+            rows = await attempts.stuck(conn, limit)
+            total = await attempts.stuck_count(conn)
+        return StuckAttempts(data=[StuckAttempt.model_validate(row) for row in rows], total=total)
+
+    @r.post("/stuck/{object_id}/{operation}/retry", response_model=StuckRetried)
+    async def retry(object_id: str, operation: AttemptOperation) -> StuckRetried:
+        async with engine.begin() as conn:
+            done = await attempts.retry(conn, object_id, operation, clock.now())
+        if not done:
+            raise NotFound(
+                f"No stuck {operation} attempt for {object_id}.", code="payments.attempt_not_stuck"
+            )
+        return StuckRetried(object_id=object_id, operation=operation, status="pending", tries=0)
+
     return r
 
 
@@ -172,6 +208,7 @@ def build(
     async def stuck_check() -> CheckResult:
         async with engine.connect() as conn:
             n = await attempts.stuck_count(conn)
+        PAYMENTS_STUCK_ATTEMPTS.set(n)
         # Payments keep working; an operator must look at the stuck objects (admin API).
         return CheckResult("degraded" if n else "ok", {"stuck": n})
 

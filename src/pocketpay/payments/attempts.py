@@ -5,7 +5,9 @@ An attempt is ``pending`` from the moment we decide to call the PSP until its an
 between leaves it ``pending``: the reconciler finds it and resumes the operation with the same
 idempotency key, so the PSP answers with the original result instead of acting twice. After
 ``max_tries`` resumptions an attempt becomes ``stuck``: an operator looks at it (payments'
-readiness reports it, the monitor alerts) instead of it being retried forever.
+readiness reports it, the monitor alerts) instead of it being retried forever. Once the cause
+is fixed, ``retry`` (admin API ``POST /api/v1/admin/stuck/{object_id}/{operation}/retry``) puts
+it back to ``pending`` with its tries reset, and the reconciler resumes it again.
 
 ``object_id`` is the payment for ``authorize``, ``capture``, ``cancel`` and ``void``, the
 refund for ``refund``; the table's column is named ``payment_id`` for history.
@@ -21,6 +23,7 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pocketpay.kit.clock import aware
 from pocketpay.kit.db import insert_ignore
 from pocketpay.kit.ids import derive_id
 from pocketpay.payments.models import attempts
@@ -144,7 +147,7 @@ async def stuck(conn: AsyncConnection, limit: int = 100) -> list[dict[str, Any]]
             "operation": r.operation,
             "tries": r.tries,
             "error": r.error,
-            "since": r.updated_at.isoformat(),
+            "since": aware(r.updated_at).isoformat(),
         }
         for r in rows
     ]
@@ -153,3 +156,21 @@ async def stuck(conn: AsyncConnection, limit: int = 100) -> list[dict[str, Any]]
 async def stuck_count(conn: AsyncConnection) -> int:
     n = await conn.scalar(select(func.count()).where(attempts.c.status == "stuck"))
     return int(n or 0)
+
+
+async def retry(conn: AsyncConnection, object_id: str, operation: str, now: datetime) -> bool:
+    """Put a stuck attempt back to ``pending`` with its tries reset: the reconciler resumes it
+    (with its original idempotency key) once it is older than ``psp.attempt_retry_seconds``.
+    Conditional on ``stuck``: False when there is no such stuck attempt (never was, or another
+    operator or flow got there first). The last error is kept until the next try replaces it."""
+    assert operation in OPERATIONS, operation
+    aid = attempt_id(object_id, operation)
+    res = await conn.execute(
+        update(attempts)
+        .where(attempts.c.id == aid, attempts.c.status == "stuck")
+        .values(status="pending", tries=0, updated_at=now)
+    )
+    if res.rowcount == 0:
+        return False
+    log.info("payments.attempt_retried", attempt_id=aid, object_id=object_id, operation=operation)
+    return True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from pocketpay.kit.client import InternalClient
+from pocketpay.payments.schemas import StuckAttempts, StuckRetried
 
 
 class PaymentsClient:
@@ -79,3 +81,17 @@ class PaymentsClient:
 
     async def provider_health(self) -> dict[str, Any]:
         return await self._req("GET", "/health/provider")
+
+    # -- operators (the gateway's admin API) ----------------------------------------------
+
+    async def stuck(self, limit: int = 100) -> StuckAttempts:
+        """Attempts the reconciler gave up on, oldest first."""
+        body = await self._req("GET", "/stuck", params={"limit": limit})
+        return StuckAttempts.model_validate(body)
+
+    async def retry_stuck(self, object_id: str, operation: str) -> StuckRetried:
+        """Put a stuck attempt back to pending (tries reset) for the reconciler to resume.
+        ``payments.attempt_not_stuck`` (404) when there is no such stuck attempt."""
+        path = f"/stuck/{quote(object_id, safe='')}/{quote(operation, safe='')}/retry"
+        body = await self._req("POST", path, json={})
+        return StuckRetried.model_validate(body)

@@ -1,7 +1,9 @@
-"""Request bodies of the payments API (shared by the gateway's public API)."""
+"""Request bodies of the payments API (shared by the gateway's public API), and the typed
+answers of its operator routes (stuck attempts)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
@@ -72,3 +74,30 @@ class PaymentCreateInternal(PaymentCreate):
 
 class RefundCreateInternal(RefundCreate):
     idempotency_key: str = Field(min_length=1, max_length=255)
+
+
+# -- operator views (admin-only data, reached through the gateway's admin API) ---------------
+
+AttemptOperation = Literal["authorize", "capture", "cancel", "void", "refund"]
+
+
+class StuckAttempt(BaseModel):
+    """A PSP attempt the reconciler gave up on after ``psp.attempt_max_tries`` resumptions."""
+
+    object_id: str = Field(description="The payment (authorize, capture, cancel, void) or refund.")
+    operation: AttemptOperation
+    tries: int
+    error: str | None = Field(description="The last error seen, if any.")
+    since: datetime = Field(description="When the attempt was last tried (became stuck).")
+
+
+class StuckAttempts(BaseModel):
+    data: list[StuckAttempt]
+    total: int = Field(description="How many attempts are stuck (data may be a prefix).")
+
+
+class StuckRetried(BaseModel):
+    object_id: str
+    operation: AttemptOperation
+    status: Literal["pending"]
+    tries: int
