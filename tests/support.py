@@ -20,6 +20,7 @@ from sqlalchemy import text
 from pocketpay.kit.db import create_engine
 from pocketpay.migrate import upgrade
 from pocketpay.runtime import EMBEDDED, Runtime
+from pocketpay.schema import SCHEMAS
 from pocketpay.settings import Settings
 from tests.kit.services import NATS_URL, require_nats, require_postgres
 
@@ -100,18 +101,21 @@ async def prepare_postgres(database: str = PG_TEST_DB) -> str:
         _pg_ready.add(url)
     engine = create_engine(url)
     async with engine.begin() as conn:
+        # Every component's schema (migration 0004); public holds only alembic_version.
         names = (
             (
                 await conn.execute(
                     text(
-                        "SELECT tablename FROM pg_tables WHERE schemaname='public' "
-                        "AND tablename <> 'alembic_version'"
-                    )
+                        "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) "
+                        "FROM pg_tables WHERE schemaname = ANY(:schemas)"
+                    ),
+                    {"schemas": list(SCHEMAS)},
                 )
             )
             .scalars()
             .all()
         )
+        assert names, f"no PocketPay tables in schemas {SCHEMAS} of {database}"
         await conn.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY"))
     await engine.dispose()
     return url

@@ -174,10 +174,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    from pocketpay.migrate import upgrade
+    from pocketpay.migrate import component_roles, upgrade
 
-    upgrade(settings.resolved_database_url())
-    print("migrated", settings.resolved_database_url().split("@")[-1])
+    url = settings.resolved_database_url()
+    upgrade(url)
+    print("migrated", url.split("@")[-1])
+    # PostgreSQL: one login role per component, with rights on its own schema alone.
+    for role, schema in component_roles(url).items():
+        print(f"role {role} exists: schema {schema} (+ bus dead letters)")
     return 0
 
 

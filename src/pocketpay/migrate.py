@@ -6,6 +6,9 @@ both see no ``alembic_version`` and both ``CREATE TABLE``; the loser fails with 
 key on ``pg_type``. ``upgrade`` therefore holds a PostgreSQL advisory lock (on its own
 session) around the Alembic run: the first process migrates, the others wait, then find the
 schema at head and do nothing. SQLite needs no lock (one process owns the file).
+
+On PostgreSQL the migrations also create each component's schema and login role (migration
+0004); ``component_roles`` reports them, for ``pocketpay migrate`` to print.
 """
 
 from __future__ import annotations
@@ -45,6 +48,40 @@ def upgrade(url: str, revision: str = "head") -> None:
         return
     with migration_lock(url):
         command.upgrade(alembic_config(url), revision)
+
+
+def component_roles(url: str) -> dict[str, str]:
+    """{role: its schema} for each component role that exists and may use its schema here.
+
+    Empty on SQLite (no schemas, no roles). Must not be called from a running event loop.
+    """
+    if is_sqlite(url):
+        return {}
+    return asyncio.run(_component_roles(url))
+
+
+async def _component_roles(url: str) -> dict[str, str]:
+    from sqlalchemy import text
+
+    from pocketpay.kit.db import create_engine
+    from pocketpay.schema import ROLES
+
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT r.rolname FROM pg_roles r "
+                    "JOIN pg_namespace n ON r.rolname = 'pocketpay_' || n.nspname "
+                    "WHERE r.rolname = ANY(:roles) AND r.rolcanlogin "
+                    "AND has_schema_privilege(r.rolname, n.oid, 'USAGE')"
+                ),
+                {"roles": list(ROLES.values())},
+            )
+            present = set(rows.scalars())
+    finally:
+        await engine.dispose()
+    return {role: component for component, role in ROLES.items() if role in present}
 
 
 @contextlib.contextmanager

@@ -287,8 +287,16 @@ def fleet_env(fleet: Fleet, urls: dict[str, str], extra: dict[str, str]) -> dict
     )
 
 
-def start(fleet: Fleet, layout: dict[str, int], extra_env: dict[str, str] | None = None) -> None:
-    """Start ``layout`` ({component: copies}) at once; internal URLs name the first copy."""
+def start(
+    fleet: Fleet,
+    layout: dict[str, int],
+    extra_env: dict[str, str] | None = None,
+    component_env: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Start ``layout`` ({component: copies}) at once; internal URLs name the first copy.
+
+    ``component_env`` adds variables to one component's processes only (e.g. its own
+    ``POCKETPAY_DATABASE_URL``, connecting as the component's role)."""
     ports = {c: [free_port() for _ in range(n)] for c, n in layout.items()}
     urls = {c: f"http://127.0.0.1:{p[0]}" for c, p in ports.items()}
     fleet.env = fleet_env(fleet, urls, extra_env or {})
@@ -309,7 +317,7 @@ def start(fleet: Fleet, layout: dict[str, int], extra_env: dict[str, str] | None
                         "--port",
                         str(port),
                     ],
-                    env=fleet.env,
+                    env=fleet.env | (component_env or {}).get(component, {}),
                     cwd=fleet.workdir,
                     stdout=out,
                     stderr=subprocess.STDOUT,

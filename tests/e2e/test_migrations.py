@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pocketpay.migrate import migration_lock
+from pocketpay.schema import SCHEMAS
 from tests.e2e import fleet as fl
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -47,7 +48,9 @@ def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
 
 
 def _tables(url: str) -> set[str]:
-    rows = _query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    """Every table of ``public`` (alembic_version) and of the component schemas."""
+    schemas = ", ".join(f"'{s}'" for s in ("public", *SCHEMAS))
+    rows = _query(url, f"SELECT tablename FROM pg_tables WHERE schemaname IN ({schemas})")
     return {str(r[0]) for r in rows}
 
 
