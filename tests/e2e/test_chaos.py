@@ -346,6 +346,8 @@ async def _verify(run: Run, engine: AsyncEngine, provider: StripeProvider) -> No
             )
         elif op.status is not None and op.status >= 500:
             problems.append(f"5xx final answer: {op.kind} key={op.key} {op.status} {op.answer}")
+    if not any(op.history for op in ops):
+        problems.append("no client saw a single unknown outcome: the faults missed the load")
     by_kind = Counter((op.kind, op.status) for op in ops)
     run.note(f"answers: {dict(sorted(by_kind.items(), key=str))}")
     run.note(f"retried keys: {sum(1 for op in ops if op.history)}")
