@@ -119,8 +119,8 @@ def test_every_process_is_ready_and_explains_its_dependencies(
 ) -> None:
     expected_checks = {
         "gateway": {"db", "payments", "ledger"},
-        "payments": {"db", "bus", "provider"},
-        "ledger": {"db", "bus", "consumer_lag"},
+        "payments": {"db", "bus", "dead_letters", "stuck_attempts", "provider"},
+        "ledger": {"db", "bus", "dead_letters", "consumer_lag"},
         "sandbox": {"faults"},
     }
     for p in fleet.procs:
