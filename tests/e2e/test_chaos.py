@@ -13,8 +13,9 @@ The client is what the API docs ask of a real one: one Idempotency-Key per opera
 key again on any 5xx, 409 ``idempotency.in_progress``, timeout or connection error, with a
 capped backoff. Its budget per operation (90 s) covers the gateway's idempotency lock
 (``LOCK_SECONDS`` = 60): a request that was running in a gateway killed by SIGKILL keeps its
-key locked until the lock expires, and only then can a retry take it over. That is why the
-gateway is the first process killed.
+key locked until the lock expires, and only then can a retry take it over. A client waiting
+on such a key does nothing else, so the gateway is killed last: killed first, it can idle
+every client for a minute and the other faults would meet no load.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class Run:
     ops: list[Op] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     t0: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
 
     def note(self, what: str) -> None:
         self.faults.append(f"{time.monotonic() - self.t0:6.1f}s {what}")
@@ -215,7 +217,11 @@ async def _client_loop(
                 "refund", me.user_id, uuid.uuid4().hex, path, {"amount_minor": rng.randint(50, 300)}
             )
         run.ops.append(op)
-        await chaos.send(http, me.headers, op, OP_BUDGET_SECONDS, rng)
+        run.in_flight += 1
+        try:
+            await chaos.send(http, me.headers, op, OP_BUDGET_SECONDS, rng)
+        finally:
+            run.in_flight -= 1
         if op.kind == "pay" and op.status == 202:
             me.payments.append(op.answer["id"])
         await asyncio.sleep(rng.uniform(0.02, 0.15))
@@ -244,8 +250,9 @@ async def _refundable(http: httpx.AsyncClient, me: Client, rng: random.Random) -
 async def _faults(run: Run, nats: chaos.PrivateNats) -> None:
     fleet = run.fleet
     await asyncio.sleep(FAULT_GAP_SECONDS)
-    # The gateway first: a request it held dies with its idempotency key locked for 60 s.
-    for step in ("gateway", "payments", "postgres", "ledger", "nats", "sandbox", "postgres"):
+    # The gateway last: a request it held dies with its idempotency key locked for 60 s.
+    for step in ("payments", "postgres", "ledger", "nats", "sandbox", "postgres", "gateway"):
+        run.note(f"{run.in_flight} operations in flight")
         if step == "postgres":
             n = await chaos.cut_postgres(fl._admin_dsn(), DB_NAME)
             run.note(f"cut {n} PostgreSQL connections")
