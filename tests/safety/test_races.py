@@ -211,3 +211,33 @@ async def test_replayed_request_after_success_changes_nothing(stack: Stack) -> N
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert again.json()["id"] == first.json()["id"]
     assert len(await psp_refunds(stack, payment["id"])) == 1
+
+
+async def test_an_open_breaker_does_not_use_up_the_tries(stack: Stack) -> None:
+    """During a PSP outage the breaker is open and refuses calls without reaching the PSP: the
+    reconciler waits instead of counting tries, so a long outage flags nothing stuck."""
+    user = await stack.user()
+    ctx = _ctx(stack)
+    failpoints.arm("payments.authorize.before_psp", "raise", count=None)
+    r = await stack.post(
+        user, "/api/v1/payments", {"amount_minor": 800, "currency": "USD", "payment_method": CARD}
+    )
+    pid = r.json()["id"]
+    await eventually(lambda: _attempt(stack, pid))
+    breaker = ctx.provider.breaker
+    for _ in range(ctx.max_tries + 2):
+        while breaker.state != "open":  # the PSP keeps failing (its reset is short in tests)
+            breaker.record_failure(breaker.before_call())
+        async with stack.runtime.engine.begin() as conn:
+            await conn.execute(
+                update(attempts)
+                .where(attempts.c.payment_id == pid)
+                .values(updated_at=datetime(2000, 1, 1, tzinfo=UTC))
+            )
+        await recovery.reconcile(ctx)
+    row = await _attempt(stack, pid)
+    assert (row.status, row.tries) == ("pending", 0)
+    failpoints.disarm("payments.authorize.before_psp")
+    breaker.record_success()  # the PSP is back
+    await recovery.reconcile(ctx)
+    await stack.wait_status(user, pid, "captured", "settled")

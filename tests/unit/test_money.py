@@ -108,7 +108,6 @@ def test_add_sub_neg() -> None:
     assert a + b == Money(1250, "EUR")
     assert a - b == Money(750, "EUR")
     assert b - a == Money(-750, "EUR")
-    assert -a == Money(-1000, "EUR")
 
 
 def test_is_positive() -> None:
@@ -157,20 +156,17 @@ def test_add_associates(cur: str, x: int, y: int, z: int) -> None:
 
 
 @given(currencies, amounts)
-def test_zero_and_negation(cur: str, x: int) -> None:
+def test_zero_and_difference(cur: str, x: int) -> None:
     a, zero = Money(x, cur), Money(0, cur)
     assert a + zero == a
     assert a - a == zero
-    neg = -a
-    assert -neg == a
-    assert a + (-a) == zero
-    assert zero - a == -a
+    assert zero - a == Money(-x, cur)
 
 
 @given(money_pair())
 def test_results_stay_integers(pair: tuple[Money, Money]) -> None:
     a, b = pair
-    for result in (a + b, a - b, -a):
+    for result in (a + b, a - b):
         assert type(result.amount_minor) is int
 
 

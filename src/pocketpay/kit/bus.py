@@ -407,6 +407,8 @@ class EmbeddedBus:
     async def _consume(self, sub: _Subscription) -> None:
         wake = self._wake[sub.durable]
         while True:
+            # Cleared before the pass, so a publish during the pass is not a lost wake-up.
+            wake.clear()
             try:
                 n = await self.drain_once(sub)
             except asyncio.CancelledError:
@@ -416,7 +418,6 @@ class EmbeddedBus:
                 n = 0
             if n >= self._batch:
                 continue
-            wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=self._poll)
 

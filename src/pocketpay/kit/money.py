@@ -56,9 +56,6 @@ class Money:
         self._same(other)
         return Money(self.amount_minor - other.amount_minor, self.currency)
 
-    def __neg__(self) -> Money:
-        return Money(-self.amount_minor, self.currency)
-
     def is_positive(self) -> bool:
         return self.amount_minor > 0
 

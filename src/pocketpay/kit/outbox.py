@@ -18,7 +18,6 @@ while the relay is behind; otherwise what the pass itself saw).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from pocketpay.kit.bus import Bus, Envelope, bus_dead_letters, dead_letter_value
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.db import insert_ignore, seq_column
 from pocketpay.kit.ids import new_id
+from pocketpay.kit.jobs import PeriodicJob
 from pocketpay.kit.metrics import (
     BUS_DEAD_LETTERED,
     OUTBOX_BACKLOG,
@@ -165,11 +165,10 @@ class OutboxRelay:
         self._bus = bus
         self._clock = clock
         self._source = source
-        self._poll = poll_seconds
         self._batch = batch
         self._max_failures = publish_max_failures
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # Woken by notify() after a commit; otherwise a pass every poll_seconds.
+        self._job = PeriodicJob(f"relay-{source}", self._pass, poll_seconds, max_back_to_back=100)
         # The head row that keeps failing, and how many passes in a row it failed.
         self._failing_seq: int | None = None
         self._failures = 0
@@ -179,31 +178,21 @@ class OutboxRelay:
 
     def notify(self) -> None:
         """Called after a commit that wrote events, so they go out without waiting a poll."""
-        self._wake.set()
+        self._job.wake()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"relay-{self._source}")
+        await self._job.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._job.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                sent = await self.publish_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # bus or database down: keep the rows, try again
-                log.warning("outbox.relay_failed", source=self._source, error=str(exc))
-                sent = 0
-            if sent >= self._batch:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+    async def _pass(self) -> bool:
+        """One pass; True when a full batch went out (there may be more)."""
+        try:
+            return await self.publish_pending() >= self._batch
+        except Exception as exc:  # bus or database down: keep the rows, try again
+            log.warning("outbox.relay_failed", source=self._source, error=str(exc))
+            return False
 
     async def publish_pending(self) -> int:
         """One relay pass: publish up to ``batch`` unpublished events. Returns how many.

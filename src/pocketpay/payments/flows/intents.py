@@ -24,6 +24,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pocketpay.kit.failpoints import failpoint
+from pocketpay.kit.money import Money
 from pocketpay.kit.outbox import claim_inbox
 from pocketpay.payments import attempts, service
 from pocketpay.payments.errors import (
@@ -225,8 +226,9 @@ async def capture(ctx: Ctx, owner_id: str, pid: str, amount_minor: int | None) -
             raise InvalidTransition(f"A {p.status} payment cannot be captured.")
         amount = p.amount_minor if amount_minor is None else amount_minor
         if amount > p.amount_minor:
+            authorized = Money(p.amount_minor, p.currency).format()
             raise CaptureExceedsAuthorized(
-                f"amount_minor {amount} exceeds the authorized {p.amount_minor}."
+                f"amount_minor {amount} exceeds the authorized {authorized}; capture at most that."
             )
         await attempts.begin(conn, pid, "capture", f"pp_{pid}_capture", ctx.clock.now())
     try:

@@ -181,6 +181,12 @@ async def reconcile(ctx: Ctx, limit: int = 100) -> int:
         ).all()
     for row in orphans:
         await intents.authorize(ctx, row.id)
+    if due and ctx.provider.stats().get("breaker") == "open":
+        # Resuming now would only be refused by the breaker without reaching the PSP; such a
+        # refusal must not count as a try, or a PSP outage longer than the tries would flag
+        # every open attempt stuck. Wait for the breaker's trial call to let traffic through.
+        log.info("payments.reconcile_waits_for_psp", open_attempts=len(due))
+        return len(orphans)
     for d in due:
         async with ctx.engine.begin() as conn:
             go = await attempts.start_try(conn, d, ctx.max_tries, ctx.clock.now())

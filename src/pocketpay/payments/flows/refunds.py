@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pocketpay.kit.errors import AppError, KeyReused
 from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.ids import derive_id
+from pocketpay.kit.money import Money
 from pocketpay.kit.outbox import add_event, claim_inbox
 from pocketpay.payments import attempts, service
 from pocketpay.payments.errors import InvalidTransition, RefundExceedsCaptured
@@ -35,12 +36,19 @@ from pocketpay.payments.models import outbox, payments, psp_events, refunds
 from pocketpay.payments.providers.base import PspDeclined, PspRejected, PspUnavailable
 from pocketpay.payments.states import PaymentStatus as S
 from pocketpay.payments.states import RefundStatus as R
+from pocketpay.payments.states import can_refund_transition
 
 COMPENSATION = "compensation"
 
 
 def psp_key(refund_id: str) -> str:
     return f"pp_{refund_id}"
+
+
+def _sources(target: R) -> list[str]:
+    """The states ``REFUND_TRANSITIONS`` allows to move to ``target``: the conditional UPDATE
+    that makes the move is written from the table, so the table is the rule."""
+    return [s.value for s in R if can_refund_transition(s, target)]
 
 
 async def refund(
@@ -90,12 +98,15 @@ async def _reserve(
             return  # a retry: resume from where the first run got
         if p.status not in (S.CAPTURED, S.SETTLED):
             raise InvalidTransition(f"A {p.status} payment cannot be refunded.")
-        left = p.amount_captured_minor - p.amount_refunded_minor
-        amount = left if amount_minor is None else amount_minor
-        if amount <= 0 or amount > left:
+        left = Money(p.amount_captured_minor, p.currency) - Money(
+            p.amount_refunded_minor, p.currency
+        )
+        asked = left if amount_minor is None else Money(amount_minor, p.currency)
+        if not asked.is_positive() or asked.amount_minor > left.amount_minor:
             raise RefundExceedsCaptured(
-                f"Only {left} of the captured amount can still be refunded."
+                f"Only {left.format()} of the captured amount can still be refunded."
             )
+        amount = asked.amount_minor
         res = await conn.execute(
             update(payments)
             .where(
@@ -175,7 +186,7 @@ async def _mark_held(ctx: Ctx, refund_id: str) -> None:
     async with ctx.engine.begin() as conn:
         await conn.execute(
             update(refunds)
-            .where(refunds.c.id == refund_id, refunds.c.status == R.PENDING)
+            .where(refunds.c.id == refund_id, refunds.c.status.in_(_sources(R.HELD)))
             .values(status=R.HELD, updated_at=now)
         )
 
@@ -225,11 +236,12 @@ async def finish(
         before = (
             await conn.execute(select(refunds.c.status).where(refunds.c.id == refund_id))
         ).scalar()
+        target = R.SUCCEEDED if ok else R.FAILED
         res = await conn.execute(
             update(refunds)
-            .where(refunds.c.id == refund_id, refunds.c.status.in_((R.PENDING, R.HELD)))
+            .where(refunds.c.id == refund_id, refunds.c.status.in_(_sources(target)))
             .values(
-                status=R.SUCCEEDED if ok else R.FAILED,
+                status=target,
                 failure_code=failure,
                 psp_refund_id=psp_refund_id,
                 updated_at=now,
