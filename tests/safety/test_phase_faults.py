@@ -9,7 +9,6 @@ request that died is expired by hand (what 60 seconds would do)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,13 +30,6 @@ from tests.safety.support import (
 from tests.support import Stack, eventually
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(autouse=True)
-def _disarm() -> Iterator[None]:
-    failpoints.disarm()
-    yield
-    failpoints.disarm()
 
 
 @pytest.mark.parametrize("point", ["payments.create.after_commit", "payments.authorize.before_psp"])

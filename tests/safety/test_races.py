@@ -4,7 +4,6 @@ resend, attempts that never conclude. Both backends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,13 +25,6 @@ from tests.safety.support import (
 from tests.support import Stack, eventually
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(autouse=True)
-def _disarm() -> Iterator[None]:
-    failpoints.disarm()
-    yield
-    failpoints.disarm()
 
 
 def _ctx(stack: Stack) -> Any:
@@ -182,18 +174,23 @@ async def test_attempt_that_never_concludes_is_flagged_stuck(stack: Stack) -> No
     row = await eventually(lambda: _attempt(stack, pid))  # recorded before the PSP call
     assert row.status == "pending"
     for _ in range(ctx.max_tries + 1):
-        async with stack.runtime.engine.begin() as conn:  # older than the retry horizon
-            await conn.execute(
-                update(attempts)
-                .where(attempts.c.payment_id == pid)
-                .values(updated_at=datetime(2000, 1, 1, tzinfo=UTC))
-            )
+        await _age_attempts(stack, pid)
         await recovery.reconcile(ctx)
     row = await _attempt(stack, pid)
     assert row is not None and row.status == "stuck" and row.tries == ctx.max_tries
     ready = (await stack.http.get("/components/payments/readyz")).json()
     assert ready["status"] == "degraded"
     failpoints.disarm("payments.authorize.before_psp")
+
+
+async def _age_attempts(stack: Stack, pid: str) -> None:
+    """Make the payment's attempts older than the reconciler's retry horizon."""
+    async with stack.runtime.engine.begin() as conn:
+        await conn.execute(
+            update(attempts)
+            .where(attempts.c.payment_id == pid)
+            .values(updated_at=datetime(2000, 1, 1, tzinfo=UTC))
+        )
 
 
 async def _attempt(stack: Stack, pid: str) -> Any:
@@ -228,12 +225,7 @@ async def test_an_open_breaker_does_not_use_up_the_tries(stack: Stack) -> None:
     for _ in range(ctx.max_tries + 2):
         while breaker.state != "open":  # the PSP keeps failing (its reset is short in tests)
             breaker.record_failure(breaker.before_call())
-        async with stack.runtime.engine.begin() as conn:
-            await conn.execute(
-                update(attempts)
-                .where(attempts.c.payment_id == pid)
-                .values(updated_at=datetime(2000, 1, 1, tzinfo=UTC))
-            )
+        await _age_attempts(stack, pid)
         await recovery.reconcile(ctx)
     row = await _attempt(stack, pid)
     assert (row.status, row.tries) == ("pending", 0)

@@ -215,6 +215,34 @@ async def count_dead_letters(engine: AsyncEngine, component: str | None = None) 
         return int((await conn.execute(q)).scalar_one())
 
 
+async def try_dead_letter(
+    engine: AsyncEngine,
+    durable: str,
+    env: Envelope,
+    error: str,
+    deliveries: int,
+    now: datetime,
+    retry_in: float,
+) -> bool:
+    """Dead-letter ``env``; False (logged) if the write failed, e.g. the database is down:
+    the caller must then keep the message and retry it after ``retry_in``, never drop it."""
+    try:
+        await dead_letter(engine, durable, env, error, deliveries, now)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error(
+            "bus.dead_letter_failed",
+            durable=durable,
+            event_id=env.id,
+            attempt=deliveries,
+            retry_in=retry_in,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return False
+    return True
+
+
 async def list_dead_letters(engine: AsyncEngine, *, include_replayed: bool = False) -> list[Any]:
     q = select(bus_dead_letters).order_by(bus_dead_letters.c.created_at)
     if not include_replayed:
@@ -491,21 +519,8 @@ class EmbeddedBus:
                 attempt=attempt,
                 error=error,
             )
-            if attempt >= self._max_deliver:
-                try:
-                    await dead_letter(
-                        self._engine, sub.durable, env, error, attempt, self._clock.now()
-                    )
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as dlq_exc:
-                    log.error(
-                        "bus.dead_letter_failed",
-                        durable=sub.durable,
-                        event_id=env.id,
-                        attempt=attempt,
-                        retry_in=delay,
-                        error=f"{type(dlq_exc).__name__}: {dlq_exc}",
-                    )
+            if attempt >= self._max_deliver and await try_dead_letter(
+                self._engine, sub.durable, env, error, attempt, self._clock.now(), delay
+            ):
+                return
             await asyncio.sleep(delay)

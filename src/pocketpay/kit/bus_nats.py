@@ -62,10 +62,10 @@ from pocketpay.kit.bus import (
     Envelope,
     Handler,
     count_dead_letters,
-    dead_letter,
     msg_id_for,
     retry_delay_seconds,
     subject_matches,
+    try_dead_letter,
 )
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.metrics import BUS_CONSUMED, BUS_MAX_DELIVERIES, BUS_PUBLISHED
@@ -744,20 +744,11 @@ class NatsBus:
         if delivered < self._max_deliver:
             await self._settle(msg, "nak", sub.durable, delay=delay)
             return
-        try:
-            await dead_letter(self._engine, sub.durable, env, error, delivered, self._clock.now())
-        except asyncio.CancelledError:
-            raise
-        except Exception as dlq_exc:
+        written = await try_dead_letter(
+            self._engine, sub.durable, env, error, delivered, self._clock.now(), delay
+        )
+        if not written:
             # Nothing is lost: the message stays in the stream and comes back after the delay.
-            log.error(
-                "bus.dead_letter_failed",
-                durable=sub.durable,
-                event_id=env.id,
-                attempt=delivered,
-                retry_in=delay,
-                error=f"{type(dlq_exc).__name__}: {dlq_exc}",
-            )
             await self._settle(msg, "nak", sub.durable, delay=delay)
             return
         await self._settle(msg, "ack", sub.durable)
