@@ -233,3 +233,36 @@ async def test_an_open_breaker_does_not_use_up_the_tries(stack: Stack) -> None:
     breaker.record_success()  # the PSP is back
     await recovery.reconcile(ctx)
     await stack.wait_status(user, pid, "captured", "settled")
+
+
+async def test_lost_webhook_of_an_automatic_capture_is_found_by_the_reconciler(
+    stack: Stack,
+) -> None:
+    """The PSP answered ``requires_capture`` for an automatic-capture payment (it captures
+    later, on its own) and the webhook saying it did is lost: the open capture attempt makes
+    the reconciler ask, and the payment is captured and credited."""
+    from pocketpay.payments.flows import intents
+    from pocketpay.payments.models import payments as payments_table
+
+    user = await stack.user()
+    ctx = _ctx(stack)
+    payment = await stack.pay(user, 1200, capture="manual", until="authorized")
+    pid = payment["id"]
+    async with stack.runtime.engine.begin() as conn:  # as if the answer had not arrived yet
+        await conn.execute(
+            update(payments_table)
+            .where(payments_table.c.id == pid)
+            .values(status="created", capture_method="automatic")
+        )
+        await conn.execute(attempts.delete().where(attempts.c.payment_id == pid))
+    [intent] = await psp_intents(stack, pid)
+    await intents.apply_intent(ctx, pid, await ctx.provider.retrieve(intent.intent_id), cause="psp")
+    row = await _attempt(stack, pid)
+    assert (row.operation, row.status) == ("capture", "pending")
+    # The PSP captures; its webhook never arrives.
+    await ctx.provider.capture(intent.intent_id, None, "psp-side-capture")
+    await _age_attempts(stack, pid)
+    await recovery.reconcile(ctx)
+    await stack.wait_status(user, pid, "captured", "settled")
+    assert (await _attempt(stack, pid)).status == "succeeded"
+    await stack.wait_available(user, 1200)

@@ -77,6 +77,8 @@ async def conclude(
     error: str | None = None,
 ) -> None:
     """Mark the open attempts of ``object_id`` for these operations as concluded."""
+    if not operations:
+        return
     await conn.execute(
         update(attempts)
         .where(

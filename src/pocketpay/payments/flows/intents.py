@@ -129,13 +129,26 @@ async def apply_intent(
         action = psp_action(S(p.status), reported)
         await _act(conn, pid, action, r, cause, now)
         compensation = await _compensation(conn, p, action, r, now)
-        if reported != PspState.IN_FLIGHT:
-            await attempts.conclude(conn, pid, INTENT_OPERATIONS, "succeeded", now)
+        await attempts.conclude(conn, pid, _concluded_by(reported), "succeeded", now)
+        if action == Action.AUTHORIZE and p.capture_method == "automatic":
+            # The PSP is to capture on its own: until it says so, an open capture attempt
+            # makes the reconciler look (a lost webhook must not leave it authorized).
+            await attempts.begin(conn, pid, "capture", f"pp_{pid}_capture", now)
     ctx.relay.notify()
     if compensation == "void":
         await void_at_psp(ctx, pid, r.intent_id)
     elif compensation is not None:
         await refunds.push(ctx, compensation)
+
+
+def _concluded_by(reported: PspState) -> tuple[str, ...]:
+    """The open attempts a PSP state settles: any final answer ends the authorization; a
+    capture or cancel only ends when the intent left ``requires_capture``."""
+    if reported == PspState.IN_FLIGHT:
+        return ()
+    if reported == PspState.AUTHORIZED:
+        return ("authorize",)
+    return INTENT_OPERATIONS
 
 
 async def _record_psp_ids(conn: AsyncConnection, p: Any, r: IntentResult, now: Any) -> None:
@@ -287,9 +300,10 @@ async def refresh(ctx: Ctx, pid: str) -> None:
         return  # the attempt stays open
     await apply_intent(ctx, pid, result, cause="reconcile")
     async with ctx.engine.begin() as conn:
-        # Retrieved and still authorized: a capture or cancel that never reached the PSP.
-        # It did not happen; the client may send it again.
-        if result.status == "requires_capture":
+        # Retrieved and still authorized: a capture or cancel of ours that never reached the
+        # PSP did not happen (the client may send it again). An automatic capture is the
+        # PSP's to make: its attempt stays open.
+        if result.status == "requires_capture" and p.capture_method == "manual":
             await attempts.conclude(conn, pid, ("capture", "cancel"), "failed", ctx.clock.now())
 
 

@@ -292,5 +292,13 @@ async def _finished(
             refunds.c.payment_id == p.id, refunds.c.status == R.SUCCEEDED
         )
     )
-    if int(succeeded or 0) >= p.amount_captured_minor:
-        await service.transition(conn, p.id, S.REFUNDED, cause="refund", now=now, strict=False)
+    if int(succeeded or 0) < p.amount_captured_minor:
+        return
+    # A settlement may commit between our read of the status and the conditional UPDATE
+    # (captured -> settled): read again and retry, so a fully refunded payment never stays
+    # settled. Bounded: the status can only move forward a few times.
+    for _ in range(3):
+        if await service.transition(conn, p.id, S.REFUNDED, cause="refund", now=now, strict=False):
+            return
+        if (await service.get(conn, p.id)).status not in (S.CAPTURED, S.SETTLED):
+            return
