@@ -11,17 +11,36 @@ import stripe
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.idempotency import IdempotencyStore, check_key, fingerprint
-from pocketpay.gateway.schemas import LoginIn, RefreshIn, SignupIn, TransferCreate
+from pocketpay.gateway.schemas import (
+    LoginIn,
+    RefreshIn,
+    SignupIn,
+    TransferCreate,
+    WalletBalance,
+    WalletBalances,
+    WebhookReceived,
+)
 from pocketpay.kit.errors import AppError, NotFound, Unauthorized
 from pocketpay.kit.metrics import WEBHOOKS
 from pocketpay.kit.money import MoneyError, normalize_currency
 from pocketpay.kit.tokens import Principal
 from pocketpay.ledger.client import LedgerClient
+from pocketpay.ledger.schemas import EntryList, Transfer, TransferList
 from pocketpay.payments.client import PaymentsClient
-from pocketpay.payments.schemas import CancelIn, CaptureIn, PaymentCreate, RefundCreate
+from pocketpay.payments.schemas import (
+    CancelIn,
+    CaptureIn,
+    Payment,
+    PaymentCreate,
+    PaymentList,
+    Refund,
+    RefundCreate,
+    Timeline,
+)
 
 # once(request, principal, idempotency_key, body_for_fingerprint, operation, status)
 Once = Callable[..., Awaitable[JSONResponse]]
@@ -78,7 +97,7 @@ def build_router(gw: Gateway) -> APIRouter:
         who: Principal,
         key: str | None,
         body: Any,
-        op: Callable[[str], Awaitable[dict[str, Any]]],
+        op: Callable[[str], Awaitable[BaseModel]],
         status: int,
     ) -> JSONResponse:
         checked = check_key(key)
@@ -86,7 +105,8 @@ def build_router(gw: Gateway) -> APIRouter:
 
         async def run() -> tuple[int, dict[str, Any]]:
             # The key goes down to the owning component, which records it with its effect.
-            return status, await op(checked)
+            # The answer is stored (and replayed) as the JSON it is sent as.
+            return status, (await op(checked)).model_dump(mode="json")
 
         code, result, replayed = await gw.idem.run(who.user_id, checked, fp, run)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
@@ -129,7 +149,7 @@ IdemHeader = Header(
 def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> None:
     p = gw.payments
 
-    @r.post("/payments", status_code=202, tags=["payments"])
+    @r.post("/payments", status_code=202, response_model=Payment, tags=["payments"])
     async def create_payment(
         request: Request,
         body: PaymentCreate,
@@ -139,7 +159,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         data = body.model_dump()
         return await once(request, who, key, data, lambda k: p.create(who.user_id, k, data), 202)
 
-    @r.get("/payments", tags=["payments"])
+    @r.get("/payments", response_model=PaymentList, tags=["payments"])
     async def list_payments(
         who: Principal = Depends(principal),
         status: str | None = Query(
@@ -147,20 +167,18 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         ),
         limit: int = Query(20, ge=1, le=100),
         starting_after: str | None = Query(None, pattern=ID_PATTERN),
-    ) -> dict[str, Any]:
+    ) -> PaymentList:
         return await p.list(who.user_id, status, limit, starting_after)
 
-    @r.get("/payments/{payment_id}", tags=["payments"])
-    async def get_payment(payment_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+    @r.get("/payments/{payment_id}", response_model=Payment, tags=["payments"])
+    async def get_payment(payment_id: str, who: Principal = Depends(principal)) -> Payment:
         return await p.get(who.user_id, _object_id(payment_id, "payment"))
 
-    @r.get("/payments/{payment_id}/events", tags=["payments"])
-    async def payment_events(
-        payment_id: str, who: Principal = Depends(principal)
-    ) -> dict[str, Any]:
+    @r.get("/payments/{payment_id}/events", response_model=Timeline, tags=["payments"])
+    async def payment_events(payment_id: str, who: Principal = Depends(principal)) -> Timeline:
         return await p.events(who.user_id, _object_id(payment_id, "payment"))
 
-    @r.post("/payments/{payment_id}/capture", tags=["payments"])
+    @r.post("/payments/{payment_id}/capture", response_model=Payment, tags=["payments"])
     async def capture(
         request: Request,
         payment_id: str,
@@ -179,7 +197,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
             200,
         )
 
-    @r.post("/payments/{payment_id}/cancel", tags=["payments"])
+    @r.post("/payments/{payment_id}/cancel", response_model=Payment, tags=["payments"])
     async def cancel(
         request: Request,
         payment_id: str,
@@ -197,7 +215,12 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
             200,
         )
 
-    @r.post("/payments/{payment_id}/refunds", status_code=202, tags=["payments"])
+    @r.post(
+        "/payments/{payment_id}/refunds",
+        status_code=202,
+        response_model=Refund,
+        tags=["payments"],
+    )
     async def refund(
         request: Request,
         payment_id: str,
@@ -216,8 +239,8 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
             202,
         )
 
-    @r.get("/refunds/{refund_id}", tags=["payments"])
-    async def get_refund(refund_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+    @r.get("/refunds/{refund_id}", response_model=Refund, tags=["payments"])
+    async def get_refund(refund_id: str, who: Principal = Depends(principal)) -> Refund:
         return await p.get_refund(who.user_id, _object_id(refund_id, "refund"))
 
 
@@ -229,22 +252,31 @@ def _currency(code: str) -> str:
 
 
 def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> None:
-    @r.get("/wallets", tags=["wallets"])
-    async def wallets(who: Principal = Depends(principal)) -> dict[str, Any]:
+    @r.get("/wallets", response_model=WalletBalances, tags=["wallets"])
+    async def wallets(who: Principal = Depends(principal)) -> WalletBalances:
         body = await gw.ledger.wallets(who.user_id)
-        keep = ("currency", "available_minor", "pending_minor", "posted_minor")
-        return {"data": [{k: w[k] for k in keep} for w in body["data"]]}
+        return WalletBalances(
+            data=[
+                WalletBalance(
+                    currency=w.currency,
+                    available_minor=w.available_minor,
+                    pending_minor=w.pending_minor,
+                    posted_minor=w.posted_minor,
+                )
+                for w in body.data
+            ]
+        )
 
-    @r.get("/wallets/{currency}/entries", tags=["wallets"])
+    @r.get("/wallets/{currency}/entries", response_model=EntryList, tags=["wallets"])
     async def entries(
         currency: str,
         who: Principal = Depends(principal),
         limit: int = Query(20, ge=1, le=100),
         starting_after: str | None = Query(None, pattern="^[0-9]{1,18}$"),
-    ) -> dict[str, Any]:
+    ) -> EntryList:
         return await gw.ledger.entries(who.user_id, _currency(currency), limit, starting_after)
 
-    @r.post("/transfers", status_code=201, tags=["transfers"])
+    @r.post("/transfers", status_code=201, response_model=Transfer, tags=["transfers"])
     async def send(
         request: Request,
         body: TransferCreate,
@@ -253,7 +285,7 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> Non
     ) -> JSONResponse:
         data = body.model_dump(mode="json")
 
-        async def op(idem_key: str) -> dict[str, Any]:
+        async def op(idem_key: str) -> Transfer:
             recipient = await gw.auth.find_by_email(str(body.recipient))
             if recipient is None:
                 raise NotFound(
@@ -274,25 +306,25 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> Non
 
         return await once(request, who, key, data, op, 201)
 
-    @r.get("/transfers", tags=["transfers"])
+    @r.get("/transfers", response_model=TransferList, tags=["transfers"])
     async def list_transfers(
         who: Principal = Depends(principal),
         limit: int = Query(20, ge=1, le=100),
         starting_after: str | None = Query(None, pattern=ID_PATTERN),
-    ) -> dict[str, Any]:
+    ) -> TransferList:
         return await gw.ledger.list_transfers(who.user_id, limit, starting_after)
 
-    @r.get("/transfers/{transfer_id}", tags=["transfers"])
-    async def get_transfer(transfer_id: str, who: Principal = Depends(principal)) -> dict[str, Any]:
+    @r.get("/transfers/{transfer_id}", response_model=Transfer, tags=["transfers"])
+    async def get_transfer(transfer_id: str, who: Principal = Depends(principal)) -> Transfer:
         return await gw.ledger.get_transfer(who.user_id, _object_id(transfer_id, "transfer"))
 
 
 def _webhook_routes(r: APIRouter, gw: Gateway) -> None:
-    @r.post("/webhooks/stripe", tags=["webhooks"])
+    @r.post("/webhooks/stripe", response_model=WebhookReceived, tags=["webhooks"])
     async def stripe_webhook(
         request: Request,
         stripe_signature: str | None = Header(None, alias="Stripe-Signature"),
-    ) -> dict[str, Any]:
+    ) -> WebhookReceived:
         payload = await request.body()
         if not stripe_signature:
             WEBHOOKS.labels("bad_signature").inc()
@@ -332,5 +364,5 @@ def _webhook_routes(r: APIRouter, gw: Gateway) -> None:
                 status=400,
             )
         result = await gw.payments.psp_event(data)
-        WEBHOOKS.labels(result.get("status", "processed")).inc()
-        return {"received": True, **result}
+        WEBHOOKS.labels(result.status).inc()
+        return WebhookReceived(received=True, status=result.status)

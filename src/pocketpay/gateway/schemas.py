@@ -1,6 +1,9 @@
-"""Public request bodies (unknown fields are rejected)."""
+"""Public request bodies (unknown fields are rejected) and the public answers that are not
+an owning component's model as is."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictInt, field_validator
 
@@ -43,3 +46,24 @@ class TransferCreate(_Strict):
             return normalize_currency(value)
         except MoneyError as exc:
             raise ValueError(str(exc)) from exc
+
+
+# -- public answers that are not the owning component's model as is ----------------------
+
+
+class WalletBalance(BaseModel):
+    """A wallet as users see it (the ledger's ``Wallet`` without the account's raw sums)."""
+
+    currency: str
+    available_minor: int
+    pending_minor: int
+    posted_minor: int
+
+
+class WalletBalances(BaseModel):
+    data: list[WalletBalance]
+
+
+class WebhookReceived(BaseModel):
+    received: Literal[True]
+    status: Literal["processed", "duplicate"]

@@ -1,20 +1,33 @@
-"""Typed client of the ledger's internal API: what other components may call."""
+"""Typed client of the ledger's internal API: what other components may call. Every answer
+is a ``ledger.schemas`` model."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pocketpay.kit.client import InternalClient
+from pocketpay.ledger.schemas import (
+    Backlog,
+    EntryList,
+    RefundHeld,
+    Transfer,
+    TransferList,
+    WalletList,
+)
 
 
 class LedgerClient:
     def __init__(self, http: InternalClient) -> None:
         self.http = http
 
+    async def _req(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.http.request(method, path, **kw)
+        return result
+
     async def refund_hold(
         self, *, refund_id: str, payment_id: str, owner_id: str, amount_minor: int, currency: str
     ) -> None:
-        await self.http.request(
+        body = await self._req(
             "POST",
             "/refund-holds",
             json={
@@ -25,45 +38,34 @@ class LedgerClient:
                 "currency": currency,
             },
         )
+        RefundHeld.model_validate(body)
 
-    async def send(self, body: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await self.http.request(
-            "POST", "/wallet-transfers", json=body, request_id=request_id
-        )
-        return result
+    async def send(self, body: dict[str, Any], request_id: str | None = None) -> Transfer:
+        """A ``WalletTransferIn`` body: the transfer, once per (sender, idempotency_key)."""
+        answer = await self._req("POST", "/wallet-transfers", json=body, request_id=request_id)
+        return Transfer.model_validate(answer)
 
-    async def get_transfer(self, owner_id: str, transfer_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.http.request(
-            "GET", f"/wallet-transfers/{transfer_id}", params={"owner_id": owner_id}
-        )
-        return result
+    async def get_transfer(self, owner_id: str, transfer_id: str) -> Transfer:
+        path = f"/wallet-transfers/{transfer_id}"
+        return Transfer.model_validate(await self._req("GET", path, params={"owner_id": owner_id}))
 
     async def list_transfers(
         self, owner_id: str, limit: int, starting_after: str | None
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = await self.http.request(
-            "GET",
-            "/wallet-transfers",
-            params={"owner_id": owner_id, "limit": limit, "starting_after": starting_after},
-        )
-        return result
+    ) -> TransferList:
+        params = {"owner_id": owner_id, "limit": limit, "starting_after": starting_after}
+        answer = await self._req("GET", "/wallet-transfers", params=params)
+        return TransferList.model_validate(answer)
 
-    async def wallets(self, owner_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.http.request(
-            "GET", "/wallets", params={"owner_id": owner_id}
-        )
-        return result
+    async def wallets(self, owner_id: str) -> WalletList:
+        answer = await self._req("GET", "/wallets", params={"owner_id": owner_id})
+        return WalletList.model_validate(answer)
 
     async def entries(
         self, owner_id: str, currency: str, limit: int, starting_after: str | None
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = await self.http.request(
-            "GET",
-            f"/wallets/{currency}/entries",
-            params={"owner_id": owner_id, "limit": limit, "starting_after": starting_after},
-        )
-        return result
+    ) -> EntryList:
+        params = {"owner_id": owner_id, "limit": limit, "starting_after": starting_after}
+        answer = await self._req("GET", f"/wallets/{currency}/entries", params=params)
+        return EntryList.model_validate(answer)
 
-    async def backlog(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.http.request("GET", "/health/backlog")
-        return result
+    async def backlog(self) -> Backlog:
+        return Backlog.model_validate(await self._req("GET", "/health/backlog"))

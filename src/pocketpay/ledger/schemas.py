@@ -1,6 +1,9 @@
-"""Request bodies of the ledger's internal API."""
+"""Request bodies and typed answers of the ledger's internal API (``LedgerClient`` returns
+the answers)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,3 +32,84 @@ class RefundHoldIn(_Strict):
     owner_id: str
     amount_minor: int = Field(gt=0, le=MAX_AMOUNT_MINOR)
     currency: str = Field(min_length=3, max_length=3)
+
+
+# -- answers (what LedgerClient returns) ---------------------------------------------------
+# Timestamps are ISO 8601 strings with an explicit offset, as the views write them.
+
+
+class RefundHeld(BaseModel):
+    status: Literal["held"]
+
+
+class Wallet(BaseModel):
+    """A wallet's figures: posted = credits_posted - debits_posted, pending = credits_pending
+    - debits_pending, available = posted - debits_pending."""
+
+    account_id: str
+    currency: str
+    available_minor: int
+    pending_minor: int
+    posted_minor: int
+    debits_pending: int
+    debits_posted: int
+    credits_pending: int
+    credits_posted: int
+
+
+class WalletList(BaseModel):
+    data: list[Wallet]
+
+
+class Transfer(BaseModel):
+    """A user-to-user transfer (``wallet_transfers.view``; also the data of
+    ``ledger.transfer.posted``)."""
+
+    id: str
+    object: Literal["transfer"]
+    status: Literal["posted"]
+    amount_minor: int
+    currency: str
+    sender_id: str | None
+    recipient_id: str | None
+    sender_email: str | None
+    recipient_email: str | None
+    note: str
+    created_at: str
+
+
+class TransferList(BaseModel):
+    data: list[Transfer]
+    has_more: bool
+    next_cursor: str | None = Field(description="The last id of data when has_more.")
+
+
+class Entry(BaseModel):
+    """One ledger transfer as seen from a wallet (debit or credit side)."""
+
+    id: str
+    seq: int
+    code: str = Field(
+        description="Why the money moved: card_authorization, card_capture, settlement, "
+        "refund or wallet_transfer."
+    )
+    kind: str = Field(description="posted, pending, post_pending or void_pending.")
+    direction: Literal["credit", "debit"]
+    amount_minor: int
+    currency: str
+    pending_state: str | None
+    created_at: str
+    payment_id: str | None
+    note: str | None
+
+
+class EntryList(BaseModel):
+    data: list[Entry]
+    has_more: bool
+    next_cursor: str | None = Field(description="The last seq of data (a string) when has_more.")
+
+
+class Backlog(BaseModel):
+    consumer: str
+    pending: int = Field(description="Events not yet handled by the ledger's consumer.")
+    oldest_age_seconds: float

@@ -1,4 +1,4 @@
-"""Typed client of the payments internal API."""
+"""Typed client of the payments internal API: every answer is a ``payments.schemas`` model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ from typing import Any
 from urllib.parse import quote
 
 from pocketpay.kit.client import InternalClient
-from pocketpay.payments.schemas import StuckAttempts, StuckRetried
+from pocketpay.payments.schemas import (
+    Payment,
+    PaymentList,
+    ProviderHealth,
+    PspEventResult,
+    Refund,
+    StuckAttempts,
+    StuckRetried,
+    Timeline,
+)
 
 
 class PaymentsClient:
@@ -17,70 +26,65 @@ class PaymentsClient:
         result: dict[str, Any] = await self.http.request(method, path, **kw)
         return result
 
-    async def create(
-        self, owner_id: str, idempotency_key: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self._req(
-            "POST",
-            "/payments",
-            json=body | {"owner_id": owner_id, "idempotency_key": idempotency_key},
-        )
+    async def create(self, owner_id: str, idempotency_key: str, body: dict[str, Any]) -> Payment:
+        json = body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
+        return Payment.model_validate(await self._req("POST", "/payments", json=json))
 
-    async def get(self, owner_id: str, payment_id: str) -> dict[str, Any]:
-        return await self._req("GET", f"/payments/{payment_id}", params={"owner_id": owner_id})
+    async def get(self, owner_id: str, payment_id: str) -> Payment:
+        path = f"/payments/{payment_id}"
+        return Payment.model_validate(await self._req("GET", path, params={"owner_id": owner_id}))
 
     async def list(
         self, owner_id: str, status: str | None, limit: int, starting_after: str | None
-    ) -> dict[str, Any]:
-        return await self._req(
-            "GET",
-            "/payments",
-            params={
-                "owner_id": owner_id,
-                "status": status,
-                "limit": limit,
-                "starting_after": starting_after,
-            },
-        )
+    ) -> PaymentList:
+        params = {
+            "owner_id": owner_id,
+            "status": status,
+            "limit": limit,
+            "starting_after": starting_after,
+        }
+        return PaymentList.model_validate(await self._req("GET", "/payments", params=params))
 
-    async def events(self, owner_id: str, payment_id: str) -> dict[str, Any]:
-        return await self._req(
-            "GET", f"/payments/{payment_id}/events", params={"owner_id": owner_id}
-        )
+    async def events(self, owner_id: str, payment_id: str) -> Timeline:
+        path = f"/payments/{payment_id}/events"
+        return Timeline.model_validate(await self._req("GET", path, params={"owner_id": owner_id}))
 
-    async def capture(
-        self, owner_id: str, payment_id: str, amount_minor: int | None
-    ) -> dict[str, Any]:
-        return await self._req(
+    async def capture(self, owner_id: str, payment_id: str, amount_minor: int | None) -> Payment:
+        body = await self._req(
             "POST",
             f"/payments/{payment_id}/capture",
             params={"owner_id": owner_id},
             json={"amount_minor": amount_minor},
         )
+        return Payment.model_validate(body)
 
-    async def cancel(self, owner_id: str, payment_id: str) -> dict[str, Any]:
-        return await self._req(
+    async def cancel(self, owner_id: str, payment_id: str) -> Payment:
+        body = await self._req(
             "POST", f"/payments/{payment_id}/cancel", params={"owner_id": owner_id}, json={}
         )
+        return Payment.model_validate(body)
 
     async def refund(
         self, owner_id: str, payment_id: str, idempotency_key: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self._req(
+    ) -> Refund:
+        answer = await self._req(
             "POST",
             f"/payments/{payment_id}/refunds",
             params={"owner_id": owner_id},
             json=body | {"idempotency_key": idempotency_key},
         )
+        return Refund.model_validate(answer)
 
-    async def get_refund(self, owner_id: str, refund_id: str) -> dict[str, Any]:
-        return await self._req("GET", f"/refunds/{refund_id}", params={"owner_id": owner_id})
+    async def get_refund(self, owner_id: str, refund_id: str) -> Refund:
+        path = f"/refunds/{refund_id}"
+        return Refund.model_validate(await self._req("GET", path, params={"owner_id": owner_id}))
 
-    async def psp_event(self, event: dict[str, Any]) -> dict[str, Any]:
-        return await self._req("POST", "/psp-events", json=event)
+    async def psp_event(self, event: dict[str, Any]) -> PspEventResult:
+        """A verified PSP webhook event (the gateway checked its signature and shape)."""
+        return PspEventResult.model_validate(await self._req("POST", "/psp-events", json=event))
 
-    async def provider_health(self) -> dict[str, Any]:
-        return await self._req("GET", "/health/provider")
+    async def provider_health(self) -> ProviderHealth:
+        return ProviderHealth.model_validate(await self._req("GET", "/health/provider"))
 
     # -- operators (the gateway's admin API) ----------------------------------------------
 

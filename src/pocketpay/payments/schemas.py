@@ -1,14 +1,20 @@
-"""Request bodies of the payments API (shared by the gateway's public API), and the typed
-answers of its operator routes (stuck attempts)."""
+"""Request bodies of the payments API (shared by the gateway's public API) and the typed
+answers of its internal API: payments, refunds, the timeline, PSP events, provider health,
+and the operator routes (stuck attempts). ``PaymentsClient`` returns these models; the
+gateway's public routes declare the ones it passes through.
+
+Timestamps are ISO 8601 strings with an explicit offset (``2024-01-01T00:00:00+00:00``),
+as the views write them: a ``datetime`` field would re-serialize them differently."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from pocketpay.kit.money import MAX_AMOUNT_MINOR, MoneyError, normalize_currency
+from pocketpay.payments.states import PaymentStatus, RefundStatus
 
 
 class _Strict(BaseModel):
@@ -74,6 +80,78 @@ class PaymentCreateInternal(PaymentCreate):
 
 class RefundCreateInternal(RefundCreate):
     idempotency_key: str = Field(min_length=1, max_length=255)
+
+
+# -- answers (the views of service.payment_view, refund_view, events_of) --------------------
+
+
+class Payment(BaseModel):
+    id: str
+    object: Literal["payment"]
+    status: PaymentStatus
+    amount_minor: int
+    currency: str
+    amount_captured_minor: int
+    amount_refunded_minor: int
+    capture_method: Literal["automatic", "manual"]
+    payment_method: str
+    description: str | None
+    metadata: dict[str, str]
+    failure_code: str | None
+    failure_message: str | None
+    provider: str
+    created_at: str
+    updated_at: str
+
+
+class PaymentList(BaseModel):
+    data: list[Payment]
+    has_more: bool
+    next_cursor: str | None = Field(description="The last id of data when has_more.")
+
+
+class TimelineEntry(BaseModel):
+    """A status change (from_status -> to_status), or a note (from == to: a refund, a
+    failed attempt, a contradiction flagged)."""
+
+    from_status: PaymentStatus | None
+    to_status: PaymentStatus
+    cause: str
+    detail: dict[str, Any]
+    occurred_at: str
+
+
+class Timeline(BaseModel):
+    data: list[TimelineEntry]
+
+
+class Refund(BaseModel):
+    id: str
+    object: Literal["refund"]
+    payment_id: str
+    amount_minor: int
+    currency: str
+    status: RefundStatus
+    reason: str | None = Field(description="The requested reason, or compensation.")
+    failure_code: str | None
+    created_at: str
+    updated_at: str
+
+
+class PspEventResult(BaseModel):
+    """A verified PSP webhook: applied now, or already applied (same event id)."""
+
+    status: Literal["processed", "duplicate"]
+
+
+class ProviderHealth(BaseModel):
+    """A PSP ping around the breaker, plus the provider's own statistics (``stats()``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok", "degraded", "fail"]
+    latency_ms: float
+    breaker: str
 
 
 # -- operator views (admin-only data, reached through the gateway's admin API) ---------------
