@@ -2,8 +2,9 @@
 
 Embedded (the default): every component in this process on one SQLite file, the database
 bus, the sandbox PSP mounted at /sandbox. The components' internal APIs are not on the public
-port at all: the typed clients reach them in-process (an ASGI transport to the component's own
-app), and only their health routes are public, under /components/<name>/.
+port at all: a component's client *is* the component's API object (``PaymentsApi``,
+``LedgerApi``), called directly, with no HTTP hop; only their health routes are public, under
+/components/<name>/.
 Scale: one component per process, on PostgreSQL and NATS, reaching the others over HTTP
 with the same typed clients; a process serving one component serves its internal API, which
 requires the internal token (``Settings.resolved_internal_token``).
@@ -27,8 +28,8 @@ from pocketpay.kit.clock import Clock, SystemClock
 from pocketpay.kit.component import Component, health_only
 from pocketpay.kit.db import create_engine
 from pocketpay.kit.failpoints import arm_from_env
-from pocketpay.ledger.client import LedgerClient
-from pocketpay.payments.client import PaymentsClient
+from pocketpay.ledger.client import HttpLedgerClient, LedgerClient
+from pocketpay.payments.client import HttpPaymentsClient, PaymentsClient
 from pocketpay.payments.providers.stripe import StripeProvider
 from pocketpay.settings import Settings
 
@@ -85,30 +86,35 @@ class Runtime:
 
     # -- wiring ---------------------------------------------------------------------------------
 
-    def _client(self, name: str) -> InternalClient:
+    def _http(self, name: str) -> InternalClient:
+        """An HTTP client of a component that runs in another process."""
         s = self.settings
-        token = s.resolved_internal_token()
-        if name in self.components:
-            # Straight to the component's own app, not through the root app: the internal
-            # API is not mounted on the public port.
-            transport = httpx.ASGITransport(app=self.components[name].app)
-            client = InternalClient(
-                name, f"http://{name}.internal", transport=transport, token=token
-            )
-        elif name in s.urls:
-            client = InternalClient(
-                name,
-                s.urls[name],
-                token=token,
-                timeout_seconds=s.psp.timeout_seconds + 5,
-            )
-        else:
+        if name not in s.urls:
             raise RuntimeError(
                 f"component {name} is neither in this process nor in "
                 f'POCKETPAY_URLS; set POCKETPAY_URLS=\'{{"{name}": "http://..."}}\''
             )
+        client = InternalClient(
+            name,
+            s.urls[name],
+            token=s.resolved_internal_token(),
+            timeout_seconds=s.psp.timeout_seconds + 5,
+        )
         self.clients.append(client)
         return client
+
+    def _payments(self) -> PaymentsClient:
+        """In this process: the payments API object itself (direct calls, no HTTP)."""
+        if "payments" in self.components:
+            api: PaymentsClient = self.components["payments"].state["api"]
+            return api
+        return HttpPaymentsClient(self._http("payments"))
+
+    def _ledger(self) -> LedgerClient:
+        if "ledger" in self.components:
+            api: LedgerClient = self.components["ledger"].state["api"]
+            return api
+        return HttpLedgerClient(self._http("ledger"))
 
     def provider(self) -> StripeProvider:
         s = self.settings
@@ -135,8 +141,9 @@ class Runtime:
         if "payments" in self.names:
             from pocketpay.payments.app import build as build_payments
 
-            ledger = LedgerClient(self._client("ledger"))
-            self.components["payments"] = build_payments(s, e, c, self.bus, self.provider(), ledger)
+            self.components["payments"] = build_payments(
+                s, e, c, self.bus, self.provider(), self._ledger()
+            )
         if "gateway" in self.names:
             from pocketpay.gateway.app import build as build_gateway
 
@@ -144,8 +151,8 @@ class Runtime:
                 s,
                 e,
                 c,
-                PaymentsClient(self._client("payments")),
-                LedgerClient(self._client("ledger")),
+                self._payments(),
+                self._ledger(),
                 self.bus,
             )
         if "sandbox" in self.names:

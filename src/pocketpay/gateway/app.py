@@ -10,7 +10,6 @@ from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.idempotency import IdempotencyStore
 from pocketpay.gateway.routes import Gateway, build_router
 from pocketpay.kit.bus import Bus
-from pocketpay.kit.client import InternalClient
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component
 from pocketpay.kit.health import CheckFn, CheckResult, Health, health_router
@@ -57,7 +56,7 @@ def build(
     )
     health = Health("gateway")
 
-    def downstream(client: InternalClient) -> CheckFn:
+    def downstream(client: PaymentsClient | LedgerClient) -> CheckFn:
         async def check() -> CheckResult:
             return CheckResult("ok", {"latency_ms": round(await client.ping(), 2)})
 
@@ -66,8 +65,8 @@ def build(
     health.add_db(engine)
     # Not critical: the gateway still serves what it can; a quick single try each, so a dead
     # dependency never makes the gateway's own /readyz slow.
-    health.add("payments", downstream(payments.http), critical=False, timeout_seconds=0.3)
-    health.add("ledger", downstream(ledger.http), critical=False, timeout_seconds=0.3)
+    health.add("payments", downstream(payments), critical=False, timeout_seconds=0.3)
+    health.add("ledger", downstream(ledger), critical=False, timeout_seconds=0.3)
     app: FastAPI = new_app(
         "gateway", title="PocketPay API", docs=True, max_body_bytes=settings.max_body_bytes
     )

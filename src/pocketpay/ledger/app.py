@@ -12,12 +12,13 @@ from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tracing import traced_consumer
+from pocketpay.ledger import api as api_module
 from pocketpay.ledger import routes
 from pocketpay.ledger.consumers import SUBJECTS, LedgerConsumer
 from pocketpay.ledger.models import outbox
 from pocketpay.settings import Settings
 
-DURABLE = routes.DURABLE
+DURABLE = api_module.DURABLE
 
 
 def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Component:
@@ -46,11 +47,17 @@ def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Co
     health.add("consumer_lag", lag_check, critical=False, timeout_seconds=1.0)
     app = new_app("ledger", title="PocketPay ledger (internal)")
     app.include_router(health_router(health))
+    api = api_module.LedgerApi(engine, clock, relay, bus)
     app.include_router(
-        routes.build_router(engine, clock, relay, bus),
+        routes.build_router(api),
         dependencies=[internal_auth(settings.resolved_internal_token())],
     )
     bus.subscribe(DURABLE, SUBJECTS, traced_consumer(DURABLE, LedgerConsumer(engine, clock)))
     return Component(
-        "ledger", app, health, on_start=[relay.start], on_stop=[relay.stop], state={"relay": relay}
+        "ledger",
+        app,
+        health,
+        on_start=[relay.start],
+        on_stop=[relay.stop],
+        state={"api": api, "relay": relay},
     )

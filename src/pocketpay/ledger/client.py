@@ -1,9 +1,11 @@
-"""Typed client of the ledger's internal API: what other components may call. Every answer
-is a ``ledger.schemas`` model."""
+"""What other components may ask of the ledger: the ``LedgerClient`` protocol, answered with
+``ledger.schemas`` models. Two implementations: ``ledger.api.LedgerApi`` itself when the ledger
+runs in the caller's process (direct calls), and ``HttpLedgerClient`` when it runs elsewhere
+(the internal API over HTTP). Errors are the same ``AppError`` codes either way."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from pocketpay.kit.client import InternalClient
 from pocketpay.ledger.schemas import (
@@ -16,9 +18,38 @@ from pocketpay.ledger.schemas import (
 )
 
 
-class LedgerClient:
+class LedgerClient(Protocol):
+    async def ping(self) -> float: ...
+
+    async def refund_hold(
+        self, *, refund_id: str, payment_id: str, owner_id: str, amount_minor: int, currency: str
+    ) -> RefundHeld: ...
+
+    async def send(self, body: dict[str, Any], request_id: str | None = None) -> Transfer: ...
+
+    async def get_transfer(self, owner_id: str, transfer_id: str) -> Transfer: ...
+
+    async def list_transfers(
+        self, owner_id: str, limit: int, starting_after: str | None
+    ) -> TransferList: ...
+
+    async def wallets(self, owner_id: str) -> WalletList: ...
+
+    async def entries(
+        self, owner_id: str, currency: str, limit: int, starting_after: str | None
+    ) -> EntryList: ...
+
+    async def backlog(self) -> Backlog: ...
+
+
+class HttpLedgerClient:
+    """``LedgerClient`` over the ledger's internal API (scale mode)."""
+
     def __init__(self, http: InternalClient) -> None:
         self.http = http
+
+    async def ping(self) -> float:
+        return await self.http.ping()
 
     async def _req(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         result: dict[str, Any] = await self.http.request(method, path, **kw)
@@ -26,7 +57,7 @@ class LedgerClient:
 
     async def refund_hold(
         self, *, refund_id: str, payment_id: str, owner_id: str, amount_minor: int, currency: str
-    ) -> None:
+    ) -> RefundHeld:
         body = await self._req(
             "POST",
             "/refund-holds",
@@ -38,7 +69,7 @@ class LedgerClient:
                 "currency": currency,
             },
         )
-        RefundHeld.model_validate(body)
+        return RefundHeld.model_validate(body)
 
     async def send(self, body: dict[str, Any], request_id: str | None = None) -> Transfer:
         """A ``WalletTransferIn`` body: the transfer, once per (sender, idempotency_key)."""

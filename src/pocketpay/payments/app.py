@@ -20,6 +20,7 @@ from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tracing import traced_consumer
 from pocketpay.ledger.client import LedgerClient
 from pocketpay.payments import attempts, routes
+from pocketpay.payments.api import PaymentsApi, provider_status
 from pocketpay.payments.flows import Ctx, Flows
 from pocketpay.payments.models import outbox
 from pocketpay.payments.providers.base import Provider
@@ -63,7 +64,7 @@ def build(
     health = Health("payments")
 
     async def psp_check() -> CheckResult:
-        body = await routes.provider_status(provider)
+        body = await provider_status(provider)
         # The PSP never makes payments "not ready": an open breaker or a failing ping degrades.
         return CheckResult("ok" if body.status == "ok" else "degraded", body.model_dump())
 
@@ -86,8 +87,9 @@ def build(
     )
     app = new_app("payments", title="PocketPay payments (internal)")
     app.include_router(health_router(health))
+    api = PaymentsApi(engine, clock, flows, provider)
     app.include_router(
-        routes.build_router(engine, clock, flows, provider),
+        routes.build_router(api),
         dependencies=[internal_auth(settings.resolved_internal_token())],
     )
 
@@ -108,7 +110,7 @@ def build(
         health,
         on_start=[relay.start, settle.start, recover.start],
         on_stop=[recover.stop, settle.stop, relay.stop],
-        state={"flows": flows, "relay": relay, "jobs": (settle, recover)},
+        state={"api": api, "flows": flows, "relay": relay, "jobs": (settle, recover)},
     )
 
 

@@ -1,8 +1,11 @@
-"""Typed client of the payments internal API: every answer is a ``payments.schemas`` model."""
+"""What other components may ask of payments: the ``PaymentsClient`` protocol, answered with
+``payments.schemas`` models. Two implementations: ``payments.api.PaymentsApi`` itself when
+payments runs in the caller's process (direct calls), and ``HttpPaymentsClient`` when it runs
+elsewhere (the internal API over HTTP). Errors are the same ``AppError`` codes either way."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from pocketpay.kit.client import InternalClient
@@ -18,9 +21,50 @@ from pocketpay.payments.schemas import (
 )
 
 
-class PaymentsClient:
+class PaymentsClient(Protocol):
+    async def ping(self) -> float: ...
+
+    async def create(
+        self, owner_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> Payment: ...
+
+    async def get(self, owner_id: str, payment_id: str) -> Payment: ...
+
+    async def list(
+        self, owner_id: str, status: str | None, limit: int, starting_after: str | None
+    ) -> PaymentList: ...
+
+    async def events(self, owner_id: str, payment_id: str) -> Timeline: ...
+
+    async def capture(
+        self, owner_id: str, payment_id: str, amount_minor: int | None
+    ) -> Payment: ...
+
+    async def cancel(self, owner_id: str, payment_id: str) -> Payment: ...
+
+    async def refund(
+        self, owner_id: str, payment_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> Refund: ...
+
+    async def get_refund(self, owner_id: str, refund_id: str) -> Refund: ...
+
+    async def psp_event(self, event: dict[str, Any]) -> PspEventResult: ...
+
+    async def provider_health(self) -> ProviderHealth: ...
+
+    async def stuck(self, limit: int = 100) -> StuckAttempts: ...
+
+    async def retry_stuck(self, object_id: str, operation: str) -> StuckRetried: ...
+
+
+class HttpPaymentsClient:
+    """``PaymentsClient`` over the payments internal API (scale mode)."""
+
     def __init__(self, http: InternalClient) -> None:
         self.http = http
+
+    async def ping(self) -> float:
+        return await self.http.ping()
 
     async def _req(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         result: dict[str, Any] = await self.http.request(method, path, **kw)

@@ -1,0 +1,155 @@
+"""The ledger API as one typed object: what other components may ask of the ledger.
+
+``LedgerApi`` implements the ``LedgerClient`` protocol. In one process other components call it
+directly (no HTTP); at scale the internal routes (``ledger.routes``) serve it over HTTP and
+``HttpLedgerClient`` calls them: the same code, models and errors in both modes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pocketpay.kit.bus import Bus
+from pocketpay.kit.clock import Clock
+from pocketpay.kit.failpoints import failpoint
+from pocketpay.kit.metrics import CONSUMER_LAG, CONSUMER_PENDING
+from pocketpay.kit.money import MoneyError, normalize_currency
+from pocketpay.kit.outbox import OutboxRelay
+from pocketpay.kit.tracing import client_span
+from pocketpay.ledger import service, wallet_transfers
+from pocketpay.ledger.chart import wallet_account_id
+from pocketpay.ledger.errors import InvalidTransfer
+from pocketpay.ledger.schemas import (
+    Backlog,
+    Entry,
+    EntryList,
+    RefundHeld,
+    RefundHoldIn,
+    Transfer,
+    TransferList,
+    Wallet,
+    WalletList,
+    WalletTransferIn,
+)
+
+DURABLE = "ledger"  # the durable name of the ledger's event consumer
+
+
+def _currency(code: str) -> str:
+    try:
+        return normalize_currency(code)
+    except MoneyError as exc:
+        raise InvalidTransfer(str(exc), code="validation.unknown_currency") from exc
+
+
+class LedgerApi:
+    def __init__(self, engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._relay = relay
+        self._bus = bus
+
+    async def ping(self) -> float:
+        return 0.0  # in this process: nothing between the caller and the ledger
+
+    async def refund_hold(
+        self, *, refund_id: str, payment_id: str, owner_id: str, amount_minor: int, currency: str
+    ) -> RefundHeld:
+        body = RefundHoldIn(
+            refund_id=refund_id,
+            payment_id=payment_id,
+            owner_id=owner_id,
+            amount_minor=amount_minor,
+            currency=currency,
+        )
+        with client_span("ledger POST /refund-holds"):
+            async with self._engine.begin() as conn:
+                await wallet_transfers.refund_hold(
+                    conn,
+                    body.refund_id,
+                    body.payment_id,
+                    body.owner_id,
+                    body.amount_minor,
+                    _currency(body.currency),
+                    self._clock.now(),
+                )
+        return RefundHeld(status="held")
+
+    async def send(self, body: dict[str, Any], request_id: str | None = None) -> Transfer:
+        """A ``WalletTransferIn`` body: the transfer, once per (sender, idempotency_key)."""
+        req = WalletTransferIn.model_validate(body)
+        req = req.model_copy(update={"currency": _currency(req.currency)})
+        with client_span("ledger POST /wallet-transfers"):
+            async with self._engine.begin() as conn:
+                result = await wallet_transfers.send(conn, req, self._clock.now())
+            self._relay.notify()
+            await failpoint("ledger.transfer.after_commit")
+        return Transfer.model_validate(result)
+
+    async def get_transfer(self, owner_id: str, transfer_id: str) -> Transfer:
+        async with self._engine.connect() as conn:
+            return Transfer.model_validate(await wallet_transfers.get(conn, owner_id, transfer_id))
+
+    async def list_transfers(
+        self, owner_id: str, limit: int, starting_after: str | None
+    ) -> TransferList:
+        async with self._engine.connect() as conn:
+            rows, more = await wallet_transfers.list_for(conn, owner_id, limit, starting_after)
+        data = [Transfer.model_validate(t) for t in rows]
+        return TransferList(data=data, has_more=more, next_cursor=data[-1].id if more else None)
+
+    async def wallets(self, owner_id: str) -> WalletList:
+        async with self._engine.connect() as conn:
+            rows = await service.wallets(conn, owner_id)
+        return WalletList(data=[_wallet(b) for b in rows])
+
+    async def entries(
+        self, owner_id: str, currency: str, limit: int, starting_after: str | None
+    ) -> EntryList:
+        cur = _currency(currency)
+        cursor = int(starting_after) if starting_after is not None else None
+        async with self._engine.connect() as conn:
+            rows = await service.entries(conn, owner_id, cur, limit + 1, cursor)
+        acct = wallet_account_id(owner_id, cur)
+        data = [_entry(service.transfer_dict(r), acct) for r in rows[:limit]]
+        more = len(rows) > limit
+        return EntryList(data=data, has_more=more, next_cursor=str(data[-1].seq) if more else None)
+
+    async def backlog(self) -> Backlog:
+        pending, age = await self._bus.lag(DURABLE)
+        CONSUMER_LAG.labels(DURABLE).set(age)
+        CONSUMER_PENDING.labels(DURABLE).set(pending)
+        return Backlog(consumer=DURABLE, pending=pending, oldest_age_seconds=round(age, 3))
+
+
+def _wallet(b: service.Balance) -> Wallet:
+    return Wallet(
+        account_id=b.account_id,
+        currency=b.currency,
+        available_minor=b.available_minor,
+        pending_minor=b.pending_minor,
+        posted_minor=b.posted_minor,
+        debits_pending=b.debits_pending,
+        debits_posted=b.debits_posted,
+        credits_pending=b.credits_pending,
+        credits_posted=b.credits_posted,
+    )
+
+
+def _entry(t: dict[str, Any], account_id: str) -> Entry:
+    credit = t["credit_account_id"] == account_id
+    return Entry(
+        id=t["id"],
+        seq=t["seq"],
+        code=t["code"],
+        kind=t["kind"],
+        direction="credit" if credit else "debit",
+        amount_minor=t["amount_minor"],
+        currency=t["currency"],
+        pending_state=t["pending_state"],
+        created_at=t["created_at"],
+        payment_id=t["user_data"].get("payment_id"),
+        note=t["user_data"].get("note"),
+    )

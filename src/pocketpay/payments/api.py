@@ -1,0 +1,165 @@
+"""The payments API as one typed object: what other components may ask of payments.
+
+``PaymentsApi`` implements the ``PaymentsClient`` protocol. In one process (embedded mode) the
+gateway calls it directly: no HTTP, no second request cycle. At scale the internal routes
+(``payments.routes``) serve the same object over HTTP and ``HttpPaymentsClient`` calls them, so
+both modes run the same code and answer the same models and errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pocketpay.kit.clock import Clock
+from pocketpay.kit.errors import NotFound
+from pocketpay.kit.failpoints import failpoint
+from pocketpay.kit.tracing import client_span
+from pocketpay.payments import attempts, service
+from pocketpay.payments.flows import Flows
+from pocketpay.payments.providers.base import Provider
+from pocketpay.payments.schemas import (
+    Payment,
+    PaymentCreateInternal,
+    PaymentList,
+    ProviderHealth,
+    PspEventResult,
+    Refund,
+    RefundCreateInternal,
+    StuckAttempt,
+    StuckAttempts,
+    StuckRetried,
+    Timeline,
+    TimelineEntry,
+)
+
+
+class PaymentsApi:
+    def __init__(self, engine: AsyncEngine, clock: Clock, flows: Flows, provider: Provider) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._flows = flows
+        self._provider = provider
+
+    async def ping(self) -> float:
+        return 0.0  # in this process: nothing between the caller and payments
+
+    async def create(self, owner_id: str, idempotency_key: str, body: dict[str, Any]) -> Payment:
+        req = PaymentCreateInternal.model_validate(
+            body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
+        )
+        with client_span("payments POST /payments"):
+            async with self._engine.begin() as conn:
+                row = await service.create(
+                    conn,
+                    idempotency_key=req.idempotency_key,
+                    owner_id=req.owner_id,
+                    amount_minor=req.amount_minor,
+                    currency=req.currency,
+                    payment_method=req.payment_method,
+                    capture_method=req.capture_method,
+                    description=req.description,
+                    metadata=req.metadata,
+                    provider=self._provider.name,
+                    now=self._clock.now(),
+                )
+            self._flows.relay.notify()
+            await failpoint("payments.create.after_commit")
+            return Payment.model_validate(service.payment_view(row))
+
+    async def get(self, owner_id: str, payment_id: str) -> Payment:
+        async with self._engine.connect() as conn:
+            row = await service.get(conn, payment_id, owner_id)
+        return Payment.model_validate(service.payment_view(row))
+
+    async def list(
+        self, owner_id: str, status: str | None, limit: int, starting_after: str | None
+    ) -> PaymentList:
+        async with self._engine.connect() as conn:
+            rows, more = await service.list_for(conn, owner_id, status, limit, starting_after)
+        data = [Payment.model_validate(service.payment_view(p)) for p in rows]
+        return PaymentList(data=data, has_more=more, next_cursor=data[-1].id if more else None)
+
+    async def events(self, owner_id: str, payment_id: str) -> Timeline:
+        async with self._engine.connect() as conn:
+            await service.get(conn, payment_id, owner_id)
+            rows = await service.events_of(conn, payment_id)
+        return Timeline(data=[TimelineEntry.model_validate(e) for e in rows])
+
+    async def capture(self, owner_id: str, payment_id: str, amount_minor: int | None) -> Payment:
+        with client_span("payments POST /payments/{payment_id}/capture"):
+            view = await self._flows.capture(owner_id, payment_id, amount_minor)
+        return Payment.model_validate(view)
+
+    async def cancel(self, owner_id: str, payment_id: str) -> Payment:
+        with client_span("payments POST /payments/{payment_id}/cancel"):
+            view = await self._flows.cancel(owner_id, payment_id)
+        return Payment.model_validate(view)
+
+    async def refund(
+        self, owner_id: str, payment_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> Refund:
+        req = RefundCreateInternal.model_validate(body | {"idempotency_key": idempotency_key})
+        with client_span("payments POST /payments/{payment_id}/refunds"):
+            view = await self._flows.refund(
+                owner_id, payment_id, req.idempotency_key, req.amount_minor, req.reason
+            )
+        return Refund.model_validate(view)
+
+    async def get_refund(self, owner_id: str, refund_id: str) -> Refund:
+        async with self._engine.connect() as conn:
+            row = await service.get_refund(conn, refund_id, owner_id)
+        return Refund.model_validate(service.refund_view(row))
+
+    async def psp_event(self, event: dict[str, Any]) -> PspEventResult:
+        """A verified PSP webhook event (the gateway checked its signature and shape)."""
+        with client_span("payments POST /psp-events"):
+            return PspEventResult.model_validate(await self._flows.handle_psp_event(event))
+
+    async def provider_health(self) -> ProviderHealth:
+        return await provider_status(self._provider)
+
+    # -- operators (the gateway's admin API) ----------------------------------------------
+
+    async def stuck(self, limit: int = 100) -> StuckAttempts:
+        """Attempts the reconciler gave up on, oldest first."""
+        async with self._engine.connect() as conn:
+            rows = await attempts.stuck(conn, limit)
+            total = await attempts.stuck_count(conn)
+        return StuckAttempts(data=[StuckAttempt.model_validate(row) for row in rows], total=total)
+
+    async def retry_stuck(self, object_id: str, operation: str) -> StuckRetried:
+        """Put a stuck attempt back to pending (tries reset) for the reconciler to resume.
+        ``payments.attempt_not_stuck`` (404) when there is no such stuck attempt."""
+        async with self._engine.begin() as conn:
+            done = await attempts.retry(conn, object_id, operation, self._clock.now())
+        if not done:
+            raise NotFound(
+                f"No stuck {operation} attempt for {object_id}.", code="payments.attempt_not_stuck"
+            )
+        return StuckRetried.model_validate(
+            {"object_id": object_id, "operation": operation, "status": "pending", "tries": 0}
+        )
+
+
+async def provider_status(provider: Provider) -> ProviderHealth:
+    """A PSP ping around the breaker (idle pings neither open nor close it); an open breaker
+    is degraded, never down. Served at ``/health/provider`` and used by the readiness check."""
+    stats = provider.stats()
+    try:
+        latency = await provider.ping()
+        status = "ok"
+    except Exception as exc:
+        latency, status = 0.0, "degraded" if stats["breaker"] != "closed" else "fail"
+        stats["error"] = str(exc)[:200]
+    if provider.stats()["breaker"] != "closed":
+        status = "degraded"
+    return ProviderHealth.model_validate(
+        {
+            "status": status,
+            "latency_ms": round(latency, 2),
+            **stats,
+            "breaker": provider.stats()["breaker"],
+        }
+    )
