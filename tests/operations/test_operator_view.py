@@ -164,8 +164,13 @@ async def test_psp_outage_degrades_without_alerting_as_down(tmp_path: Path) -> N
         assert status["status"] == "degraded"
         assert status["components"]["payments"]["status"] == "degraded"
         st.sandbox.faults.reset()
-        status = await _poll(st, 2)
-        assert {c["status"] for c in status["components"].values()} == {"ok"}
+        status = await _poll(st, 2)  # recover_threshold good polls
+        for _ in range(4):  # a poll that timed out on a loaded machine needs one more round
+            if {c["status"] for c in status["components"].values()} == {"ok"}:
+                break
+            status = await _poll(st, 1)
+        states = {name: c["status"] for name, c in status["components"].items()}
+        assert set(states.values()) == {"ok"}, status["components"]
         # The PSP failed 2 calls in 3 over the last 5 minutes: the platform stays degraded
         # (not down) until that window has passed, as the alert rule says.
         assert status["psp"]["status"] == "high"
