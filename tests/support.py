@@ -64,6 +64,15 @@ async def serving(app: Any, port: int) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
+        done, _ = await asyncio.wait({task}, timeout=30)
+        if not done:  # name what holds the shutdown up, then stop waiting for connections
+            stacks = {
+                t.get_name(): [f"{f.f_code.co_filename}:{f.f_lineno}" for f in t.get_stack()]
+                for t in asyncio.all_tasks()
+                if t is not asyncio.current_task()
+            }
+            print(f"uvicorn shutdown overran 30 s; tasks: {stacks}")
+            server.force_exit = True
         await task
 
 

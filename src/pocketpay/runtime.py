@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import httpx
@@ -276,14 +276,18 @@ class Runtime:
         log.info("pocketpay.started", components=list(self.names))
 
     async def stop(self) -> None:
+        """Stop everything, each step bounded: a shutdown that waits forever is an outage of
+        its own (and a supervisor would SIGKILL it anyway, which loses nothing: every flow
+        resumes from its recovery point). A step that overruns is logged with every task's
+        stack, so the culprit is named."""
         for comp in reversed(list(self.components.values())):
-            await comp.stop()
-        await self.bus.close()
+            await _bounded(f"stop {comp.name}", comp.stop())
+        await _bounded("close bus", self.bus.close())
         if self.sandbox_app is not None:
-            await self._sandbox_lifespan_exit()
+            await _bounded("stop sandbox", self._sandbox_lifespan_exit())
         for client in self.clients:
-            await client.aclose()
-        await self.engine.dispose()
+            await _bounded(f"close client {client.component}", client.aclose())
+        await _bounded("dispose engine", self.engine.dispose())
 
     async def _sandbox_lifespan_enter(self) -> None:
         assert self.sandbox_app is not None
@@ -292,3 +296,23 @@ class Runtime:
 
     async def _sandbox_lifespan_exit(self) -> None:
         await self._sandbox_cm.__aexit__(None, None, None)
+
+
+STOP_STEP_SECONDS = 15.0
+
+
+async def _bounded(step: str, work: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=STOP_STEP_SECONDS)
+    if done:
+        task.result()
+        return
+    stacks = {
+        t.get_name(): [
+            f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in t.get_stack()
+        ]
+        for t in asyncio.all_tasks()
+        if t is not asyncio.current_task()
+    }
+    log.error("runtime.stop_step_overran", step=step, seconds=STOP_STEP_SECONDS, tasks=stacks)
+    task.cancel()

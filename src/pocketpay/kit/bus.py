@@ -446,8 +446,12 @@ class EmbeddedBus:
                 n = 0
             if n >= self._batch:
                 continue
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel of
+            # close() when a publish wakes us at the same moment; the loop then blocks on
+            # the lock close() holds, and close() waits for it for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=self._poll)
+                async with asyncio.timeout(self._poll):
+                    await wake.wait()
 
     async def drain(self) -> None:
         """Deliver everything pending to every subscriber (tests and shutdown use this)."""

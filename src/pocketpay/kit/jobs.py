@@ -63,5 +63,8 @@ class PeriodicJob:
                 await asyncio.sleep(0)  # let others run between passes
                 continue
             back_to_back = 0
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # arrives as the wake-up does, and stop() would then wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
