@@ -18,6 +18,7 @@ import uvicorn
 from sqlalchemy import text
 
 from pocketpay.kit.db import create_engine
+from pocketpay.kit.jobs import task_stacks
 from pocketpay.migrate import upgrade
 from pocketpay.runtime import EMBEDDED, Runtime
 from pocketpay.schema import SCHEMAS
@@ -66,12 +67,7 @@ async def serving(app: Any, port: int) -> AsyncIterator[str]:
         server.should_exit = True
         done, _ = await asyncio.wait({task}, timeout=30)
         if not done:  # name what holds the shutdown up, then stop waiting for connections
-            stacks = {
-                t.get_name(): [f"{f.f_code.co_filename}:{f.f_lineno}" for f in t.get_stack()]
-                for t in asyncio.all_tasks()
-                if t is not asyncio.current_task()
-            }
-            print(f"uvicorn shutdown overran 30 s; tasks: {stacks}")
+            print(f"uvicorn shutdown overran 30 s; tasks: {task_stacks()}")
             server.force_exit = True
         await task
 

@@ -28,6 +28,7 @@ from pocketpay.kit.clock import Clock, SystemClock
 from pocketpay.kit.component import Component, health_only
 from pocketpay.kit.db import create_engine
 from pocketpay.kit.failpoints import arm_from_env
+from pocketpay.kit.jobs import task_stacks
 from pocketpay.ledger.client import HttpLedgerClient, LedgerClient
 from pocketpay.payments.client import HttpPaymentsClient, PaymentsClient
 from pocketpay.payments.providers.stripe import StripeProvider
@@ -307,12 +308,7 @@ async def _bounded(step: str, work: Awaitable[None]) -> None:
     if done:
         task.result()
         return
-    stacks = {
-        t.get_name(): [
-            f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in t.get_stack()
-        ]
-        for t in asyncio.all_tasks()
-        if t is not asyncio.current_task()
-    }
-    log.error("runtime.stop_step_overran", step=step, seconds=STOP_STEP_SECONDS, tasks=stacks)
+    log.error(
+        "runtime.stop_step_overran", step=step, seconds=STOP_STEP_SECONDS, tasks=task_stacks()
+    )
     task.cancel()

@@ -27,7 +27,7 @@ from pocketpay.kit.clock import SystemClock
 from pocketpay.kit.db import create_engine, insert_ignore
 from pocketpay.kit.ids import new_id
 from tests.kit.services import NATS_URL, require_nats, require_postgres
-from tests.support import eventually, pg_url
+from tests.support import eventually, pg_url, reset_nats_stream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats, pytest.mark.timeout(180)]
 
@@ -124,12 +124,4 @@ async def test_nats_redelivers_through_a_30_second_database_outage(
         assert await list_dead_letters(engine) == []  # applied, not parked
     finally:
         await bus.close()
-        import nats
-
-        nc = await nats.connect(NATS_URL, connect_timeout=2, allow_reconnect=False)
-        try:
-            await nc.jetstream().delete_stream(stream)
-        except Exception:
-            pass
-        finally:
-            await nc.close()
+        await reset_nats_stream(stream)

@@ -40,7 +40,7 @@ from pocketpay.kit.db import create_engine
 from pocketpay.kit.ids import new_id
 from pocketpay.kit.outbox import OutboxRelay, add_event, outbox_table
 from tests.kit.services import NATS_URL, require_nats
-from tests.support import eventually
+from tests.support import eventually, reset_nats_stream
 
 MAX_DELIVER = 3
 DLQ_POINT = "bus.dead_letter.before_write"
@@ -138,15 +138,7 @@ async def nats_stream() -> AsyncIterator[tuple[str, str]]:
     try:
         yield stream, prefix
     finally:
-        import nats
-
-        nc = await nats.connect(NATS_URL, connect_timeout=2, allow_reconnect=False)
-        try:
-            await nc.jetstream().delete_stream(stream)
-        except Exception:
-            pass
-        finally:
-            await nc.close()
+        await reset_nats_stream(stream)
 
 
 def nats_bus(engine: AsyncEngine, stream: str, prefix: str, **kw: Any) -> NatsBus:

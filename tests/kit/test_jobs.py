@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 
 from pocketpay.kit.jobs import PeriodicJob
+from tests.support import eventually
 
 LONG = 3600.0  # an interval no test waits for: every pass below is caused by wake()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_wake_during_a_pass_runs_another_pass() -> None:
@@ -26,10 +31,7 @@ async def test_wake_during_a_pass_runs_another_pass() -> None:
         await asyncio.wait_for(started.wait(), 1)
         job.wake()  # arrives while the first pass runs
         gate.set()
-        for _ in range(100):
-            if len(passes) >= 2:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: _true(len(passes) >= 2))
         assert len(passes) == 2
     finally:
         await job.stop()
@@ -47,15 +49,9 @@ async def test_a_failing_pass_does_not_stop_the_loop() -> None:
     job = PeriodicJob("t", work, LONG)
     await job.start()
     try:
-        for _ in range(100):
-            if passes:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: _true(bool(passes)))
         job.wake()
-        for _ in range(100):
-            if len(passes) >= 2:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: _true(len(passes) >= 2))
         assert len(passes) == 2
     finally:
         await job.stop()

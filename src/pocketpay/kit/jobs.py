@@ -68,3 +68,14 @@ class PeriodicJob:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
                     await self._wake.wait()
+
+
+def task_stacks() -> dict[str, list[str]]:
+    """Every other task of this loop and where it waits: what a stuck shutdown logs."""
+    return {
+        t.get_name(): [
+            f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in t.get_stack()
+        ]
+        for t in asyncio.all_tasks()
+        if t is not asyncio.current_task()
+    }
