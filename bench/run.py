@@ -1,19 +1,36 @@
 """PocketPay benchmark: ``python -m bench.run [--mode embedded|postgres] [--clients 64]
-[--seconds 10] [--which creates,e2e,transfers,hot,balance]``.
+[--seconds 10] [--which reference,creates,e2e,sustained,transfers,hot,balance,ceiling]
+[--open-rate auto|N|off] [--workers N]``.
 
 Every phase group starts its own ``pocketpay up`` subprocess on a fresh database (a fresh
 SQLite var dir, or a fresh PostgreSQL database + JetStream stream), so the background work one
 phase leaves behind (a payment backlog) does not skew the next. The load generator is a
-closed loop of ``--clients`` asyncio tasks sharing one httpx client, on loopback.
+closed loop of ``--clients`` asyncio tasks, one keep-alive connection each (aiohttp by
+default, ``--http-client httpx`` for the old one), on loopback; the open-loop figures use a
+fixed arrival schedule instead (see bench/load.py ``open_loop``).
+
+Figures are reported beside yardsticks measured in the same run (the machine's speed drifts
+2x hour to hour, so the ratios are what compare across runs): the reference app
+(bench/reference_app.py) and the ceilings.
 
 Phases:
-  creates    POST /api/v1/payments, rate and latency at --clients concurrent clients.
+  reference  bench/reference_app.py (FastAPI + asyncpg, or aiosqlite in embedded mode: only the
+             three inserts of a create in one transaction; a one-SELECT read) under uvicorn as
+             PocketPay runs, on a fresh database, with the same clients, warm-up and window
+             as creates (reads: as balance's concurrent reads). Ratios PocketPay/reference.
+  creates    POST /api/v1/payments, rate and latency at --clients concurrent clients; then
+             (--open-rate) an open loop at half that rate on a fresh server: p50/p95/p99 from
+             each request's scheduled time, dropped/late counted.
   e2e        a few payments one at a time on an idle system (create -> wallet credited), then
              a burst of --e2e-payments payments from --clients clients and the wait until the
              ledger has posted every capture (wallet credited): rate = payments / (first
              create -> last posting); per-payment create->posted latency from the rows' own
              timestamps; every wallet is then checked through GET /api/v1/wallets.
-  transfers  POST /api/v1/transfers between --clients pre-funded wallets (random recipient).
+  sustained  payments offered open-loop at --e2e-rate for --e2e-seconds (default 60) on a fresh
+             server; created minus ledger-posted (the backlog) sampled every second; reports
+             the posted rate and whether the backlog grew (its slope over the second half).
+  transfers  POST /api/v1/transfers between --clients pre-funded wallets (random recipient);
+             then (--open-rate) an open loop at half that rate.
   hot        the same, every transfer into one wallet.
   balance    GET /api/v1/wallets latency for a wallet with 100,000 ledger entries and one with
              10 (seeded in bulk), and the first page of its entries.
@@ -38,6 +55,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,16 +66,23 @@ import httpx
 from bench import seed
 from bench.ceiling import ceilings, python_speed
 from bench.load import (
+    HTTP_CLIENTS,
     Clients,
+    LoadResult,
+    Reply,
     closed_loop,
     idem_headers,
     latency_summary,
     new_client,
+    open_loop,
 )
-from bench.server import PG_ADMIN_URL, Server, private_nats, running_server
+from bench.server import PG_ADMIN_URL, Server, private_nats, running_reference, running_server
 from bench.system import CpuMeter, machine_busy_percent, machine_info
 
-PHASES = ("creates", "e2e", "transfers", "hot", "balance", "ceiling")
+PHASES = ("reference", "creates", "e2e", "sustained", "transfers", "hot", "balance", "ceiling")
+# --e2e-rate's default per mode (payments offered per second for --e2e-seconds): a rate the
+# pipeline has to sustain on the way to the issue's targets, so "backlog grew" is the news.
+E2E_RATE = {"embedded": 50.0, "postgres": 100.0}
 RESULTS = Path(__file__).with_name("results")
 PAYMENT = {
     "amount_minor": 1000,
@@ -94,9 +119,10 @@ def log(msg: str) -> None:
 class Profiler:
     """Optional: ``py-spy record`` on the server during a measured window (if installed)."""
 
-    def __init__(self, out_dir: Path | None, mode: str) -> None:
+    def __init__(self, out_dir: Path | None, mode: str, workers: int = 1) -> None:
         self.out_dir = out_dir
         self.mode = mode
+        self.workers = workers
 
     def start(self, server: Server, phase: str, seconds: float) -> subprocess.Popen[bytes] | None:
         if self.out_dir is None:
@@ -114,6 +140,7 @@ class Profiler:
             "200",
             "--format",
             "raw",
+            *(["--subprocesses"] if self.workers > 1 else []),
             "--output",
             str(out),
         ]
@@ -149,25 +176,115 @@ async def measured(
     if warm is not None:
         result.warmup_ok = warm.ok
     await Profiler.stop(prof)
-    return result, CpuMeter.usage(a, b)
+    return result, CpuMeter.usage(a, b) | {"window_s": round(b.at - a.at, 2)}
+
+
+def summarize(result: LoadResult, cpu: dict[str, float]) -> dict[str, Any]:
+    """The load result with CPU % and CPU ms per successful operation over the CPU window."""
+    out = result.summary() | {"cpu_percent": cpu}
+    out["cpu_ms_per_op"] = per_op(cpu, result.ok / cpu["window_s"] if cpu["window_s"] else 0)
+    return out
+
+
+def open_rate(cfg: argparse.Namespace, closed_rate: float) -> float:
+    """--open-rate: 'auto' = half the closed-loop maximum of the same run, N = N per s."""
+    if cfg.open_rate in ("off", "0", ""):
+        return 0.0
+    if cfg.open_rate == "auto":
+        return round(closed_rate / 2, 1)
+    return float(cfg.open_rate)
+
+
+async def measured_open(
+    cfg: argparse.Namespace,
+    server: Server,
+    phase: str,
+    profiler: Profiler,
+    rate: float,
+    req: Callable[[int, int], Awaitable[Reply]],
+    ok_status: int,
+) -> dict[str, Any]:
+    log(f"  {phase}: open loop at {rate}/s")
+    result, cpu = await measured(
+        cfg,
+        server,
+        phase,
+        profiler,
+        lambda s: open_loop(rate, s, cfg.clients, req, ok_status),
+    )
+    return summarize(result, cpu)
+
+
+async def settle(server: Server, limit_s: float = 15.0, below_percent: float = 30.0) -> float:
+    """Wait (bounded) until the server's own CPU use drops, i.e. the work a closed loop left
+    behind (events, consumers) is done, before the next measured window."""
+    meter = CpuMeter(server.pid)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        a = meter.snapshot()
+        await asyncio.sleep(1.0)
+        if CpuMeter.usage(a, meter.snapshot())["server"] < below_percent:
+            break
+    return round(time.monotonic() - t0, 1)
 
 
 # -- phases -------------------------------------------------------------------------------------
+
+
+def ref_users(count: int) -> list[dict[str, Any]]:
+    """The reference app's callers: a distinct bearer token each (it does not verify JWTs)."""
+    return [
+        {"headers": {"Authorization": f"Bearer ref{i}-{uuid.uuid4().hex}"}} for i in range(count)
+    ]
+
+
+async def phase_reference(cfg: argparse.Namespace, profiler: Profiler) -> dict[str, Any]:
+    """The yardstick beside creates and GET /wallets, same load generator and settings."""
+    out: dict[str, Any] = {}
+    async with (
+        running_reference(cfg.mode, "reference", **cfg.services) as server,
+        Clients(server.base_url, cfg.clients, cfg.http_client) as pool,
+    ):
+        users = ref_users(cfg.clients)
+
+        async def create(i: int, _n: int) -> Reply:
+            return await pool.post(i, "/api/v1/payments", PAYMENT, idem_headers(users[i]))
+
+        async def read(i: int, _n: int) -> Reply:
+            return await pool.get(i, "/api/v1/wallets", users[i]["headers"])
+
+        result, cpu = await measured(
+            cfg, server, "reference", profiler, lambda s: closed_loop(cfg.clients, s, create, 202)
+        )
+        out["creates"] = summarize(result, cpu)
+        rate = open_rate(cfg, out["creates"]["rate_per_s"])
+        if rate:
+            out["creates_open"] = await measured_open(
+                cfg, server, "reference-open", profiler, rate, create, 202
+            )
+        cfg_half = argparse.Namespace(**vars(cfg) | {"seconds": cfg.seconds / 2, "warmup": 1})
+        result, cpu = await measured(
+            cfg_half,
+            server,
+            "reference-reads",
+            profiler,
+            lambda s: closed_loop(cfg.clients, s, read, 200),
+        )
+        out["reads"] = summarize(result, cpu)
+    return out
 
 
 async def phase_creates(cfg: argparse.Namespace, profiler: Profiler) -> dict[str, Any]:
     async with (
         running_server(cfg.mode, "creates", **cfg.services) as server,
         new_client(server.base_url, 4) as http,
-        Clients(server.base_url, cfg.clients) as pool,
+        Clients(server.base_url, cfg.clients, cfg.http_client) as pool,
     ):
         users = await seed.seed_users(http, server.db_url, server.jwt_secret, cfg.clients, "c")
         log(f"  {len(users)} users signed up")
 
-        async def req(i: int, _n: int) -> httpx.Response:
-            return await pool[i].post(
-                "/api/v1/payments", json=PAYMENT, headers=idem_headers(users[i])
-            )
+        async def req(i: int, _n: int) -> Reply:
+            return await pool.post(i, "/api/v1/payments", PAYMENT, idem_headers(users[i]))
 
         result, cpu = await measured(
             cfg,
@@ -177,9 +294,27 @@ async def phase_creates(cfg: argparse.Namespace, profiler: Profiler) -> dict[str
             lambda s: closed_loop(cfg.clients, s, req, 202),
         )
         statuses = await seed.payment_statuses(server.db_url)
-    out = result.summary() | {"cpu_percent": cpu, "payment_statuses_at_end": statuses}
-    out["cpu_ms_per_op"] = per_op(cpu, out["rate_per_s"])
+    out = summarize(result, cpu) | {"payment_statuses_at_end": statuses}
+    rate = open_rate(cfg, out["rate_per_s"])
+    if rate:
+        # A fresh server: the closed loop leaves a pipeline backlog (authorizations, webhooks,
+        # postings) that would keep this one busy through the next window.
+        out["open"] = await _creates_open(cfg, profiler, rate)
     return out
+
+
+async def _creates_open(cfg: argparse.Namespace, profiler: Profiler, rate: float) -> dict[str, Any]:
+    async with (
+        running_server(cfg.mode, "creates-open", **cfg.services) as server,
+        new_client(server.base_url, 4) as http,
+        Clients(server.base_url, cfg.clients, cfg.http_client) as pool,
+    ):
+        users = await seed.seed_users(http, server.db_url, server.jwt_secret, cfg.clients, "o")
+
+        async def req(i: int, _n: int) -> Reply:
+            return await pool.post(i, "/api/v1/payments", PAYMENT, idem_headers(users[i]))
+
+        return await measured_open(cfg, server, "creates-open", profiler, rate, req, 202)
 
 
 async def _solo_e2e(
@@ -222,7 +357,7 @@ async def phase_e2e(cfg: argparse.Namespace, profiler: Profiler) -> dict[str, An
     async with (
         running_server(cfg.mode, "e2e", **cfg.services) as server,
         new_client(server.base_url, 4) as http,
-        Clients(server.base_url, cfg.clients) as pool,
+        Clients(server.base_url, cfg.clients, cfg.http_client) as pool,
     ):
         users = await seed.seed_users(http, server.db_url, server.jwt_secret, cfg.clients + 1, "e")
         solo, users = users[-1], users[:-1]
@@ -231,8 +366,8 @@ async def phase_e2e(cfg: argparse.Namespace, profiler: Profiler) -> dict[str, An
 
         sent = [0] * len(users)
 
-        async def req(i: int, _n: int) -> httpx.Response:
-            r = await pool[i].post("/api/v1/payments", json=PAYMENT, headers=idem_headers(users[i]))
+        async def req(i: int, _n: int) -> Reply:
+            r = await pool.post(i, "/api/v1/payments", PAYMENT, idem_headers(users[i]))
             if r.status_code == 202:
                 sent[i] += 1
             return r
@@ -296,6 +431,102 @@ async def phase_e2e(cfg: argparse.Namespace, profiler: Profiler) -> dict[str, An
     }
 
 
+def slope_per_s(points: list[tuple[float, int]]) -> float:
+    """Least-squares slope of (seconds, value) points: how fast the value grows per second."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mx = sum(t for t, _ in points) / n
+    my = sum(v for _, v in points) / n
+    var = sum((t - mx) ** 2 for t, _ in points)
+    return sum((t - mx) * (v - my) for t, v in points) / var if var else 0.0
+
+
+def e2e_rate(cfg: argparse.Namespace, results: dict[str, Any]) -> float:
+    """--e2e-rate: N per s; 'auto' = 80 % of the burst's steady e2e rate in this run (what
+    the pipeline just showed it can post), else the mode's default."""
+    if cfg.e2e_rate == "auto":
+        steady = results.get("e2e", {}).get("e2e_steady_rate_per_s", 0.0)
+        if steady:
+            return round(0.8 * steady, 1)
+        log("  --e2e-rate auto needs the e2e burst in the same run; using the mode's default")
+        return E2E_RATE[cfg.mode]
+    return float(cfg.e2e_rate) if cfg.e2e_rate else E2E_RATE[cfg.mode]
+
+
+async def phase_sustained(
+    cfg: argparse.Namespace, profiler: Profiler, rate: float
+) -> dict[str, Any]:
+    """Payments offered open-loop at ``rate`` for --e2e-seconds while the backlog (created
+    minus ledger-posted captures) is sampled every second from the database."""
+    seconds = cfg.e2e_seconds
+    async with (
+        running_server(cfg.mode, "sustained", **cfg.services) as server,
+        new_client(server.base_url, 4) as http,
+        Clients(server.base_url, cfg.clients, cfg.http_client) as pool,
+    ):
+        users = await seed.seed_users(http, server.db_url, server.jwt_secret, cfg.clients, "s")
+
+        async def req(i: int, _n: int) -> Reply:
+            return await pool.post(i, "/api/v1/payments", PAYMENT, idem_headers(users[i]))
+
+        engine = seed.engine_for(server.db_url)
+        samples: list[tuple[float, int, int]] = []  # (s since start, created, posted)
+        t0 = time.perf_counter()
+
+        async def sample() -> None:
+            while True:
+                created, posted = await seed.backlog_counts(engine)
+                samples.append((round(time.perf_counter() - t0, 2), created, posted))
+                await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - t0) % 1.0))
+
+        log(f"  offering {rate}/s for {seconds:.0f} s")
+        meter = CpuMeter(server.pid, server.pg_database, server.nats_pid)
+        prof = profiler.start(server, "sustained", min(seconds, 30))
+        a = meter.snapshot()
+        sampler = asyncio.create_task(sample())
+        try:
+            creates = await open_loop(rate, seconds, cfg.clients, req, 202)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            b = meter.snapshot()
+            await Profiler.stop(prof)
+            final = await seed.backlog_counts(engine)
+            await engine.dispose()
+        dlq = await seed.dead_letters(server.db_url)
+    cpu = CpuMeter.usage(a, b) | {"window_s": round(b.at - a.at, 2)}
+    window = [x for x in samples if x[0] <= seconds]
+    half = [x for x in window if x[0] >= seconds / 2]
+    backlog_half = [(t, c - p) for t, c, p in half]
+    slope = slope_per_s(backlog_half)
+    posted_rate = (
+        (half[-1][2] - half[0][2]) / (half[-1][0] - half[0][0])
+        if len(half) >= 2 and half[-1][0] > half[0][0]
+        else 0.0
+    )
+    # Growing: the backlog gains more than 2 % of the offered rate (min 0.5) per second.
+    grew = slope > max(0.5, 0.02 * rate)
+    posted_total = final[1]
+    return {
+        "offered_rate_per_s": rate,
+        "seconds": seconds,
+        "create": creates.summary(),
+        "created": final[0],
+        "posted_at_end": posted_total,
+        "posted_rate_per_s": round(posted_total / cpu["window_s"], 1) if cpu["window_s"] else 0,
+        "posted_rate_second_half_per_s": round(posted_rate, 1),
+        "backlog_at_end": final[0] - final[1],
+        "backlog_slope_second_half_per_s": round(slope, 2),
+        "backlog_grew": grew,
+        "cpu_percent": cpu,
+        "cpu_ms_per_op": per_op(cpu, posted_total / cpu["window_s"] if cpu["window_s"] else 0),
+        "dead_letters": dlq,
+        "backlog_samples": [(t, c - p) for t, c, p in window][:: max(1, len(window) // 60)],
+    }
+
+
 async def phase_transfers(
     cfg: argparse.Namespace, profiler: Profiler, which: list[str]
 ) -> dict[str, Any]:
@@ -303,7 +534,7 @@ async def phase_transfers(
     async with (
         running_server(cfg.mode, "transfers", **cfg.services) as server,
         new_client(server.base_url, 4) as http,
-        Clients(server.base_url, cfg.clients) as pool,
+        Clients(server.base_url, cfg.clients, cfg.http_client) as pool,
     ):
         users = await seed.seed_users(http, server.db_url, server.jwt_secret, cfg.clients + 1, "t")
         hot, senders = users[-1], users[:-1]
@@ -313,17 +544,13 @@ async def phase_transfers(
         def body(to: dict[str, Any]) -> dict[str, Any]:
             return {"recipient": to["email"], "amount_minor": 1, "currency": "USD"}
 
-        async def many(i: int, _n: int) -> httpx.Response:
+        async def many(i: int, _n: int) -> Reply:
             j = rng.randrange(len(senders) - 1)
             to = senders[j + 1 if j >= i else j]
-            return await pool[i].post(
-                "/api/v1/transfers", json=body(to), headers=idem_headers(senders[i])
-            )
+            return await pool.post(i, "/api/v1/transfers", body(to), idem_headers(senders[i]))
 
-        async def into_hot(i: int, _n: int) -> httpx.Response:
-            return await pool[i].post(
-                "/api/v1/transfers", json=body(hot), headers=idem_headers(senders[i])
-            )
+        async def into_hot(i: int, _n: int) -> Reply:
+            return await pool.post(i, "/api/v1/transfers", body(hot), idem_headers(senders[i]))
 
         for phase, req in (("transfers", many), ("hot", into_hot)):
             if phase not in which:
@@ -336,8 +563,13 @@ async def phase_transfers(
                 profiler,
                 lambda s, r=req: closed_loop(cfg.clients, s, r, 201),  # type: ignore[misc]
             )
-            out[phase] = result.summary() | {"cpu_percent": cpu}
-            out[phase]["cpu_ms_per_op"] = per_op(cpu, out[phase]["rate_per_s"])
+            out[phase] = summarize(result, cpu)
+            rate = open_rate(cfg, out[phase]["rate_per_s"]) if phase == "transfers" else 0.0
+            if rate:
+                waited = await settle(server)
+                out[phase]["open"] = await measured_open(
+                    cfg, server, "transfers-open", profiler, rate, many, 201
+                ) | {"settled_before_s": waited}
         problems = await seed.ledger_check(server.db_url)
         hot_wallet = (await http.get("/api/v1/wallets", headers=hot["headers"])).json()["data"]
     for phase in out:
@@ -353,7 +585,7 @@ async def phase_balance(cfg: argparse.Namespace, profiler: Profiler) -> dict[str
     async with (
         running_server(cfg.mode, "balance", **cfg.services) as server,
         new_client(server.base_url, 4) as http,
-        Clients(server.base_url, cfg.clients) as pool,
+        Clients(server.base_url, cfg.clients, cfg.http_client) as pool,
     ):
         big, small = await seed.seed_users(http, server.db_url, server.jwt_secret, 2, "b")
         seeded_s = await seed.seed_history(server.db_url, big["id"], cfg.history, "USD")
@@ -384,8 +616,8 @@ async def phase_balance(cfg: argparse.Namespace, profiler: Profiler) -> dict[str
                 seq[f"{k}_big"].append(await timed(p, big))
                 seq[f"{k}_small"].append(await timed(p, small))
 
-        async def read_big(i: int, _n: int) -> httpx.Response:
-            return await pool[i].get("/api/v1/wallets", headers=big["headers"])
+        async def read_big(i: int, _n: int) -> Reply:
+            return await pool.get(i, "/api/v1/wallets", big["headers"])
 
         cfg_half = argparse.Namespace(**vars(cfg) | {"seconds": cfg.seconds / 2, "warmup": 1})
         conc, cpu = await measured(
@@ -400,13 +632,40 @@ async def phase_balance(cfg: argparse.Namespace, profiler: Profiler) -> dict[str
         "history_entries": cfg.history,
         "seed_seconds": round(seeded_s, 1),
         "sequential": {k: latency_summary(v) | {"n": len(v)} for k, v in seq.items()},
-        "concurrent_big_wallet_reads": conc.summary()
-        | {"cpu_percent": cpu, "cpu_ms_per_op": per_op(cpu, conc.ok / conc.seconds)},
+        "concurrent_big_wallet_reads": summarize(conc, cpu),
         "ledger_check": problems[:5] or "consistent",
     }
 
 
 # -- output -------------------------------------------------------------------------------------
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """PocketPay / reference, measured in the same run: rate (how many times slower: the
+    reference's rate over PocketPay's), latency and CPU per operation (how many times more)."""
+    ref = results.get("reference", {})
+    out: dict[str, Any] = {}
+
+    def pair(app: dict[str, Any], yard: dict[str, Any]) -> dict[str, float]:
+        r: dict[str, float] = {}
+        if app.get("rate_per_s") and yard.get("rate_per_s"):
+            r["reference_rate_over_pocketpay"] = round(yard["rate_per_s"] / app["rate_per_s"], 2)
+        for k in ("p50_ms", "p99_ms"):
+            if app.get(k) and yard.get(k):
+                r[f"{k}_pocketpay_over_reference"] = round(app[k] / yard[k], 2)
+        a_op, y_op = app.get("cpu_ms_per_op", {}), yard.get("cpu_ms_per_op", {})
+        for k in ("server", "postgres"):
+            if a_op.get(k) and y_op.get(k):
+                r[f"{k}_cpu_per_op_pocketpay_over_reference"] = round(a_op[k] / y_op[k], 2)
+        return r
+
+    if "creates" in results and "creates" in ref:
+        out["creates"] = pair(results["creates"], ref["creates"])
+        if "open" in results["creates"] and "creates_open" in ref:
+            out["creates_open"] = pair(results["creates"]["open"], ref["creates_open"])
+    if "balance" in results and "reads" in ref:
+        out["wallet_reads"] = pair(results["balance"]["concurrent_big_wallet_reads"], ref["reads"])
+    return out
 
 
 def _row(name: str, r: dict[str, Any], rate_key: str = "rate_per_s") -> str:
@@ -430,19 +689,38 @@ def table(mode: str, results: dict[str, Any]) -> str:
         f"{'errors':>6} {'srv ms':>7} {'pg ms':>7}  CPU % of one core during the window"
     )
     lines = [head, "-" * len(head)]
+    ref = results.get("reference", {})
+    if "creates" in ref:
+        lines.append(_row("reference: 3 INSERTs in 1 tx", ref["creates"]))
+    if "creates_open" in ref:
+        lines.append(_open_row("  open loop", ref["creates_open"]))
     if "creates" in results:
         lines.append(_row("payment creates", results["creates"]))
+        if "open" in results["creates"]:
+            lines.append(_open_row("  open loop", results["creates"]["open"]))
+    if "reads" in ref:
+        lines.append(_row("reference: GET, 1 SELECT", ref["reads"]))
     if "e2e" in results:
         e = results["e2e"]
         lines.append(_row("e2e create->ledger posted", e | e["create_to_posted"], "e2e_rate_per_s"))
         idle = e["idle_create_to_credited"]
         lines.append(_row("  idle: create->wallet credited", idle | {"rate_per_s": "-"}))
+    if "sustained" in results:
+        u = results["sustained"]
+        lines.append(
+            _row(f"sustained: posted, {u['offered_rate_per_s']}/s offered", u | u["create"])
+            + f"  backlog {u['backlog_at_end']}, "
+            f"{u['backlog_slope_second_half_per_s']:+}/s: "
+            + ("GREW" if u["backlog_grew"] else "steady")
+        )
     for name in ("transfers", "hot"):
         if name in results:
             label = (
                 "transfers, many wallets" if name == "transfers" else "transfers into 1 hot wallet"
             )
             lines.append(_row(label, results[name]))
+            if "open" in results[name]:
+                lines.append(_open_row("  open loop", results[name]["open"]))
     if "balance" in results:
         b = results["balance"]
         n = b["history_entries"]
@@ -465,11 +743,28 @@ def table(mode: str, results: dict[str, Any]) -> str:
             if key in c:
                 lines.append(_row(label, c[key]))
         lines.append(f"python: {c['python_ns_per_call']} ns per trivial call (CPU speed now)")
+    for name, r in ratios(results).items():
+        parts = [f"{k.replace('_pocketpay_over_reference', '')} x{v}" for k, v in r.items()]
+        lines.append(f"PocketPay vs reference, {name}: " + ", ".join(parts))
+    lines.append(
+        "open loop: fixed arrival rate, latency from the scheduled send time; per s = achieved "
+        "(offered/dropped/late after the CPU columns). reference_rate_over_pocketpay = how many "
+        "times the reference's rate is PocketPay's."
+    )
     lines.append(
         "srv ms / pg ms: CPU milliseconds of the server / PostgreSQL per operation. CPU: se=server "
         "po=postgres na=nats lo=load generator ot=other jobs ma=whole machine (200 = 2 cores)."
     )
     return "\n".join(lines)
+
+
+def _open_row(name: str, r: dict[str, Any]) -> str:
+    verdict = "p99<=50ms" if r["p99_target_met"] else "p99>50ms"
+    return (
+        _row(name, r, "achieved_rate_per_s")
+        + f"  offered {r['offered_rate_per_s']}/s, dropped {r['dropped']}, late {r['late']}: "
+        + verdict
+    )
 
 
 async def wait_quiet(limit_s: float, threshold: float = 25.0) -> float:
@@ -500,7 +795,8 @@ async def main_async(cfg: argparse.Namespace) -> dict[str, Any]:
 
 async def run_phases(cfg: argparse.Namespace, which: list[str]) -> dict[str, Any]:
     cfg.services = {"pg_admin_url": cfg.pg_admin_url, "nats_url": cfg.nats_url}
-    profiler = Profiler(Path(cfg.profile) if cfg.profile else None, cfg.mode)
+    cfg.services["workers"] = cfg.workers
+    profiler = Profiler(Path(cfg.profile) if cfg.profile else None, cfg.mode, cfg.workers)
     busy = await wait_quiet(cfg.wait_quiet)
     started = time.perf_counter()
     report: dict[str, Any] = {
@@ -517,6 +813,11 @@ async def run_phases(cfg: argparse.Namespace, which: list[str]) -> dict[str, Any
                 "e2e_idle",
                 "history",
                 "balance_reads",
+                "open_rate",
+                "e2e_seconds",
+                "e2e_rate",
+                "workers",
+                "http_client",
             )
         },
         "machine": await machine_info(cfg.pg_admin_url, cfg.nats_url, cfg.mode),
@@ -525,12 +826,18 @@ async def run_phases(cfg: argparse.Namespace, which: list[str]) -> dict[str, Any
         "results": {},
     }
     results = report["results"]
+    if "reference" in which:
+        log("reference")
+        results["reference"] = await phase_reference(cfg, profiler)
     if "creates" in which:
         log("creates")
         results["creates"] = await phase_creates(cfg, profiler)
     if "e2e" in which:
         log("e2e")
         results["e2e"] = await phase_e2e(cfg, profiler)
+    if "sustained" in which and cfg.e2e_seconds > 0:
+        log("sustained")
+        results["sustained"] = await phase_sustained(cfg, profiler, e2e_rate(cfg, results))
     if "transfers" in which or "hot" in which:
         log("transfers")
         results |= await phase_transfers(cfg, profiler, which)
@@ -543,6 +850,7 @@ async def run_phases(cfg: argparse.Namespace, which: list[str]) -> dict[str, Any
         if cfg.mode == "postgres":
             seconds = min(3.0, cfg.seconds / 2)
             results["ceiling"] |= await ceilings(cfg.pg_admin_url, cfg.clients, seconds)
+    report["ratios"] = ratios(results)
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     return report
 
@@ -572,6 +880,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--e2e-timeout", type=float, default=90.0, help="stop waiting for postings after this"
     )
+    p.add_argument(
+        "--open-rate",
+        default="auto",
+        help="open-loop creates/transfers after the closed loop: 'auto' = half the closed-loop "
+        "maximum of this run, N = N per s, 'off'",
+    )
+    p.add_argument(
+        "--e2e-seconds",
+        type=float,
+        default=60.0,
+        help="sustained phase: offer payments open-loop this long (0 = skip)",
+    )
+    p.add_argument(
+        "--e2e-rate",
+        default="",
+        help="sustained phase: payments offered per s (default "
+        + ", ".join(f"{k} {v:g}" for k, v in E2E_RATE.items())
+        + "; 'auto' = 80%% of the burst's steady e2e rate in this run)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="pocketpay up --workers N (passed only when N > 1); server CPU = its process tree",
+    )
+    p.add_argument(
+        "--http-client",
+        choices=HTTP_CLIENTS,
+        default="aiohttp",
+        help="the load generator's HTTP client (httpx costs ~5x the CPU per request)",
+    )
     p.add_argument("--history", type=int, default=100_000, help="entries of the big wallet")
     p.add_argument("--balance-reads", type=int, default=200, help="sequential reads of each")
     p.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
@@ -595,6 +934,8 @@ def _interrupt(*_: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     cfg = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    if cfg.workers < 1:
+        raise SystemExit("--workers must be >= 1")
     report = asyncio.run(main_async(cfg))
     out = Path(cfg.output) if cfg.output else RESULTS / f"{cfg.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -248,3 +248,33 @@ async def seed_users(
             {"id": r["id"], "email": r["email"], "headers": {"Authorization": f"Bearer {token}"}}
         )
     return out
+
+
+async def backlog_counts(engine: AsyncEngine) -> tuple[int, int]:
+    """(payments created, captures the ledger has posted) right now: created minus posted is
+    the pipeline's backlog. On SQLite it reads with the standard library, as
+    ``count_posted_captures`` does."""
+    created_q = f"SELECT count(*) FROM {payments.name}"
+    posted_q = f"SELECT count(*) FROM {transfers.name} WHERE id LIKE 'pay_cap:%'"
+    if engine.dialect.name == "sqlite":
+        import asyncio
+        import sqlite3
+
+        path = str(engine.url.database)
+
+        def counts() -> tuple[int, int]:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                return (
+                    int(db.execute(created_q).fetchone()[0]),
+                    int(db.execute(posted_q).fetchone()[0]),
+                )
+
+        return await asyncio.to_thread(counts)
+    from sqlalchemy import func
+
+    async with engine.connect() as conn:
+        created = await conn.scalar(select(func.count()).select_from(payments))
+        posted = await conn.scalar(
+            select(func.count()).select_from(transfers).where(transfers.c.id.like("pay_cap:%"))
+        )
+    return int(created or 0), int(posted or 0)

@@ -26,6 +26,8 @@ import httpx
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 NATS_URL = "nats://127.0.0.1:4222"
+# The checkout's root (bench/..): `bench` is not an installed package.
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STREAM_SUBJECTS = ("gateway.>", "payments.>", "ledger.>", "billing.>", "notifications.>")
 
 
@@ -50,11 +52,14 @@ class Server:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def _pocketpay_cmd() -> list[str]:
+def _pocketpay_cmd(workers: int = 1) -> list[str]:
     script = Path(sys.executable).with_name("pocketpay")
-    if script.exists():
-        return [str(script), "up"]
-    return [sys.executable, "-m", "pocketpay.cli", "up"]
+    cmd = [str(script), "up"] if script.exists() else [sys.executable, "-m", "pocketpay.cli", "up"]
+    # Only when asked: `up --workers N` (N app processes on PostgreSQL + NATS, one port, the
+    # sandbox in its own process) is new, and the single-process command stays as it was.
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    return cmd
 
 
 async def _create_database(admin_url: str, name: str) -> None:
@@ -131,12 +136,26 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:]
 
 
-def _spawn(env: dict[str, str], var_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    cmd: list[str], env: dict[str, str], var_dir: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         # cwd = the var dir, so no stray .env in the caller's directory changes the settings.
-        return subprocess.Popen(
-            _pocketpay_cmd(), env=env, cwd=var_dir, stdout=log, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen(cmd, env=env, cwd=var_dir, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 10)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}]   {msg}", file=sys.stderr, flush=True)
 
 
 async def _wait_ready(base_url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -144,13 +163,13 @@ async def _wait_ready(base_url: str, proc: subprocess.Popen[bytes], log_path: Pa
     async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"pocketpay exited with {proc.returncode}:\n{_tail(log_path)}")
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log_path)}")
             with contextlib.suppress(httpx.HTTPError):
                 r = await http.get("/healthz")
                 if r.status_code == 200:
                     return
             await asyncio.sleep(0.1)
-    raise RuntimeError(f"pocketpay did not answer /healthz within 90 s: {log_path}")
+    raise RuntimeError(f"server did not answer /healthz within 90 s: {log_path}")
 
 
 @contextlib.asynccontextmanager
@@ -203,6 +222,7 @@ async def running_server(
     pg_admin_url: str = PG_ADMIN_URL,
     nats_url: str = NATS_URL,
     keep: bool = False,
+    workers: int = 1,
 ) -> AsyncIterator[Server]:
     tag = f"{os.getpid()}_{label}_{secrets.token_hex(3)}"
     var_dir = Path(tempfile.mkdtemp(prefix=f"pocketpay-bench-{mode}-{label}-"))
@@ -235,15 +255,11 @@ async def running_server(
         db_url = f"sqlite+aiosqlite:///{var_dir / 'pocketpay.db'}"
         env |= {"POCKETPAY_BUS_URL": "embedded"}
     log_path = var_dir / "server.log"
-    proc = _spawn(env, var_dir, log_path)
+    proc = _spawn(_pocketpay_cmd(workers), env, var_dir, log_path)
     try:
         t0 = time.monotonic()
         await _wait_ready(base_url, proc, log_path)
-        print(
-            f"[{time.strftime('%H:%M:%S')}]   server {label} up in {time.monotonic() - t0:.1f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        _log(f"server {label} up in {time.monotonic() - t0:.1f} s")
         yield Server(
             mode,
             base_url,
@@ -258,13 +274,7 @@ async def running_server(
         )
     finally:
         t0 = time.monotonic()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                await asyncio.to_thread(proc.wait, 10)
+        await _stop(proc)
         if mode == "postgres" and not keep:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(_drop_database(pg_admin_url, db_name), 15)
@@ -272,9 +282,38 @@ async def running_server(
                 await asyncio.wait_for(_delete_stream(nats_url, stream), 5)
         if not keep:
             shutil.rmtree(var_dir, ignore_errors=True)
-        print(
-            f"[{time.strftime('%H:%M:%S')}]   server {label} stopped "
-            f"in {time.monotonic() - t0:.1f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        _log(f"server {label} stopped in {time.monotonic() - t0:.1f} s")
+
+
+@contextlib.asynccontextmanager
+async def running_reference(
+    mode: str, label: str, *, pg_admin_url: str = PG_ADMIN_URL, **_: object
+) -> AsyncIterator[Server]:
+    """bench/reference_app.py under uvicorn, as PocketPay runs, on a fresh database: a
+    PostgreSQL database ``pocketpay_bench_*`` (postgres mode) or a SQLite file (embedded)."""
+    tag = f"{os.getpid()}_{label}_{secrets.token_hex(3)}"
+    var_dir = Path(tempfile.mkdtemp(prefix=f"pocketpay-bench-{mode}-{label}-"))
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    db_name = ""
+    if mode == "postgres":
+        db_name = f"pocketpay_bench_{tag}".lower()
+        await _create_database(pg_admin_url, db_name)
+        db = pg_admin_url.rsplit("/", 1)[0] + f"/{db_name}"
+    else:
+        db = f"sqlite:///{var_dir / 'reference.db'}"
+    env = os.environ | {"PYTHONPATH": CHECKOUT}
+    log_path = var_dir / "server.log"
+    cmd = [sys.executable, "-m", "bench.reference_app", "--port", str(port), "--db", db]
+    proc = _spawn(cmd, env, var_dir, log_path)
+    try:
+        t0 = time.monotonic()
+        await _wait_ready(base_url, proc, log_path)
+        _log(f"reference {label} up in {time.monotonic() - t0:.1f} s")
+        yield Server(mode, base_url, proc.pid, db, var_dir, log_path, pg_database=db_name)
+    finally:
+        await _stop(proc)
+        if db_name:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(_drop_database(pg_admin_url, db_name), 15)
+        shutil.rmtree(var_dir, ignore_errors=True)

@@ -91,14 +91,60 @@ async def machine_info(pg_admin_url: str, nats_url: str, mode: str) -> dict[str,
 # -- CPU accounting -----------------------------------------------------------------------------
 
 
-def _proc_cpu(pid: int) -> float:
-    """utime + stime of one process, in seconds (0 if it is gone)."""
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [state, ppid, ...] ([] if it is gone)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
-    fields = raw.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+        return []
+    return raw.rsplit(")", 1)[1].split()
+
+
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of one process, in seconds (0 if it is gone)."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / TICK if fields else 0.0
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds of ``root`` and all its descendants (``up --workers N`` runs several
+    processes). Each live process counts its own utime + stime plus cutime + cstime, the time
+    of the children it has already reaped, so a worker that exits is not lost. Children are
+    found from the ppid field of every /proc/<pid>/stat."""
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        if len(fields) < 15:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        cpu[pid] = sum(int(f) for f in fields[11:15]) / TICK
+    total, todo, seen = 0.0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += cpu.get(pid, 0.0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and its descendants' pids (for the profiler and the log)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
 
 
 def _pids_named(name: str, cmdline_has: str = "") -> list[int]:
@@ -137,6 +183,9 @@ class CpuSnapshot:
 class CpuMeter:
     """Snapshots CPU seconds of the server, PostgreSQL, NATS and this load generator.
 
+    Server: the whole process tree under ``server_pid`` (one process today; with
+    ``up --workers N`` the app workers and the sandbox are its children).
+
     PostgreSQL: only the backends serving ``pg_database`` (their process title names it), so
     other databases' work on a shared server is not counted (nor are WAL writer and
     checkpointer). NATS: ``nats_pid`` only, when given."""
@@ -153,7 +202,7 @@ class CpuMeter:
         nats = [self.nats_pid] if self.nats_pid else _pids_named("nats-server")
         return CpuSnapshot(
             at=time.monotonic(),
-            server=_proc_cpu(self.server_pid),
+            server=_tree_cpu(self.server_pid),
             postgres=sum(_proc_cpu(p) for p in pg),
             nats=sum(_proc_cpu(p) for p in nats),
             loadgen=t.user + t.system,
