@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,32 +20,51 @@ from pocketpay.settings import COMPONENTS, Settings
 SCALE_PORTS = {"gateway": 8011, "ledger": 8012, "payments": 8013, "sandbox": 8014, "monitor": 8015}
 
 
-def _serve(settings: Settings, components: tuple[str, ...], port: int) -> None:
+def _serve(
+    settings: Settings, components: tuple[str, ...], port: int, fd: int | None = None
+) -> None:
+    """Serve ``components`` in this process on ``port``, or on the listening socket ``fd``
+    inherited from ``up --workers`` (which migrated the database before starting us)."""
     import uvicorn
 
     from pocketpay.migrate import upgrade
     from pocketpay.runtime import Runtime
 
-    upgrade(settings.resolved_database_url())
+    if fd is None:
+        upgrade(settings.resolved_database_url())
     # The port this process serves is part of its own URL (the monitor polls it, the sandbox
     # posts webhooks to it), unless POCKETPAY_PUBLIC_URL says otherwise.
     settings = settings.model_copy(update={"port": port})
     runtime = Runtime(settings, components)
-    uvicorn.run(
-        runtime.app,
-        host=settings.host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
+    if fd is None:
+        uvicorn.run(
+            runtime.app,
+            host=settings.host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+        return
+    config = uvicorn.Config(runtime.app, log_level="warning", access_log=False, lifespan="on")
+    # Not Config(fd=...): uvicorn wraps that descriptor as an AF_UNIX socket whatever it is,
+    # so asyncio would not set TCP_NODELAY on the connections it accepts (Nagle and delayed
+    # ACKs: 40 ms stalls on keep-alive). socket.socket(fileno=) detects the real family.
+    server = uvicorn.Server(config)
+    server.run(sockets=[socket.socket(fileno=fd)])
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's start-up failure status, as uvicorn.run exits
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    if args.workers is not None:
+        return _up_workers(settings, args)
     if args.processes:
-        return _up_processes(settings)
+        return _up_processes(settings, args)
     from pocketpay.runtime import EMBEDDED
 
+    if args.port:
+        settings = settings.model_copy(update={"port": args.port})
     print(
         f"PocketPay on {settings.resolved_public_url()}  (API docs: "
         f"{settings.resolved_public_url()}/docs)",
@@ -55,78 +75,171 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 STOP_TIMEOUT_SECONDS = 20.0
+POLL_SECONDS = 0.2
+MAX_WORKERS = 64
+# What one app worker of ``up --workers`` runs: the request path, with direct calls between
+# the components (no HTTP hop). The sandbox and the monitor run once each, beside them.
+WORKER_COMPONENTS = ("gateway", "payments", "ledger")
 
 
-def _up_processes(settings: Settings) -> int:
+def _scale_problem(settings: Settings, mode: str) -> str | None:
+    if settings.database_url.startswith("postgresql") and settings.bus_url.startswith("nats"):
+        return None
+    return (
+        f"up {mode} needs POCKETPAY_DATABASE_URL=postgresql+asyncpg://... and "
+        "POCKETPAY_BUS_URL=nats://..."
+    )
+
+
+def _shared_env(settings: Settings) -> dict[str, str]:
+    """The environment of every child: the operator's, plus the secrets resolved once here
+    (generated into var_dir on first use: children generating var/internal_token or
+    var/jwt_secret at the same time would race)."""
+    return os.environ | {
+        "POCKETPAY_INTERNAL_TOKEN": settings.resolved_internal_token(),
+        "POCKETPAY_AUTH__JWT_SECRET": settings.resolved_jwt_secret(),
+    }
+
+
+def _scale_ports(args: argparse.Namespace) -> dict[str, int]:
+    given = {"gateway": args.port, "sandbox": args.sandbox_port, "monitor": args.monitor_port}
+    return SCALE_PORTS | {name: port for name, port in given.items() if port}
+
+
+def _up_processes(settings: Settings, args: argparse.Namespace) -> int:
     """Each component as its own process on PostgreSQL + NATS: a one-machine deployment.
 
     The children share an internal token (POCKETPAY_INTERNAL_TOKEN, else the one generated
     once into <var_dir>/internal_token), so their internal APIs are not open to anyone on the
-    host. They run in their own session: Ctrl-C, SIGTERM or SIGHUP reach this process only,
-    which relays one SIGTERM to each (a second signal would make uvicorn skip its graceful
-    shutdown), waits for them (bounded) and kills what is left. If a child dies, the others
-    are stopped too and the exit status is 1.
+    host. Supervision: ``_Supervisor``.
     """
-    if not settings.database_url.startswith("postgresql") or not settings.bus_url.startswith(
-        "nats"
-    ):
-        print(
-            "up --processes needs POCKETPAY_DATABASE_URL=postgresql+asyncpg://... and "
-            "POCKETPAY_BUS_URL=nats://...",
-            file=sys.stderr,
-        )
+    problem = _scale_problem(settings, "--processes")
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     from pocketpay.migrate import upgrade
 
     upgrade(settings.database_url)
-    base = f"http://{settings.host}"
-    urls = {n: f"{base}:{p}" for n, p in SCALE_PORTS.items()}
-    env = os.environ | {
+    ports = _scale_ports(args)
+    urls = {n: f"http://{settings.host}:{p}" for n, p in ports.items()}
+    env = _shared_env(settings) | {
         "POCKETPAY_URLS": json.dumps(urls),
         "POCKETPAY_PSP__API_BASE": urls["sandbox"],
         "POCKETPAY_SANDBOX__WEBHOOK_URL": f"{urls['gateway']}/api/v1/webhooks/stripe",
-        # Resolved once here (generated into var_dir on first use): children generating
-        # var/internal_token or var/jwt_secret at the same time would race.
-        "POCKETPAY_INTERNAL_TOKEN": settings.resolved_internal_token(),
-        "POCKETPAY_AUTH__JWT_SECRET": settings.resolved_jwt_secret(),
     }
-    names = list(SCALE_PORTS)
-    procs = {
-        name: subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pocketpay.cli",
-                "serve",
-                name,
-                "--port",
-                str(SCALE_PORTS[name]),
-            ],
+    with _Supervisor() as sup:
+        for name, port in ports.items():
+            sup.start(name, ["serve", name, "--port", str(port)], env)
+        print(f"PocketPay (multi-process) on {urls['gateway']}", flush=True)
+        sup.watch()
+    return sup.exit_status()
+
+
+def _up_workers(settings: Settings, args: argparse.Namespace) -> int:
+    """N identical app workers (gateway + payments + ledger in each, direct calls between
+    them) serving one public port, plus the sandbox PSP and the monitor, once each.
+
+    This process binds the public port once and hands the listening socket to every worker
+    (an inherited descriptor): the kernel gives each new connection to one worker. The
+    database is migrated here, before any child starts. Supervision: ``_Supervisor``.
+    """
+    problem = _scale_problem(settings, "--workers")
+    if problem or not 1 <= args.workers <= MAX_WORKERS:
+        print(problem or f"up --workers takes 1 to {MAX_WORKERS}", file=sys.stderr)
+        return 2
+    from pocketpay.migrate import upgrade
+
+    upgrade(settings.database_url)
+    ports = _scale_ports(args) | {"gateway": args.port or settings.port}
+    public = f"http://{settings.host}:{ports['gateway']}"
+    env = _shared_env(settings)
+    monitor_urls = {n: f"{public}/components/{n}" for n in ("payments", "ledger")}
+    monitor_urls["gateway"] = public
+    # The sandbox plays the PSP only when no PSP is configured (real Stripe, or a sandbox
+    # elsewhere, is used as it is).
+    sandbox = settings.psp.provider == "sandbox" and not settings.psp.api_base
+    if sandbox:
+        monitor_urls["sandbox"] = f"http://{settings.host}:{ports['sandbox']}"
+        env |= {
+            "POCKETPAY_PSP__API_BASE": monitor_urls["sandbox"],
+            "POCKETPAY_SANDBOX__WEBHOOK_URL": f"{public}/api/v1/webhooks/stripe",
+        }
+    listener = socket.create_server((settings.host, ports["gateway"]), backlog=2048)
+    fd = listener.fileno()
+    worker = ["serve", ",".join(WORKER_COMPONENTS), "--port", str(ports["gateway"])]
+    try:
+        with _Supervisor() as sup:
+            if sandbox:
+                sup.start("sandbox", ["serve", "sandbox", "--port", str(ports["sandbox"])], env)
+            for i in range(1, args.workers + 1):
+                sup.start(f"worker-{i}", [*worker, "--fd", str(fd)], env, pass_fds=(fd,))
+            sup.start(
+                "monitor",
+                ["serve", "monitor", "--port", str(ports["monitor"])],
+                env | {"POCKETPAY_URLS": json.dumps(monitor_urls)},
+            )
+            # The workers hold the socket now. Closed here, a port whose workers stopped
+            # refuses connections instead of queueing them in a backlog nobody accepts from.
+            listener.close()
+            print(f"PocketPay ({args.workers} workers) on {public}", flush=True)
+            sup.watch()
+    finally:
+        listener.close()
+    return sup.exit_status()
+
+
+class _Supervisor:
+    """Children of ``up --processes`` / ``up --workers``, started and stopped together.
+
+    The children run in their own session: Ctrl-C, SIGTERM or SIGHUP reach this process
+    only, which relays one SIGTERM to each (a second signal would make uvicorn skip its
+    graceful shutdown; further signals here are ignored), waits for them (bounded by
+    ``STOP_TIMEOUT_SECONDS``) and kills what is left. If a child dies, the others are
+    stopped too and the exit status is 1. The signal handlers only record the signal (the
+    watch loop polls it), so no exception can land in the middle of starting a child.
+    """
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.dead: list[str] = []
+        self._signals: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Supervisor:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._previous[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            _stop_all(self.procs)
+        finally:
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals.append(signum)
+
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()
+    ) -> None:
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "pocketpay.cli", *argv],
             env=env,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
-        for name in names
-    }
-    print(f"PocketPay (multi-process) on {urls['gateway']}", flush=True)
 
-    def stop_signal(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+    def watch(self) -> None:
+        """Until a signal arrives or a child exits."""
+        while not self._signals and not self.dead:
+            self.dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            time.sleep(POLL_SECONDS)
 
-    previous = {s: signal.signal(s, stop_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
-    dead: list[str] = []
-    try:
-        while not dead:
-            dead = [n for n, p in procs.items() if p.poll() is not None]
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        _stop_all(procs)
-    for name in dead:
-        print(f"{name} exited with {procs[name].returncode}", file=sys.stderr)
-    return 1 if dead else 0
+    def exit_status(self) -> int:
+        for name in self.dead:
+            print(f"{name} exited with {self.procs[name].returncode}", file=sys.stderr)
+        return 1 if self.dead else 0
 
 
 def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -165,12 +278,27 @@ def _serve_sandbox(settings: Settings, port: int) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    port = args.port or SCALE_PORTS.get(args.component, settings.port)
-    if args.component == "sandbox":
+    components = tuple(args.components)
+    port = args.port or SCALE_PORTS.get(components[0], settings.port)
+    if components == ("sandbox",):
         _serve_sandbox(settings, port)
     else:
-        _serve(settings, (args.component,), port)
+        _serve(settings, components, port, args.fd)
     return 0
+
+
+def _component_list(value: str) -> list[str]:
+    """``serve``'s argument: one component, or several separated by commas (one process)."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in COMPONENTS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give components from {', '.join(COMPONENTS)}, separated by commas, "
+            "each once"
+        )
+    if "sandbox" in names and len(names) > 1:
+        raise argparse.ArgumentTypeError("the sandbox plays the PSP: serve it on its own")
+    return names
 
 
 def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
@@ -264,15 +392,28 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pocketpay", description="PocketPay payment platform")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="run PocketPay (every component in one process by default)")
-    up.add_argument(
+    mode = up.add_mutually_exclusive_group()
+    mode.add_argument(
         "--processes",
         action="store_true",
         help="each component as its own process (PostgreSQL + NATS)",
     )
+    mode.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="N app processes (gateway + payments + ledger each) sharing the public port, "
+        "plus the sandbox and the monitor once each (PostgreSQL + NATS)",
+    )
+    up.add_argument("--port", type=int, default=0, help="the public port (default: settings)")
+    up.add_argument("--sandbox-port", type=int, default=0, help="scale modes: the sandbox's port")
+    up.add_argument("--monitor-port", type=int, default=0, help="scale modes: the monitor's port")
     up.set_defaults(fn=cmd_up)
-    serve = sub.add_parser("serve", help="run one component")
-    serve.add_argument("component", choices=COMPONENTS)
+    serve = sub.add_parser("serve", help="run one component (or several, comma-separated)")
+    serve.add_argument("components", type=_component_list, metavar="component[,component...]")
     serve.add_argument("--port", type=int, default=0)
+    # A listening socket inherited from `up --workers` (which migrated the database).
+    serve.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(fn=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
     check = sub.add_parser(
