@@ -164,7 +164,11 @@ def _up_workers(settings: Settings, args: argparse.Namespace) -> int:
             "POCKETPAY_PSP__API_BASE": monitor_urls["sandbox"],
             "POCKETPAY_SANDBOX__WEBHOOK_URL": f"{public}/api/v1/webhooks/stripe",
         }
-    listener = socket.create_server((settings.host, ports["gateway"]), backlog=2048)
+    try:
+        listener = socket.create_server((settings.host, ports["gateway"]), backlog=2048)
+    except OSError as exc:
+        print(f"up --workers cannot listen on {public}: {exc}", file=sys.stderr)
+        return 1
     fd = listener.fileno()
     worker = ["serve", ",".join(WORKER_COMPONENTS), "--port", str(ports["gateway"])]
     try:
