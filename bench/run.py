@@ -707,10 +707,12 @@ def table(mode: str, results: dict[str, Any]) -> str:
         lines.append(_row("  idle: create->wallet credited", idle | {"rate_per_s": "-"}))
     if "sustained" in results:
         u = results["sustained"]
+        c = u["create"]
         lines.append(
-            _row(f"sustained: posted, {u['offered_rate_per_s']}/s offered", u | u["create"])
-            + f"  backlog {u['backlog_at_end']}, "
-            f"{u['backlog_slope_second_half_per_s']:+}/s: "
+            _row(f"sustained {u['seconds']:.0f} s: posted/s, create ms", u | c, "posted_rate_per_s")
+            + f"  offered {u['offered_rate_per_s']}/s, created {c['achieved_rate_per_s']}/s, "
+            f"dropped {c['dropped']}; backlog {u['backlog_at_end']}, "
+            f"{u['backlog_slope_second_half_per_s']:+}/s in the 2nd half: "
             + ("GREW" if u["backlog_grew"] else "steady")
         )
     for name in ("transfers", "hot"):
