@@ -58,7 +58,10 @@ def _pocketpay_cmd(workers: int = 1) -> list[str]:
     # Only when asked: `up --workers N` (N app processes on PostgreSQL + NATS, one port, the
     # sandbox in its own process) is new, and the single-process command stays as it was.
     if workers > 1:
+        # Free ports for the sandbox and the monitor (their defaults may be taken by a test
+        # deployment on this shared machine).
         cmd += ["--workers", str(workers)]
+        cmd += ["--sandbox-port", str(free_port()), "--monitor-port", str(free_port())]
     return cmd
 
 
