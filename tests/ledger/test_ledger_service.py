@@ -338,7 +338,8 @@ async def test_authorization_posted_in_full(engine: AsyncEngine) -> None:
     a = await bal(engine, ALICE)
     assert (a.credits_pending, a.credits_posted, a.available_minor) == (0, 500, 500)
     async with engine.connect() as conn:
-        pending = await service.get_transfer(conn, "auth:p1")
+        pending = await service.find_transfer(conn, "auth:p1")
+        assert pending is not None
     assert pending.pending_state == "posted"
     assert await run_check(engine) == []
 
@@ -373,7 +374,8 @@ async def test_void_releases_the_hold(engine: AsyncEngine) -> None:
     a = await bal(engine, ALICE)
     assert (a.debits_pending, a.debits_posted, a.available_minor) == (0, 0, 100)
     async with engine.connect() as conn:
-        assert (await service.get_transfer(conn, "hold")).pending_state == "voided"
+        hold = await service.find_transfer(conn, "hold")
+        assert hold is not None and hold.pending_state == "voided"
     assert await run_check(engine) == []
 
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import bindparam, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.gateway.models import idempotency_keys
@@ -68,6 +68,12 @@ def check_key(key: str | None) -> str:
 
 Outcome = tuple[int, dict[str, Any]]
 
+# Statements of the hot path, built once (values are bound at execution; see kit.db).
+_K = idempotency_keys.c
+_THIS_KEY = (_K.owner_id == bindparam("w_owner"), _K.key == bindparam("w_key"))
+_GET = select(idempotency_keys).where(*_THIS_KEY)
+_STORE = update(idempotency_keys).where(*_THIS_KEY)
+
 
 class IdempotencyStore:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
@@ -81,23 +87,18 @@ class IdempotencyStore:
         now = self._clock.now()
         async with self._engine.begin() as conn:
             res = await conn.execute(
-                insert_ignore(conn, idempotency_keys).values(
-                    owner_id=owner_id,
-                    key=key,
-                    fingerprint=fp,
-                    status="in_progress",
-                    created_at=now,
-                    locked_until=now + timedelta(seconds=LOCK_SECONDS),
-                )
+                insert_ignore(conn, idempotency_keys),
+                {
+                    "owner_id": owner_id,
+                    "key": key,
+                    "fingerprint": fp,
+                    "status": "in_progress",
+                    "created_at": now,
+                    "locked_until": now + timedelta(seconds=LOCK_SECONDS),
+                },
             )
             if res.rowcount == 0:
-                row = (
-                    await conn.execute(
-                        select(idempotency_keys).where(
-                            idempotency_keys.c.owner_id == owner_id, idempotency_keys.c.key == key
-                        )
-                    )
-                ).one()
+                row = (await conn.execute(_GET, {"w_owner": owner_id, "w_key": key})).one()
                 replay = await self._existing(conn, row, fp, now)
                 if replay is not None:
                     return replay[0], replay[1], True
@@ -151,14 +152,15 @@ class IdempotencyStore:
     async def _store(self, owner_id: str, key: str, status: int, body: dict[str, Any]) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(
-                update(idempotency_keys)
-                .where(
-                    idempotency_keys.c.owner_id == owner_id,
-                    idempotency_keys.c.key == key,
-                )
-                .values(
-                    status="done", response_status=status, response_body=body, locked_until=None
-                )
+                _STORE,
+                {
+                    "w_owner": owner_id,
+                    "w_key": key,
+                    "status": "done",
+                    "response_status": status,
+                    "response_body": body,
+                    "locked_until": None,
+                },
             )
 
     async def _unlock(self, owner_id: str, key: str) -> None:

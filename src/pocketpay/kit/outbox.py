@@ -18,6 +18,7 @@ while the relay is behind; otherwise what the pass itself saw).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -93,18 +94,24 @@ async def add_event(
 
     With ``event_id`` (derived from the effect's own id) a second write of the same event is
     ignored, so two racing re-runs of one idempotent operation publish it once."""
-    stmt = insert(outbox) if event_id is None else insert_ignore(conn, outbox)
+    stmt = _insert(outbox) if event_id is None else insert_ignore(conn, outbox)
     event_id = event_id or new_id("evt")
     await conn.execute(
-        stmt.values(
-            event_id=event_id,
-            type=event_type,
-            occurred_at=occurred_at,
-            data=data,
-            trace=_trace_with_request_id(),
-        )
+        stmt,
+        {
+            "event_id": event_id,
+            "type": event_type,
+            "occurred_at": occurred_at,
+            "data": data,
+            "trace": _trace_with_request_id(),
+        },
     )
     return event_id
+
+
+@functools.cache
+def _insert(table: Table) -> Any:
+    return insert(table)
 
 
 def _trace_with_request_id() -> dict[str, str]:

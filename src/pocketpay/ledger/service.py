@@ -8,12 +8,13 @@ and are later posted (possibly for less) or voided.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, union_all, update
+from sqlalchemy import bindparam, delete, func, select, union_all, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -92,14 +93,15 @@ async def ensure_account(conn: AsyncConnection, account_id: str, now: datetime) 
     code, owner, currency = parse_account_id(account_id)
     n = shard_count(code)
     await conn.execute(
-        insert_ignore(conn, accounts).values(
-            id=account_id,
-            code=int(code),
-            currency=currency,
-            owner_id=owner,
-            shards=n,
-            created_at=now,
-        )
+        insert_ignore(conn, accounts),
+        {
+            "id": account_id,
+            "code": int(code),
+            "currency": currency,
+            "owner_id": owner,
+            "shards": n,
+            "created_at": now,
+        },
     )
     await conn.execute(
         insert_ignore(conn, balances),
@@ -128,19 +130,37 @@ async def _apply(
 ) -> None:
     """Add ``deltas`` to one balance row. With ``guard_amount``, refuse (InsufficientFunds)
     unless the account's available balance covers it, in the same atomic UPDATE."""
-    b = balances.c
-    values = {col: getattr(b, col) + delta for col, delta in deltas.items()}
-    stmt = update(balances).where(b.account_id == account_id, b.shard == shard).values(values)
-    if guard_amount is not None and is_guarded(code):
-        stmt = stmt.where(b.credits_posted - b.debits_posted - b.debits_pending >= guard_amount)
-        result = await conn.execute(stmt)
+    guarded = guard_amount is not None and is_guarded(code)
+    stmt = _balance_update(tuple(deltas), guarded)
+    params: dict[str, Any] = {"w_account": account_id, "w_shard": shard}
+    params |= {f"d_{col}": delta for col, delta in deltas.items()}
+    if guarded:
+        params["w_guard"] = guard_amount
+        result = await conn.execute(stmt, params)
         if result.rowcount == 0:
             raise InsufficientFunds("The wallet's available balance does not cover this amount.")
         return
-    result = await conn.execute(stmt)
+    result = await conn.execute(stmt, params)
     if result.rowcount == 0:
         await ensure_account(conn, account_id, now)
-        await conn.execute(stmt)
+        await conn.execute(stmt, params)
+
+
+@functools.cache
+def _balance_update(columns: tuple[str, ...], guarded: bool) -> Any:
+    """``UPDATE balances SET col = col + :d_col ... WHERE account, shard [AND available >=
+    :w_guard]``, built once per shape (values are bound at execution; see kit.db)."""
+    b = balances.c
+    stmt = (
+        update(balances)
+        .where(b.account_id == bindparam("w_account"), b.shard == bindparam("w_shard"))
+        .values({col: getattr(b, col) + bindparam(f"d_{col}") for col in columns})
+    )
+    if guarded:
+        stmt = stmt.where(
+            b.credits_posted - b.debits_posted - b.debits_pending >= bindparam("w_guard")
+        )
+    return stmt
 
 
 @dataclass(frozen=True)
@@ -176,12 +196,13 @@ async def _forget(conn: AsyncConnection, transfer_id: str) -> None:
     await conn.execute(delete(transfers).where(transfers.c.id == transfer_id))
 
 
-async def _insert_transfer(conn: AsyncConnection, values: dict[str, Any]) -> Row[Any] | None:
-    """Insert; on an id already taken, return the existing row (a replay) or raise."""
-    res = await conn.execute(insert_ignore(conn, transfers).values(**values))
-    if res.rowcount == 1:
-        return None
-    existing = (await conn.execute(select(transfers).where(transfers.c.id == values["id"]))).one()
+async def _insert_transfer(conn: AsyncConnection, values: dict[str, Any]) -> tuple[Row[Any], bool]:
+    """Insert; returns (the row, True), or on an id already taken (the existing row, False)
+    if it is the same transfer (a replay), else raises TransferIdConflict."""
+    row = (await conn.execute(_insert_returning(insert_ignore(conn, transfers)), values)).first()
+    if row is not None:
+        return row, True
+    existing = (await conn.execute(_TRANSFER_BY_ID, {"w_id": values["id"]})).one()
     same = all(
         getattr(existing, k) == values[k]
         for k in (
@@ -196,7 +217,15 @@ async def _insert_transfer(conn: AsyncConnection, values: dict[str, Any]) -> Row
     )
     if not same:
         raise TransferIdConflict(f"transfer id {values['id']} exists with other values")
-    return existing
+    return existing, False
+
+
+_TRANSFER_BY_ID = select(transfers).where(transfers.c.id == bindparam("w_id"))
+
+
+@functools.cache
+def _insert_returning(stmt: Any) -> Any:
+    return stmt.returning(*transfers.c)
 
 
 async def create_transfer(conn: AsyncConnection, req: TransferRequest, now: datetime) -> Row[Any]:
@@ -204,7 +233,7 @@ async def create_transfer(conn: AsyncConnection, req: TransferRequest, now: date
     d_shard = random.randrange(shard_count(d_code))
     c_shard = random.randrange(shard_count(c_code))
     kind = "pending" if req.pending else "posted"
-    existing = await _insert_transfer(
+    row, new = await _insert_transfer(
         conn,
         {
             "id": req.id,
@@ -222,8 +251,8 @@ async def create_transfer(conn: AsyncConnection, req: TransferRequest, now: date
             "created_at": now,
         },
     )
-    if existing is not None:
-        return existing
+    if not new:
+        return row
     col = "pending" if req.pending else "posted"
     try:
         await _apply_both(
@@ -243,7 +272,7 @@ async def create_transfer(conn: AsyncConnection, req: TransferRequest, now: date
         LEDGER_TRANSFERS.labels(req.code.name.lower(), "insufficient_funds").inc()
         raise
     LEDGER_TRANSFERS.labels(req.code.name.lower(), "posted").inc()
-    return await get_transfer(conn, req.id)
+    return row
 
 
 async def resolve_pending(
@@ -257,13 +286,13 @@ async def resolve_pending(
     user_data: dict[str, Any] | None = None,
 ) -> Row[Any]:
     """Post (``post=True``, optionally for less) or void an open pending transfer."""
-    pending = (await conn.execute(select(transfers).where(transfers.c.id == pending_id))).first()
+    pending = (await conn.execute(_TRANSFER_BY_ID, {"w_id": pending_id})).first()
     if pending is None or pending.kind != "pending":
         raise TransferNotFound(f"no pending transfer {pending_id}")
     amount = pending.amount_minor if amount_minor is None or not post else amount_minor
     if not 0 < amount <= pending.amount_minor:
         raise InvalidTransfer("a posted amount must be positive and at most the pending amount")
-    existing = await _insert_transfer(
+    row, new = await _insert_transfer(
         conn,
         {
             "id": transfer_id,
@@ -281,8 +310,8 @@ async def resolve_pending(
             "created_at": now,
         },
     )
-    if existing is not None:
-        return existing
+    if not new:
+        return row
     res = await conn.execute(
         update(transfers)
         .where(transfers.c.id == pending_id, transfers.c.pending_state == "open")
@@ -314,7 +343,7 @@ async def resolve_pending(
     LEDGER_TRANSFERS.labels(
         TransferCode(pending.code).name.lower(), "post_pending" if post else "void_pending"
     ).inc()
-    return await get_transfer(conn, transfer_id)
+    return row
 
 
 async def void_or_tombstone(
@@ -331,7 +360,7 @@ async def void_or_tombstone(
     id taken by an identical request and is a no-op."""
     assert hold.pending
     _validate(hold)
-    tombstone = await _insert_transfer(
+    _, tombstoned = await _insert_transfer(
         conn,
         {
             "id": hold.id,
@@ -349,9 +378,9 @@ async def void_or_tombstone(
             "created_at": now,
         },
     )
-    if tombstone is not None:  # the hold exists: void it for real
+    if not tombstoned:  # the hold exists: void it for real
         return await resolve_pending(conn, void_id, hold.id, now, post=False, user_data=user_data)
-    await _insert_transfer(
+    row, _ = await _insert_transfer(
         conn,
         {
             "id": void_id,
@@ -370,18 +399,11 @@ async def void_or_tombstone(
         },
     )
     LEDGER_TRANSFERS.labels(hold.code.name.lower(), "tombstone").inc()
-    return await get_transfer(conn, void_id)
-
-
-async def get_transfer(conn: AsyncConnection, transfer_id: str) -> Row[Any]:
-    row = (await conn.execute(select(transfers).where(transfers.c.id == transfer_id))).first()
-    if row is None:
-        raise TransferNotFound(f"no transfer {transfer_id}")
     return row
 
 
 async def find_transfer(conn: AsyncConnection, transfer_id: str) -> Row[Any] | None:
-    return (await conn.execute(select(transfers).where(transfers.c.id == transfer_id))).first()
+    return (await conn.execute(_TRANSFER_BY_ID, {"w_id": transfer_id})).first()
 
 
 async def balance(conn: AsyncConnection, account_id: str) -> Balance:

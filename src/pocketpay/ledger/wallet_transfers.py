@@ -41,13 +41,14 @@ async def send(conn: AsyncConnection, body: WalletTransferIn, now: datetime) -> 
     if body.sender_id == body.recipient_id:
         raise InvalidTransfer("You cannot send money to yourself.", code="ledger.self_transfer")
     transfer_id = derive_id("tr", body.sender_id, body.idempotency_key)
-    existing = await service.find_transfer(conn, transfer_id)
-    if existing is not None and (existing.user_data or {}).get("note", "") != body.note:
-        raise KeyReused("This Idempotency-Key already made a transfer with other details.")
+    reused = KeyReused("This Idempotency-Key already made a transfer with other details.")
     try:
+        # A replay returns the row the first request made (nothing is applied twice).
         row = await _post(conn, transfer_id, body, now)
     except TransferIdConflict as exc:
-        raise KeyReused("This Idempotency-Key already made a transfer with other details.") from exc
+        raise reused from exc
+    if (row.user_data or {}).get("note", "") != body.note:
+        raise reused
     result = view(row)
     await add_event(
         conn, outbox, "ledger.transfer.posted", result, now, event_id=f"evt_{transfer_id}"

@@ -3,10 +3,11 @@ state change writes the timeline row and the outbox event in that same transacti
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,6 +20,20 @@ from pocketpay.kit.outbox import add_event
 from pocketpay.payments.errors import InvalidTransition, PaymentNotFound
 from pocketpay.payments.models import outbox, payments, refunds, timeline
 from pocketpay.payments.states import PaymentStatus, can_transition
+
+# Statements built once; values are bound at execution (see kit.db.insert_ignore).
+_INSERT_TIMELINE = insert(timeline)
+# A status move, conditional on the status read; RETURNING gives the row it made.
+_MOVE = (
+    update(payments)
+    .where(payments.c.id == bindparam("w_id"), payments.c.status == bindparam("w_status"))
+    .returning(*payments.c)
+)
+
+
+@functools.cache
+def _returning_all(stmt: Any) -> Any:
+    return stmt.returning(*payments.c)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -66,13 +81,25 @@ async def _owned(
 ) -> Row[Any]:
     """The row, if it exists and (with ``owner_id``) belongs to that user; another user's id
     is "not found", never "forbidden", so ids cannot be probed."""
-    q = select(table).where(table.c.id == object_id)
-    if owner_id is not None:
-        q = q.where(table.c.owner_id == owner_id)
-    row = (await conn.execute(q)).first()
+    if owner_id is None:
+        row = (await conn.execute(_by_id(table), {"w_id": object_id})).first()
+    else:
+        row = (
+            await conn.execute(_by_id_owner(table), {"w_id": object_id, "w_owner": owner_id})
+        ).first()
     if row is None:
         raise PaymentNotFound(f"No {what} {object_id}.")
     return row
+
+
+@functools.cache
+def _by_id(table: Any) -> Any:
+    return select(table).where(table.c.id == bindparam("w_id"))
+
+
+@functools.cache
+def _by_id_owner(table: Any) -> Any:
+    return _by_id(table).where(table.c.owner_id == bindparam("w_owner"))
 
 
 async def get(conn: AsyncConnection, payment_id: str, owner_id: str | None = None) -> Row[Any]:
@@ -97,24 +124,23 @@ async def create(
     gets the payment the first one made, a different request with that key is refused."""
     payment_id = derive_id("pay", owner_id, idempotency_key)
     result = await conn.execute(
-        insert_ignore(conn, payments)
-        .returning(*payments.c)
-        .values(
-            id=payment_id,
-            owner_id=owner_id,
-            amount_minor=amount_minor,
-            currency=currency,
-            status=PaymentStatus.CREATED.value,
-            capture_method=capture_method,
-            amount_captured_minor=0,
-            amount_refunded_minor=0,
-            payment_method=payment_method,
-            description=description,
-            metadata=metadata,
-            provider=provider,
-            created_at=now,
-            updated_at=now,
-        )
+        _returning_all(insert_ignore(conn, payments)),
+        {
+            "id": payment_id,
+            "owner_id": owner_id,
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "status": PaymentStatus.CREATED.value,
+            "capture_method": capture_method,
+            "amount_captured_minor": 0,
+            "amount_refunded_minor": 0,
+            "payment_method": payment_method,
+            "description": description,
+            "metadata": metadata,
+            "provider": provider,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
     row = result.first()  # RETURNING: no second round trip to read it back
     if row is None:
@@ -144,14 +170,15 @@ async def _timeline_row(
     now: datetime,
 ) -> None:
     await conn.execute(
-        insert(timeline).values(
-            payment_id=payment_id,
-            from_status=before,
-            to_status=after,
-            cause=cause,
-            detail=detail,
-            occurred_at=now,
-        )
+        _INSERT_TIMELINE,
+        {
+            "payment_id": payment_id,
+            "from_status": before,
+            "to_status": after,
+            "cause": cause,
+            "detail": detail,
+            "occurred_at": now,
+        },
     )
 
 
@@ -197,16 +224,22 @@ async def transition(
                 f"A {current.value} payment cannot become {target.value}.",
             )
         return None
-    res = await conn.execute(
-        update(payments)
-        .where(payments.c.id == payment_id, payments.c.status == current.value)
-        .values(status=target.value, updated_at=now, **changes)
-    )
-    if res.rowcount == 0:
+    after = (
+        await conn.execute(
+            _MOVE,
+            {
+                "w_id": payment_id,
+                "w_status": current.value,
+                "status": target.value,
+                "updated_at": now,
+                **changes,
+            },
+        )
+    ).first()
+    if after is None:
         if strict:
             raise InvalidTransition("The payment changed state concurrently; retry.")
         return None
-    after = await get(conn, payment_id)
     await _record(conn, after, current, target, cause, detail or {}, now)
     return after
 
