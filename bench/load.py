@@ -271,9 +271,7 @@ async def open_loop(
 
     async def one(scheduled: float) -> None:
         nonlocal waiting
-        waiting += 1
-        result.max_waiting = max(result.max_waiting, waiting)
-        try:
+        try:  # counted as waiting from its creation (below) until it holds a connection
             i = await free.get()
         finally:
             waiting -= 1
@@ -303,6 +301,8 @@ async def open_loop(
         if waiting >= max_waiting:
             result.dropped += 1
             continue
+        waiting += 1
+        result.max_waiting = max(result.max_waiting, waiting)
         task = asyncio.create_task(one(scheduled))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
