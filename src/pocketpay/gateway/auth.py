@@ -12,18 +12,22 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.gateway.models import refresh_tokens, users
 from pocketpay.kit.clock import Clock, aware
+from pocketpay.kit.db import single_statements
 from pocketpay.kit.errors import AppError, Unauthorized
 from pocketpay.kit.ids import new_id
 from pocketpay.kit.tokens import Principal, TokenCodec
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 _DUMMY_HASH = _hasher.hash("timing-equalizer")
+
+
+_BY_EMAIL = select(users).where(users.c.email == bindparam("w_email"))  # built once
 
 
 class EmailTaken(AppError):
@@ -56,6 +60,7 @@ class AuthService:
         admin_emails: list[str],
     ) -> None:
         self._engine = engine
+        self._reads = single_statements(engine)  # reads: one round trip each on PostgreSQL
         self._clock = clock
         self.tokens = tokens
         self._refresh_ttl = refresh_ttl_seconds
@@ -87,7 +92,7 @@ class AuthService:
         return await self._session(row, new_id("fam"), now)
 
     async def login(self, email: str, password: str) -> dict[str, Any]:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = (await conn.execute(select(users).where(users.c.email == email.lower()))).first()
         try:
             await asyncio.to_thread(
@@ -156,13 +161,13 @@ class AuthService:
         }
 
     async def get_user(self, user_id: str) -> dict[str, Any]:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
         if row is None:
             raise Unauthorized("This account no longer exists.", code="auth.invalid_token")
         return user_view(row)
 
     async def find_by_email(self, email: str) -> dict[str, Any] | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(users).where(users.c.email == email.lower()))).first()
+        async with self._reads.connect() as conn:
+            row = (await conn.execute(_BY_EMAIL, {"w_email": email.lower()})).first()
         return user_view(row) if row else None

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.gateway.models import idempotency_keys
 from pocketpay.kit.clock import Clock, aware
-from pocketpay.kit.db import insert_ignore
+from pocketpay.kit.db import insert_ignore, single_statements
 from pocketpay.kit.errors import AppError, KeyReused
 from pocketpay.kit.failpoints import failpoint
 
@@ -77,7 +77,9 @@ _STORE = update(idempotency_keys).where(*_THIS_KEY)
 
 class IdempotencyStore:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
-        self._engine = engine
+        # Each statement below is atomic on its own (the claim is an insert-if-absent, a
+        # takeover a compare-and-set), so none needs a transaction around it.
+        self._engine = single_statements(engine)
         self._clock = clock
 
     async def run(

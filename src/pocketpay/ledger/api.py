@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.bus import Bus
 from pocketpay.kit.clock import Clock
+from pocketpay.kit.db import single_statements
 from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.metrics import CONSUMER_LAG, CONSUMER_PENDING
 from pocketpay.kit.money import MoneyError, normalize_currency
@@ -47,6 +48,7 @@ def _currency(code: str) -> str:
 class LedgerApi:
     def __init__(self, engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> None:
         self._engine = engine
+        self._reads = single_statements(engine)  # reads: one round trip each on PostgreSQL
         self._clock = clock
         self._relay = relay
         self._bus = bus
@@ -89,19 +91,19 @@ class LedgerApi:
         return Transfer.model_validate(result)
 
     async def get_transfer(self, owner_id: str, transfer_id: str) -> Transfer:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             return Transfer.model_validate(await wallet_transfers.get(conn, owner_id, transfer_id))
 
     async def list_transfers(
         self, owner_id: str, limit: int, starting_after: str | None
     ) -> TransferList:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows, more = await wallet_transfers.list_for(conn, owner_id, limit, starting_after)
         data = [Transfer.model_validate(t) for t in rows]
         return TransferList(data=data, has_more=more, next_cursor=data[-1].id if more else None)
 
     async def wallets(self, owner_id: str) -> WalletList:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows = await service.wallets(conn, owner_id)
         return WalletList(data=[_wallet(b) for b in rows])
 
@@ -110,7 +112,7 @@ class LedgerApi:
     ) -> EntryList:
         cur = _currency(currency)
         cursor = int(starting_after) if starting_after is not None else None
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows = await service.entries(conn, owner_id, cur, limit + 1, cursor)
         acct = wallet_account_id(owner_id, cur)
         data = [_entry(service.transfer_dict(r), acct) for r in rows[:limit]]

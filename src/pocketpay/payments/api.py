@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.clock import Clock
+from pocketpay.kit.db import single_statements
 from pocketpay.kit.errors import NotFound
 from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.tracing import client_span
@@ -38,6 +39,7 @@ from pocketpay.payments.schemas import (
 class PaymentsApi:
     def __init__(self, engine: AsyncEngine, clock: Clock, flows: Flows, provider: Provider) -> None:
         self._engine = engine
+        self._reads = single_statements(engine)  # reads: one round trip each on PostgreSQL
         self._clock = clock
         self._flows = flows
         self._provider = provider
@@ -69,20 +71,20 @@ class PaymentsApi:
             return Payment.model_validate(service.payment_view(row))
 
     async def get(self, owner_id: str, payment_id: str) -> Payment:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = await service.get(conn, payment_id, owner_id)
         return Payment.model_validate(service.payment_view(row))
 
     async def list(
         self, owner_id: str, status: str | None, limit: int, starting_after: str | None
     ) -> PaymentList:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows, more = await service.list_for(conn, owner_id, status, limit, starting_after)
         data = [Payment.model_validate(service.payment_view(p)) for p in rows]
         return PaymentList(data=data, has_more=more, next_cursor=data[-1].id if more else None)
 
     async def events(self, owner_id: str, payment_id: str) -> Timeline:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             await service.get(conn, payment_id, owner_id)
             rows = await service.events_of(conn, payment_id)
         return Timeline(data=[TimelineEntry.model_validate(e) for e in rows])
@@ -108,7 +110,7 @@ class PaymentsApi:
         return Refund.model_validate(view)
 
     async def get_refund(self, owner_id: str, refund_id: str) -> Refund:
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = await service.get_refund(conn, refund_id, owner_id)
         return Refund.model_validate(service.refund_view(row))
 
@@ -124,7 +126,7 @@ class PaymentsApi:
 
     async def stuck(self, limit: int = 100) -> StuckAttempts:
         """Attempts the reconciler gave up on, oldest first."""
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows = await attempts.stuck(conn, limit)
             total = await attempts.stuck_count(conn)
         return StuckAttempts(data=[StuckAttempt.model_validate(row) for row in rows], total=total)
