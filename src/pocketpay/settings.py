@@ -79,6 +79,12 @@ class BusSettings(BaseModel):
     # without limit while the dead-letter write fails (database down), so the cap matters.
     retry_cap_ms: int = 30_000
     ack_wait_seconds: float = 30.0
+    # NATS: messages of one pulled batch a consumer handles at once, per process (each is
+    # acked or nak'ed on its own). 1 handles a batch one message at a time, in stream order.
+    # The payments consumer makes a PSP round trip per message, so its throughput per process
+    # is about consumer_concurrency / PSP latency. Keep it below the database pool
+    # (db_pool_size, plus as much overflow) with room for requests.
+    consumer_concurrency: int = Field(default=16, ge=1)
     stream: str = "POCKETPAY"
     # Prepended to every NATS subject, so deployments sharing a NATS server stay apart.
     subject_prefix: str = ""

@@ -7,21 +7,28 @@
 * Every ``subscribe(durable, ...)`` is a durable *pull* consumer with explicit acks. Each
   process runs one pull loop per subscription; several processes using the same durable name
   share its messages (that is how scale mode runs N copies of a component).
-* A batch is handled sequentially. Success acks; a failure naks with a delay of
+* Up to ``consumer_concurrency`` messages of a batch are handled at once (one task each,
+  never more tasks than that; 1 handles a batch sequentially, in stream order). Each message
+  is settled on its own: success acks; a failure naks with a delay of
   ``min(retry_delay_ms * 2**(num_delivered-1), retry_cap_ms)``; a failure on delivery
   ``max_deliver`` (or later) writes the envelope to ``bus_dead_letters`` and acks *only if that
   write committed*. If it failed (database down) the message is nak'ed with the same backoff
   and the next delivery tries the handler, then the dead letter, again: nothing is dropped.
-  While a batch is handled, its waiting messages get "in progress" acks so they do not hit
-  ``ack_wait``.
-* ``close()`` lets a running handler finish (``close_grace_seconds``), naks the rest of the
-  batch so another process (or the next start) gets them at once, then disconnects.
+  While a batch is handled, its unsettled messages (waiting or running) get "in progress"
+  acks so they do not hit ``ack_wait``.
+* ``close()`` starts no further handler, lets the running ones finish (``close_grace_seconds``;
+  past it they are cancelled and their messages nak'ed), naks the rest of the batch so another
+  process (or the next start) gets them at once, then disconnects.
 
 Differences from ``EmbeddedBus`` worth knowing:
 
 * A failing message does not block the ones behind it: it is retried after its nak delay while
   later messages are handled (``EmbeddedBus`` retries inline). Handlers must already be
-  idempotent and must not rely on cross-event order after a failure.
+  idempotent and must not rely on cross-event order after a failure. With a concurrency above
+  1 the events of one batch are handled at the same time, in no particular order, exactly as
+  if several processes shared the durable: a handler must be safe against itself running
+  concurrently on other events (the components' consumers are: each event is one
+  transaction with its inbox row, and the ledger's reactions are order-insensitive).
 * The dedupe window is ``duplicate_window`` (two minutes), not forever; consumers' inboxes
   catch anything older.
 * The server-side ``max_deliver`` of the consumer is -1 (unlimited): the *bus* decides when
@@ -41,6 +48,7 @@ Differences from ``EmbeddedBus`` worth knowing:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -124,6 +132,12 @@ def subject_within(pattern: str, stream_subject: str) -> bool:
     return len(p_parts) == len(s_parts)
 
 
+def _set_event() -> asyncio.Event:
+    ev = asyncio.Event()
+    ev.set()
+    return ev
+
+
 @dataclass
 class _NatsSubscription:
     durable: str
@@ -135,8 +149,10 @@ class _NatsSubscription:
     advisories: Subscription | None = None  # JetStream max-deliveries advisories
     task: asyncio.Task[None] | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)  # this run's loop must end
-    # Held while one message is handled: close() takes it to stop between messages.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    running: int = 0  # handler tasks not finished yet
+    # Set while no handler task runs: close() waits for it (once ``stop`` is set no new
+    # handler starts, so it stays set).
+    idle: asyncio.Event = field(default_factory=_set_event)
 
 
 class NatsBus:
@@ -147,7 +163,8 @@ class NatsBus:
     of ``fetch_timeout_seconds`` (it still gets a new message at once); ``start()`` gives up
     after ``connect_timeout_seconds`` (later disconnects reconnect forever);
     ``api_timeout_seconds`` bounds JetStream API calls and publish acks;
-    ``close_grace_seconds`` is how long ``close()`` lets a running handler finish.
+    ``close_grace_seconds`` is how long ``close()`` lets running handlers finish;
+    ``consumer_concurrency`` is the most messages of one subscription handled at once.
     """
 
     def __init__(
@@ -168,9 +185,12 @@ class NatsBus:
         api_timeout_seconds: float = 5.0,
         close_grace_seconds: float = 5.0,
         subject_prefix: str = "",
+        consumer_concurrency: int = 16,
     ) -> None:
         if max_deliver < 1:
             raise ValueError("max_deliver must be at least 1")
+        if consumer_concurrency < 1:
+            raise ValueError("consumer_concurrency must be at least 1")
         if not subjects:
             raise ValueError("the stream needs at least one subject")
         self._url = url
@@ -190,6 +210,7 @@ class NatsBus:
         self._connect_timeout = connect_timeout_seconds
         self._api_timeout = api_timeout_seconds
         self._close_grace = close_grace_seconds
+        self._concurrency = consumer_concurrency
         self._subs: list[_NatsSubscription] = []
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -234,9 +255,10 @@ class NatsBus:
     async def close(self) -> None:
         """Stop the fetch loops and disconnect.
 
-        A handler that is running may finish (up to ``close_grace_seconds``; cancelled inside a
-        database call, a SQLite connection would keep its write lock), then the loop is
-        cancelled and the batch's unhandled messages are nak'ed for another consumer.
+        No new handler starts; the running ones may finish (up to ``close_grace_seconds``;
+        cancelled inside a database call, a SQLite connection would keep its write lock), then
+        the loop is cancelled (and with it any handler still running) and the batch's
+        unhandled messages are nak'ed for another consumer.
         """
         self._started = False
         loop = asyncio.get_running_loop()
@@ -247,18 +269,13 @@ class NatsBus:
             task, sub.task = sub.task, None
             if task is None:
                 continue
-            locked = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
-                    locked = await sub.lock.acquire()
-            try:
-                task.cancel()
-                # Bounded, and not ``suppress(CancelledError)`` (close() may be cancelled too):
-                # a handler that swallows the cancellation must not hang close().
-                await asyncio.wait([task], timeout=max(1.0, deadline - loop.time()))
-            finally:
-                if locked:
-                    sub.lock.release()
+                    await sub.idle.wait()
+            task.cancel()
+            # Bounded, and not ``suppress(CancelledError)`` (close() may be cancelled too):
+            # a handler that swallows the cancellation must not hang close().
+            await asyncio.wait([task], timeout=max(1.0, deadline - loop.time()))
             if not task.done():
                 log.error("bus.nats.consumer_did_not_stop", durable=sub.durable)
             elif not task.cancelled() and task.exception() is not None:
@@ -675,26 +692,107 @@ class NatsBus:
         return msgs
 
     async def _handle_batch(self, sub: _NatsSubscription, msgs: list[Msg]) -> None:
+        """Handle ``msgs`` with at most ``consumer_concurrency`` handler tasks at a time.
+
+        ``unsettled`` holds every message not acked or nak'ed yet (waiting or running): the
+        keep-alive sends them "in progress", and whatever is left when the batch ends early
+        (``stop``, or cancelled by close()) is nak'ed for another consumer. Every task is
+        awaited and its outcome looked at; cancelled, the batch cancels its handlers and waits
+        for them before it naks.
+        """
         unsettled = list(msgs)
+        waiting = collections.deque(msgs)
+        running: set[asyncio.Task[None]] = set()
         keepalive = asyncio.create_task(self._keep_alive(unsettled))
         try:
-            while unsettled and not sub.stop.is_set():
-                async with sub.lock:
-                    await self._handle(sub, unsettled[0])
-                    unsettled.pop(0)
+            while True:
+                while waiting and len(running) < self._concurrency and not sub.stop.is_set():
+                    running.add(self._start_handler(sub, waiting.popleft(), unsettled))
+                if not running:
+                    break  # all handled, or stop: the waiting ones are nak'ed below
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                self._reap(sub, done)
         finally:
             keepalive.cancel()
-            # Only left over when cancelled (close()): hand them back right away instead of
+            if running:  # only when this task was cancelled (close() after its grace)
+                for task in running:
+                    task.cancel()
+                await self._wait_all(running)
+                self._reap(sub, running)
+            # Left over when stopped or cancelled: hand them back right away instead of
             # letting them wait for ack_wait.
-            for msg in unsettled:
-                with contextlib.suppress(Exception):
-                    await msg.nak()
+            await self._nak_all(unsettled)
             # Not ``await keepalive`` under suppress(CancelledError): that would also swallow
             # the cancellation of this task by close().
-            await asyncio.wait([keepalive])
+            await self._wait_all({keepalive})
+
+    def _start_handler(
+        self, sub: _NatsSubscription, msg: Msg, unsettled: list[Msg]
+    ) -> asyncio.Task[None]:
+        async def run() -> None:
+            await self._handle(sub, msg)
+            unsettled.remove(msg)  # settled (a failure or cancellation leaves it to be nak'ed)
+
+        def finished(_: asyncio.Task[None]) -> None:
+            # A done callback, not a ``finally`` in run(): a task cancelled before its first
+            # step never runs its body.
+            sub.running -= 1
+            if sub.running == 0:
+                sub.idle.set()
+
+        sub.running += 1
+        sub.idle.clear()
+        task = asyncio.create_task(run(), name=f"bus-nats-{sub.durable}-handler")
+        task.add_done_callback(finished)
+        return task
+
+    @staticmethod
+    def _reap(sub: _NatsSubscription, tasks: set[asyncio.Task[None]]) -> None:
+        """Look at every finished handler task's outcome (no exception goes unretrieved).
+        ``_handle`` settles every ordinary failure itself: anything here is unexpected, and
+        the message stays unsettled (nak'ed when the batch ends)."""
+        for task in tasks:
+            if task.cancelled():
+                log.warning("bus.nats.handler_cancelled", durable=sub.durable)
+            elif (exc := task.exception()) is not None:
+                log.error(
+                    "bus.nats.handler_crashed",
+                    durable=sub.durable,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+
+    @staticmethod
+    async def _wait_all(tasks: set[asyncio.Task[None]]) -> None:
+        """Wait for ``tasks`` to end even if this task is cancelled meanwhile (the cancellation
+        is raised once they ended): they are never left running unawaited."""
+        cancelled: asyncio.CancelledError | None = None
+        pending = set(tasks)
+        while pending:
+            try:
+                _, pending = await asyncio.wait(pending)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+                for task in pending:
+                    task.cancel()
+        if cancelled is not None:
+            raise cancelled
+
+    @staticmethod
+    async def _nak_all(msgs: list[Msg]) -> None:
+        """Nak every message, even if cancelled between two (re-raised at the end)."""
+        cancelled: asyncio.CancelledError | None = None
+        for msg in list(msgs):
+            try:
+                await msg.nak()
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+            except Exception:
+                pass  # a lost nak only means the message waits for ack_wait
+        if cancelled is not None:
+            raise cancelled
 
     async def _keep_alive(self, unsettled: list[Msg]) -> None:
-        """A batch is handled one message at a time: keep the rest from hitting ack_wait."""
+        """Keep the batch's unsettled messages (waiting or running) from hitting ack_wait."""
         while True:
             await asyncio.sleep(self._ack_wait / 2)
             for msg in list(unsettled):
