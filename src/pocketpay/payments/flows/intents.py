@@ -18,6 +18,7 @@ the resumption retrieves or replays with the same key and applies), after 3 (don
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -152,11 +153,16 @@ def _concluded_by(reported: PspState) -> tuple[str, ...]:
 
 
 async def _record_psp_ids(conn: AsyncConnection, p: Any, r: IntentResult, now: Any) -> None:
-    ids = {"psp_intent_id": r.intent_id}
+    ids: dict[str, Any] = {"psp_intent_id": r.intent_id}
     if r.charge_id:
         ids["psp_charge_id"] = r.charge_id
     if r.balance_txn_id:
         ids["psp_balance_txn_id"] = r.balance_txn_id
+        if r.available_on is not None and p.settle_check_at is None:
+            # The PSP told us when the funds become available: settlement asks it then, once
+            # (``recovery.settle_due``), instead of polling from the capture on. A check time
+            # already set (a lease, a back-off) is settlement's own and is kept.
+            ids["settle_check_at"] = datetime.fromtimestamp(r.available_on, UTC)
     changed = {k: v for k, v in ids.items() if getattr(p, k) != v}
     if changed:  # a late or repeated PSP answer that says nothing new writes nothing
         await service.set_fields(conn, p.id, now, **changed)

@@ -3,7 +3,8 @@ reconciler that resumes open attempts from their recovery points."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -54,8 +55,8 @@ async def handle_psp_event(ctx: Ctx, event: dict[str, Any]) -> dict[str, str]:
     elif etype.startswith("refund.") or etype == "charge.refunded":
         applied = await _refund_event(ctx, obj, inbox)
     else:
-        if etype == "balance.available":
-            await settle_due(ctx)
+        # ``balance.available`` included: settlement is the settle job's, at each payment's
+        # ``available_on`` (a pass inside the webhook request made the PSP wait on our polling).
         applied = False
     if not applied:
         await _claim(ctx, inbox)
@@ -113,48 +114,91 @@ async def _refund_event(ctx: Ctx, obj: dict[str, Any], inbox: tuple[str, str]) -
 # -- settlement ------------------------------------------------------------------------------
 
 
+# A claimed payment's check time is pushed this far while its pass asks the PSP: other
+# processes skip it meanwhile; a pass that dies leaves it to be asked again after the lease.
+SETTLE_LEASE_SECONDS = 30.0
+# PSP calls one settlement pass has in flight at most.
+SETTLE_CONCURRENCY = 8
+
+
 async def settle_due(ctx: Ctx, limit: int = 100) -> int:
-    """Ask the PSP about captured payments whose check is due. A payment not yet available is
-    asked again after half its age (at least ``settle_poll``, at most 5 minutes), so the
-    polling load does not grow with the number of payments waiting to settle."""
+    """Ask the PSP about captured payments whose check is due; returns how many it claimed.
+
+    A payment's first check is at the ``available_on`` the PSP gave with the capture
+    (``intents._record_psp_ids``), so it is normally asked once; without it, at once. One not
+    yet available (or whose check failed: unknown is not a failure) is asked again after half
+    its age (at least ``settle_poll``, at most 5 minutes), so the polling load does not grow
+    with the number of payments waiting to settle.
+
+    Due rows are claimed in a short transaction of their own that pushes their check time
+    forward by a lease, committed before any PSP call (no transaction is held across one):
+    on PostgreSQL ``FOR UPDATE SKIP LOCKED``, so several processes' passes split the due rows
+    instead of each asking about all of them. SQLite has one writer process: no clause."""
     now = ctx.clock.now()
     p = payments.c
-    async with ctx.engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(p.id, p.psp_balance_txn_id, p.updated_at)
-                .where(
-                    p.status == S.CAPTURED,
-                    p.psp_balance_txn_id.is_not(None),
-                    or_(p.settle_check_at.is_(None), p.settle_check_at <= now),
-                )
-                .order_by(p.settle_check_at.nulls_first())
-                .limit(limit)
-            )
-        ).all()
+    q = (
+        select(p.id, p.psp_balance_txn_id, p.updated_at)
+        .where(
+            p.status == S.CAPTURED,
+            p.psp_balance_txn_id.is_not(None),
+            or_(p.settle_check_at.is_(None), p.settle_check_at <= now),
+        )
+        .order_by(p.settle_check_at.nulls_first())
+        .limit(limit)
+    )
+    async with ctx.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        rows = (await conn.execute(q)).all()
+        if not rows:
+            return 0
+        lease = now + timedelta(seconds=max(SETTLE_LEASE_SECONDS, ctx.settle_poll_seconds))
+        await conn.execute(
+            update(payments).where(p.id.in_([r.id for r in rows])).values(settle_check_at=lease)
+        )
+    gate = asyncio.Semaphore(SETTLE_CONCURRENCY)
+
+    async def check(row: Any) -> bool:
+        async with gate:
+            return await _settle_one(ctx, row, now)
+
+    results = await asyncio.gather(*(check(r) for r in rows), return_exceptions=True)
     settled = 0
-    for row in rows:
-        try:
-            available = await ctx.provider.balance_available(row.psp_balance_txn_id)
-        except (PspUnavailable, PspRejected):
-            available = False
-        async with ctx.engine.begin() as conn:
-            if available:
-                done = await service.transition(
-                    conn, row.id, S.SETTLED, cause="settlement", now=ctx.clock.now(), strict=False
-                )
-                settled += done is not None
-            else:
-                age = (now - aware(row.updated_at)).total_seconds()
-                wait = min(max(age / 2, ctx.settle_poll_seconds), 300.0)
-                await conn.execute(
-                    update(payments)
-                    .where(p.id == row.id)
-                    .values(settle_check_at=now + timedelta(seconds=wait))
-                )
+    for row, res in zip(rows, results, strict=True):
+        if isinstance(res, BaseException):  # the lease brings it back; the others go on
+            log.warning(
+                "payments.settle_check_failed",
+                payment_id=row.id,
+                error=f"{type(res).__name__}: {res}",
+            )
+        else:
+            settled += res
     if settled:
         ctx.relay.notify()
-    return settled
+    return len(rows)
+
+
+async def _settle_one(ctx: Ctx, row: Any, now: datetime) -> bool:
+    """One claimed payment: ask the PSP, then settle it or set its next check."""
+    try:
+        available = await ctx.provider.balance_available(row.psp_balance_txn_id)
+    except (PspUnavailable, PspRejected):
+        available = False  # unknown: asked again at the next check
+    p = payments.c
+    async with ctx.engine.begin() as conn:
+        if available:
+            done = await service.transition(
+                conn, row.id, S.SETTLED, cause="settlement", now=ctx.clock.now(), strict=False
+            )
+            return done is not None
+        age = (now - aware(row.updated_at)).total_seconds()
+        wait = min(max(age / 2, ctx.settle_poll_seconds), 300.0)
+        await conn.execute(
+            update(payments)
+            .where(p.id == row.id, p.status == S.CAPTURED)
+            .values(settle_check_at=now + timedelta(seconds=wait))
+        )
+    return False
 
 
 # -- the reconciler --------------------------------------------------------------------------

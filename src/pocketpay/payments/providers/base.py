@@ -19,6 +19,9 @@ class IntentResult:
     amount_received_minor: int = 0
     charge_id: str | None = None
     balance_txn_id: str | None = None
+    # When the PSP says the charge's funds become available (unix seconds): the expanded
+    # balance transaction's ``available_on``. None when the answer did not carry it.
+    available_on: int | None = None
     decline_code: str | None = None
     failure_message: str | None = None
 

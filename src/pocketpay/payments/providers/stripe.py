@@ -28,11 +28,22 @@ from pocketpay.payments.providers.base import (
 T = TypeVar("T")
 
 
-def _charge_ids(charge: Any) -> tuple[str | None, str | None]:
+# Stripe's nested expansion: the charge and, inside it, its balance transaction, whose
+# ``available_on`` tells when the funds settle (no separate balance transaction request).
+EXPAND = ["latest_charge.balance_transaction"]
+
+
+def _charge_ids(charge: Any) -> tuple[str | None, str | None, int | None]:
+    """(charge id, balance transaction id, available_on) of an intent's ``latest_charge``,
+    whether it came as an id or expanded (with its balance transaction as an id or an
+    object)."""
     if charge is None or isinstance(charge, str):
-        return charge, None
+        return charge, None, None
     bt = charge.get("balance_transaction")
-    return charge.get("id"), bt if isinstance(bt, str) or bt is None else bt.get("id")
+    if bt is None or isinstance(bt, str):
+        return charge.get("id"), bt, None
+    available_on = bt.get("available_on")
+    return charge.get("id"), bt.get("id"), int(available_on) if available_on else None
 
 
 def _plain(obj: Any) -> Any:
@@ -41,7 +52,7 @@ def _plain(obj: Any) -> Any:
 
 def _intent(obj: Any) -> IntentResult:
     pi = _plain(obj)
-    charge_id, btxn = _charge_ids(pi.get("latest_charge"))
+    charge_id, btxn, available_on = _charge_ids(pi.get("latest_charge"))
     err = pi.get("last_payment_error") or {}
     return IntentResult(
         intent_id=pi["id"],
@@ -50,6 +61,7 @@ def _intent(obj: Any) -> IntentResult:
         amount_received_minor=int(pi.get("amount_received") or 0),
         charge_id=charge_id,
         balance_txn_id=btxn,
+        available_on=available_on,
         decline_code=(err.get("decline_code") or err.get("code")) if err else None,
         failure_message=err.get("message") if err else None,
     )
@@ -163,7 +175,7 @@ class StripeProvider:
             "confirm": True,
             "capture_method": capture_method,
             "metadata": metadata,
-            "expand": ["latest_charge"],
+            "expand": EXPAND,
             "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
         }
         pi = await self._call(
@@ -177,7 +189,7 @@ class StripeProvider:
     async def capture(
         self, intent_id: str, amount_minor: int | None, idempotency_key: str
     ) -> IntentResult:
-        params: Any = {"expand": ["latest_charge"]}
+        params: Any = {"expand": EXPAND}
         if amount_minor is not None:
             params["amount_to_capture"] = amount_minor
         pi = await self._call(
@@ -198,7 +210,7 @@ class StripeProvider:
         return _intent(pi)
 
     async def retrieve(self, intent_id: str) -> IntentResult:
-        params: Any = {"expand": ["latest_charge"]}
+        params: Any = {"expand": EXPAND}
         pi = await self._call(
             "retrieve", lambda: self._client.v1.payment_intents.retrieve_async(intent_id, params)
         )
