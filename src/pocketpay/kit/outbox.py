@@ -38,7 +38,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pocketpay.kit.bus import Bus, Envelope, bus_dead_letters, dead_letter_values
@@ -126,15 +125,15 @@ def _trace_with_request_id() -> dict[str, str]:
 async def claim_inbox(
     conn: AsyncConnection, inbox: Table, event_id: str, event_type: str, now: datetime
 ) -> bool:
-    """Record ``event_id`` in the inbox; False if it was processed before (skip the effect)."""
-    try:
-        async with conn.begin_nested():
-            await conn.execute(
-                insert(inbox).values(event_id=event_id, type=event_type, processed_at=now)
-            )
-    except IntegrityError:
-        return False
-    return True
+    """Record ``event_id`` in the inbox; False if it was processed before (skip the effect).
+
+    An insert-if-absent: a concurrent claim of the same id waits for the first one's
+    transaction and then finds the row (no savepoint, no IntegrityError round trips)."""
+    res = await conn.execute(
+        insert_ignore(conn, inbox),
+        {"event_id": event_id, "type": event_type, "processed_at": now},
+    )
+    return bool(res.rowcount == 1)
 
 
 # Publish errors that say "the bus cannot be reached", never "this row is bad".
