@@ -425,24 +425,25 @@ async def balance(conn: AsyncConnection, account_id: str) -> Balance:
 
 async def wallets(conn: AsyncConnection, owner_id: str) -> list[Balance]:
     """Every wallet of the owner with its balance, in one query (not one per wallet)."""
-    a, b = accounts.c, balances.c
-    rows = (
-        await conn.execute(
-            select(
-                a.id,
-                a.currency,
-                func.coalesce(func.sum(b.debits_pending), 0),
-                func.coalesce(func.sum(b.debits_posted), 0),
-                func.coalesce(func.sum(b.credits_pending), 0),
-                func.coalesce(func.sum(b.credits_posted), 0),
-            )
-            .select_from(accounts.outerjoin(balances, b.account_id == a.id))
-            .where(a.owner_id == owner_id, a.code == int(AccountCode.WALLET))
-            .group_by(a.id, a.currency)
-            .order_by(a.currency)
-        )
-    ).all()
+    rows = (await conn.execute(_WALLETS, {"w_owner": owner_id})).all()
     return [Balance(r[0], r[1], *(int(v) for v in r[2:])) for r in rows]
+
+
+_a, _b = accounts.c, balances.c
+_WALLETS = (  # built once; the owner is bound at execution
+    select(
+        _a.id,
+        _a.currency,
+        func.coalesce(func.sum(_b.debits_pending), 0),
+        func.coalesce(func.sum(_b.debits_posted), 0),
+        func.coalesce(func.sum(_b.credits_pending), 0),
+        func.coalesce(func.sum(_b.credits_posted), 0),
+    )
+    .select_from(accounts.outerjoin(balances, _b.account_id == _a.id))
+    .where(_a.owner_id == bindparam("w_owner"), _a.code == int(AccountCode.WALLET))
+    .group_by(_a.id, _a.currency)
+    .order_by(_a.currency)
+)
 
 
 async def entries(
