@@ -103,6 +103,7 @@ def build(
     )
     interval = settings.psp.settle_poll_seconds
     settle = PeriodicJob("payments-settle", lambda: _more(flows.settle_due()), interval)
+    flows.ctx.wake_settle = settle.wake
     recover = PeriodicJob("payments-reconcile", lambda: _more(flows.reconcile()), interval)
     return Component(
         "payments",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,3 +25,5 @@ class Ctx:
     settle_poll_seconds: float = 1.0
     # Resumptions before an attempt is flagged ``stuck`` for an operator.
     max_tries: int = 10
+    # Wakes the settlement job (a ``balance.available`` webhook); set by the component's build.
+    wake_settle: Callable[[], None] = field(default=lambda: None)

@@ -55,8 +55,10 @@ async def handle_psp_event(ctx: Ctx, event: dict[str, Any]) -> dict[str, str]:
     elif etype.startswith("refund.") or etype == "charge.refunded":
         applied = await _refund_event(ctx, obj, inbox)
     else:
-        # ``balance.available`` included: settlement is the settle job's, at each payment's
-        # ``available_on`` (a pass inside the webhook request made the PSP wait on our polling).
+        # Settlement is the settle job's, at each payment's ``available_on``; a
+        # ``balance.available`` wakes it (a pass inside the webhook request made the PSP wait).
+        if etype == "balance.available":
+            ctx.wake_settle()
         applied = False
     if not applied:
         await _claim(ctx, inbox)
