@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.bus import Envelope, list_dead_letters, metadata
@@ -31,6 +32,7 @@ from pocketpay.kit.bus_nats import NatsBus
 from pocketpay.kit.clock import SystemClock
 from pocketpay.kit.db import create_engine
 from pocketpay.kit.ids import new_id
+from pocketpay.settings import BusSettings
 from tests.kit.services import NATS_URL, require_nats
 from tests.support import eventually, reset_nats_stream
 
@@ -242,3 +244,30 @@ async def test_a_batch_slower_than_ack_wait_is_kept_in_progress(env: Env) -> Non
     gate.release.set()
     await asyncio.wait_for(bus.drain(), WAIT)
     assert Counter(gate.entered) == Counter(ids)  # no second attempt of any message
+
+
+async def test_a_handler_ending_in_a_stray_cancellation_does_not_stop_the_consumer(
+    env: Env,
+) -> None:
+    """A handler task that ends cancelled without close() asking (a library's internal
+    cancellation leaking out) is looked at, its message handed back and handled again; the
+    consumer keeps going."""
+    ids = await env.publish(4)
+    attempts: Counter[str] = Counter()
+
+    async def handler(e: Envelope) -> None:
+        attempts[e.id] += 1
+        if e.id == ids[2] and attempts[e.id] == 1:
+            raise asyncio.CancelledError  # nobody cancelled this task
+
+    bus = await env.consumer(handler, consumer_concurrency=2)
+    await eventually(lambda: _sum(attempts, len(ids) + 1), timeout=WAIT)
+    await asyncio.wait_for(bus.drain(), WAIT)
+    assert attempts == Counter({i: 1 for i in ids} | {ids[2]: 2})
+
+
+def test_the_setting_defaults_to_16_and_refuses_0() -> None:
+    assert BusSettings().consumer_concurrency == 16
+    assert BusSettings(consumer_concurrency=1).consumer_concurrency == 1
+    with pytest.raises(ValidationError):
+        BusSettings(consumer_concurrency=0)
