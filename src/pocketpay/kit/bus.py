@@ -304,6 +304,14 @@ class EmbeddedBus:
     enter ``bus_stream`` in ``seq`` order and a consumer's offset never skips one. On
     PostgreSQL two publishers commit out of ``seq`` order (a consumer that already read the
     higher ``seq`` would never see the lower one): use ``NatsBus`` there.
+
+    A subscription's messages are handled one at a time, in ``seq`` order (``NatsBus`` handles
+    ``consumer_concurrency`` at once). Deliberately: every handler's database work goes through
+    the one pooled SQLite connection, so consumers that only write (ledger, notifications)
+    would gain nothing, and the PSP the payments consumer waits for is, in embedded mode,
+    normally the sandbox running in this same event loop. Concurrency here would cost the
+    in-order delivery and an offset that may only advance past a contiguous run of handled
+    messages, for no measured gain.
     """
 
     close_grace_seconds = 5.0  # how long close() lets a running pass finish
