@@ -54,6 +54,7 @@ def make_bus(settings: Settings, engine: AsyncEngine, clock: Clock) -> Bus:
             retry_cap_ms=b.retry_cap_ms,
             ack_wait_seconds=b.ack_wait_seconds,
             subject_prefix=b.subject_prefix,
+            consumer_concurrency=b.consumer_concurrency,
         )
     # EmbeddedBus refuses anything but SQLite (with a ValueError saying to use NATS).
     return EmbeddedBus(
