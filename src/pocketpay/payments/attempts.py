@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pocketpay.kit.clock import aware
@@ -53,19 +53,29 @@ async def begin(
     assert operation in OPERATIONS, operation
     aid = attempt_id(object_id, operation)
     await conn.execute(
-        insert_ignore(conn, attempts).values(
-            id=aid,
-            payment_id=object_id,
-            operation=operation,
-            status="pending",
-            idempotency_key=key,
-            tries=0,
-            created_at=now,
-            updated_at=now,
-        )
+        insert_ignore(conn, attempts),
+        {
+            "id": aid,
+            "payment_id": object_id,
+            "operation": operation,
+            "status": "pending",
+            "idempotency_key": key,
+            "tries": 0,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    status = (await conn.execute(select(attempts.c.status).where(attempts.c.id == aid))).scalar()
+    status = (await conn.execute(_STATUS, {"w_id": aid})).scalar()
     return status in ("pending", "stuck")
+
+
+# Built once; values bound at execution (see kit.db.insert_ignore).
+_STATUS = select(attempts.c.status).where(attempts.c.id == bindparam("w_id"))
+_CONCLUDE = update(attempts).where(
+    attempts.c.payment_id == bindparam("w_object"),
+    attempts.c.operation.in_(bindparam("w_operations", expanding=True)),
+    attempts.c.status.in_(("pending", "stuck")),
+)
 
 
 async def conclude(
@@ -80,13 +90,14 @@ async def conclude(
     if not operations:
         return
     await conn.execute(
-        update(attempts)
-        .where(
-            attempts.c.payment_id == object_id,
-            attempts.c.operation.in_(operations),
-            attempts.c.status.in_(("pending", "stuck")),
-        )
-        .values(status=status, updated_at=now, error=error)
+        _CONCLUDE,
+        {
+            "w_object": object_id,
+            "w_operations": list(operations),
+            "status": status,
+            "updated_at": now,
+            "error": error,
+        },
     )
 
 

@@ -23,6 +23,7 @@ from pocketpay.payments.states import PaymentStatus, can_transition
 
 # Statements built once; values are bound at execution (see kit.db.insert_ignore).
 _INSERT_TIMELINE = insert(timeline)
+_SET_FIELDS = update(payments).where(payments.c.id == bindparam("w_id"))
 # A status move, conditional on the status read; RETURNING gives the row it made.
 _MOVE = (
     update(payments)
@@ -245,9 +246,7 @@ async def transition(
 
 
 async def set_fields(conn: AsyncConnection, payment_id: str, now: datetime, **values: Any) -> None:
-    await conn.execute(
-        update(payments).where(payments.c.id == payment_id).values(updated_at=now, **values)
-    )
+    await conn.execute(_SET_FIELDS, {"w_id": payment_id, "updated_at": now, **values})
 
 
 async def list_for(
