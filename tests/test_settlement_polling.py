@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pocketpay.kit import failpoints
 from pocketpay.kit.clock import ManualClock, aware
 from pocketpay.kit.db import create_engine
 from pocketpay.payments import service
@@ -199,6 +200,39 @@ async def test_psp_outage_during_settlement_leaves_payment_captured_until_later(
         assert (await payment(ctx, p.id)).status == "settled"
         # One request refused by the outage, one answered after it.
         assert w.log.txn_retrieves() == [p.psp_balance_txn_id] * 2
+
+
+@backends
+@pytest.mark.parametrize("point", ["payments.settle.after_lease", "payments.settle.after_psp"])
+async def test_a_crash_in_a_settlement_pass_settles_the_payment_after_its_lease(
+    backend: str, point: str, tmp_path: Path
+) -> None:
+    """Crash windows of settlement: after the claim's lease committed (no PSP call made) and
+    after the PSP answered (nothing written). Either way the payment stays captured, nobody
+    asks about it while the lease runs, and the first pass after the lease settles it once."""
+    async with world(backend, tmp_path) as w:
+        ctx = w.ctx()
+        p = await captured_payment(w, ctx)
+        w.advance_to(available_on(w, p.psp_balance_txn_id))
+        failpoints.arm(point, "crash")
+        try:
+            with pytest.raises(failpoints.Crash):
+                await recovery.settle_due(ctx)
+        finally:
+            failpoints.disarm()
+        after = await payment(ctx, p.id)
+        assert after.status == "captured"
+        asked = len(w.log.txn_retrieves())
+        assert asked == (1 if point.endswith("after_psp") else 0)
+
+        w.clock.advance(recovery.SETTLE_LEASE_SECONDS - 1)
+        assert await recovery.settle_due(ctx) == 0  # leased: not asked again yet
+        assert len(w.log.txn_retrieves()) == asked
+
+        w.clock.advance(1)
+        assert await recovery.settle_due(ctx) == 1
+        assert (await payment(ctx, p.id)).status == "settled"
+        assert len(w.log.txn_retrieves()) == asked + 1
 
 
 @backends

@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy import or_, select, update
 
 from pocketpay.kit.clock import aware
+from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.outbox import claim_inbox
 from pocketpay.payments import attempts, service
 from pocketpay.payments.errors import ProviderUnavailable
@@ -158,6 +159,7 @@ async def settle_due(ctx: Ctx, limit: int = 100) -> int:
         await conn.execute(
             update(payments).where(p.id.in_([r.id for r in rows])).values(settle_check_at=lease)
         )
+    await failpoint("payments.settle.after_lease")  # crash window: the lease brings them back
     gate = asyncio.Semaphore(SETTLE_CONCURRENCY)
 
     async def check(row: Any) -> bool:
@@ -167,6 +169,8 @@ async def settle_due(ctx: Ctx, limit: int = 100) -> int:
     results = await asyncio.gather(*(check(r) for r in rows), return_exceptions=True)
     settled = 0
     for row, res in zip(rows, results, strict=True):
+        if isinstance(res, BaseException) and not isinstance(res, Exception):
+            raise res  # a cancellation (or a simulated crash) is not one payment's error
         if isinstance(res, BaseException):  # the lease brings it back; the others go on
             log.warning(
                 "payments.settle_check_failed",
@@ -186,6 +190,7 @@ async def _settle_one(ctx: Ctx, row: Any, now: datetime) -> bool:
         available = await ctx.provider.balance_available(row.psp_balance_txn_id)
     except (PspUnavailable, PspRejected):
         available = False  # unknown: asked again at the next check
+    await failpoint("payments.settle.after_psp")  # crash window: asked again after the lease
     p = payments.c
     async with ctx.engine.begin() as conn:
         if available:
