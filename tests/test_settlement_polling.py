@@ -146,6 +146,14 @@ async def payment(ctx: Ctx, pid: str) -> Any:
         return await service.get(conn, pid)
 
 
+async def due_payment(w: World) -> tuple[Ctx, Any]:
+    """A captured payment, with the clock at the moment its funds become available."""
+    ctx = w.ctx()
+    p = await captured_payment(w, ctx)
+    w.advance_to(available_on(w, p.psp_balance_txn_id))
+    return ctx, p
+
+
 def available_on(w: World, txn_id: str) -> int:
     return w.sandbox.store.balance_transactions[txn_id].available_on
 
@@ -184,9 +192,7 @@ async def test_psp_outage_during_settlement_leaves_payment_captured_until_later(
     backend: str, tmp_path: Path
 ) -> None:
     async with world(backend, tmp_path) as w:
-        ctx = w.ctx()
-        p = await captured_payment(w, ctx)
-        w.advance_to(available_on(w, p.psp_balance_txn_id))
+        ctx, p = await due_payment(w)
         w.sandbox.faults.outage = True
         assert await recovery.settle_due(ctx) == 1  # asked, no answer: unknown, not failed
         after = await payment(ctx, p.id)
@@ -211,9 +217,7 @@ async def test_a_crash_in_a_settlement_pass_settles_the_payment_after_its_lease(
     after the PSP answered (nothing written). Either way the payment stays captured, nobody
     asks about it while the lease runs, and the first pass after the lease settles it once."""
     async with world(backend, tmp_path) as w:
-        ctx = w.ctx()
-        p = await captured_payment(w, ctx)
-        w.advance_to(available_on(w, p.psp_balance_txn_id))
+        ctx, p = await due_payment(w)
         failpoints.arm(point, "crash")
         try:
             with pytest.raises(failpoints.Crash):
@@ -261,9 +265,7 @@ async def test_balance_available_webhook_runs_no_settlement_pass(
     backend: str, tmp_path: Path
 ) -> None:
     async with world(backend, tmp_path) as w:
-        ctx = w.ctx()
-        p = await captured_payment(w, ctx)
-        w.advance_to(available_on(w, p.psp_balance_txn_id))
+        ctx, p = await due_payment(w)
         event = {"id": f"evt_{uuid.uuid4().hex}", "type": "balance.available", "data": {}}
         assert await recovery.handle_psp_event(ctx, event) == {"status": "processed"}
         assert w.log.txn_retrieves() == []  # the settle job's to do, not the webhook request's
