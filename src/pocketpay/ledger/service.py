@@ -199,7 +199,7 @@ async def _forget(conn: AsyncConnection, transfer_id: str) -> None:
 async def _insert_transfer(conn: AsyncConnection, values: dict[str, Any]) -> tuple[Row[Any], bool]:
     """Insert; returns (the row, True), or on an id already taken (the existing row, False)
     if it is the same transfer (a replay), else raises TransferIdConflict."""
-    row = (await conn.execute(_insert_returning(insert_ignore(conn, transfers)), values)).first()
+    row = (await conn.execute(insert_ignore(conn, transfers, returning=True), values)).first()
     if row is not None:
         return row, True
     existing = (await conn.execute(_TRANSFER_BY_ID, {"w_id": values["id"]})).one()
@@ -221,11 +221,6 @@ async def _insert_transfer(conn: AsyncConnection, values: dict[str, Any]) -> tup
 
 
 _TRANSFER_BY_ID = select(transfers).where(transfers.c.id == bindparam("w_id"))
-
-
-@functools.cache
-def _insert_returning(stmt: Any) -> Any:
-    return stmt.returning(*transfers.c)
 
 
 async def create_transfer(conn: AsyncConnection, req: TransferRequest, now: datetime) -> Row[Any]:

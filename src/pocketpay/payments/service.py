@@ -32,11 +32,6 @@ _MOVE = (
 )
 
 
-@functools.cache
-def _returning_all(stmt: Any) -> Any:
-    return stmt.returning(*payments.c)
-
-
 def iso(value: datetime | None) -> str | None:
     return aware(value).isoformat() if value else None
 
@@ -125,7 +120,7 @@ async def create(
     gets the payment the first one made, a different request with that key is refused."""
     payment_id = derive_id("pay", owner_id, idempotency_key)
     result = await conn.execute(
-        _returning_all(insert_ignore(conn, payments)),
+        insert_ignore(conn, payments, returning=True),
         {
             "id": payment_id,
             "owner_id": owner_id,
