@@ -4,15 +4,23 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up install test lint typecheck contracts pytest bench migrate check fmt clean
+.PHONY: up install lock test lint typecheck contracts pytest bench migrate check fmt clean
 
-$(STAMP): pyproject.toml
+# Installs the exact versions of requirements.lock (what the tests passed with), then the
+# package itself without resolving anything again.
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet pip==26.3
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Rewrites requirements.lock from pyproject.toml, keeping the versions it already pins where
+# they still fit (add or bump a dependency in pyproject.toml, then run this).
+lock:
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 up: $(STAMP)
 	$(BIN)/pocketpay up
