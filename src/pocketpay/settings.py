@@ -27,6 +27,21 @@ class AuthSettings(BaseModel):
     admin_emails: list[str] = Field(default_factory=list)  # signups with these emails get `admin`
 
 
+class RateLimitSettings(BaseModel):
+    """Token buckets (``gateway/ratelimit.py``): a rate per second and a burst, per API key,
+    per user (every key and session of the user together) and per client IP on the
+    unauthenticated endpoints (signup, login, refresh). In memory, per process: with N gateway
+    processes a client gets up to N times these."""
+
+    enabled: bool = True
+    key_per_second: float = Field(default=100.0, gt=0)
+    key_burst: int = Field(default=200, ge=1)
+    user_per_second: float = Field(default=200.0, gt=0)
+    user_burst: int = Field(default=400, ge=1)
+    ip_per_second: float = Field(default=20.0, gt=0)
+    ip_burst: int = Field(default=200, ge=1)
+
+
 class PspSettings(BaseModel):
     provider: Literal["sandbox", "stripe"] = "sandbox"
     api_key: str = "sk_test_pocketpay_sandbox"
@@ -45,6 +60,10 @@ class PspSettings(BaseModel):
     attempt_retry_seconds: float = 30.0
     # Resumptions of one PSP attempt before it is flagged stuck for an operator.
     attempt_max_tries: int = 10
+    # Admission control: with this many payments waiting for their PSP answer (status
+    # created), new creates get 503 payments.busy + Retry-After instead of starving the
+    # pipeline (payments.admission). 0 = no limit.
+    max_unauthorized: int = Field(default=256, ge=0)
 
 
 class SandboxSettings(BaseModel):
@@ -154,6 +173,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     check: CheckSettings = Field(default_factory=CheckSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     @model_validator(mode="after")
     def _sandbox_database(self) -> Settings:
