@@ -1,4 +1,4 @@
-"""Tables owned by the gateway: users, refresh tokens, idempotency keys."""
+"""Tables owned by the gateway: users, refresh tokens, idempotency keys, API keys."""
 
 from __future__ import annotations
 
@@ -48,4 +48,21 @@ idempotency_keys = _Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("locked_until", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("owner_id", "key"),
+)
+
+api_keys = _Table(
+    "gateway_api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),  # key_<ULID>
+    Column("user_id", String(40), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    # sha256 of the secret: a 256-bit random secret needs no slow hash, and every request
+    # authenticated by a key looks it up by this column.
+    Column("secret_hash", String(64), nullable=False, index=True, unique=True),
+    Column("hint", String(20), nullable=False),  # pp_sk_...abcd, shown instead of the secret
+    Column("scopes", String(100), nullable=False),  # comma-separated: full | read_only,payments
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),  # set by a roll with overlap
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
