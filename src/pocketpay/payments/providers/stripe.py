@@ -50,6 +50,20 @@ def _plain(obj: Any) -> Any:
     return obj.to_dict() if hasattr(obj, "to_dict") else obj
 
 
+def _declined(exc: stripe.CardError) -> PspDeclined:
+    """The decline code (``insufficient_funds``...; else the error code), Stripe's message and
+    the declined intent's id. The error is read as a plain dict: since the 16.x SDK a
+    ``StripeObject`` is not a dict (``.get`` raises AttributeError)."""
+    err = _plain(exc.error) if exc.error is not None else {}
+    intent = err.get("payment_intent")
+    intent_id = intent if isinstance(intent, str) or intent is None else intent.get("id")
+    return PspDeclined(
+        err.get("decline_code") or exc.code or "card_declined",
+        exc.user_message or str(exc),
+        intent_id,
+    )
+
+
 def _intent(obj: Any) -> IntentResult:
     pi = _plain(obj)
     charge_id, btxn, available_on = _charge_ids(pi.get("latest_charge"))
@@ -117,13 +131,7 @@ class StripeProvider:
                 result = await fn()
         except stripe.CardError as exc:
             self._ok(op, "declined", trial, probe)
-            pi = getattr(exc, "error", None)
-            intent = getattr(pi, "payment_intent", None) if pi else None
-            raise PspDeclined(
-                (exc.code and (getattr(pi, "decline_code", None) or exc.code)) or "card_declined",
-                exc.user_message or str(exc),
-                intent.get("id") if intent else None,
-            ) from exc
+            raise _declined(exc) from exc
         except (stripe.InvalidRequestError, stripe.IdempotencyError) as exc:
             self._ok(op, "rejected", trial, probe)
             raise PspRejected(exc.code or "invalid_request", exc.user_message or str(exc)) from exc
