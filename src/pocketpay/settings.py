@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     # and kept in <var_dir>/internal_token (mode 0600), so processes sharing var_dir agree.
     internal_token: str = ""
     public_url: str = ""  # how the outside world reaches the gateway; empty: http://host:port
+    # Browser origins (https://app.example.com) whose pages may call the public API (CORS).
+    # Empty: no CORS headers at all. E.g. POCKETPAY_CORS_ORIGINS='["https://app.example.com"]'
+    cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024
     db_pool_size: int = 10
 
