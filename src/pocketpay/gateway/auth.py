@@ -1,6 +1,10 @@
 """Sign-up, login and refresh-token rotation. Passwords are hashed with argon2id; refresh
 tokens are opaque, stored as SHA-256 hashes, single use: a used one no longer works, and
-presenting a used one revokes its whole family (theft detection, as OAuth 2.1 recommends)."""
+presenting a used one revokes its whole family (theft detection, as OAuth 2.1 recommends).
+
+``AuthService.authenticate`` is how every authenticated request is let in: a bearer that is
+an access token (JWT) or an API key (``pp_sk_...``, ``api_keys.py``), then the key's scopes,
+then the rate limits of the key and of its user (``ratelimit.py``)."""
 
 from __future__ import annotations
 
@@ -12,11 +16,14 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import Request
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pocketpay.gateway.api_keys import ApiKeyService, is_api_key
 from pocketpay.gateway.models import refresh_tokens, users
+from pocketpay.gateway.ratelimit import RateLimits
 from pocketpay.kit.clock import Clock, aware
 from pocketpay.kit.db import single_statements
 from pocketpay.kit.errors import AppError, Unauthorized
@@ -58,6 +65,8 @@ class AuthService:
         tokens: TokenCodec,
         refresh_ttl_seconds: int,
         admin_emails: list[str],
+        keys: ApiKeyService,
+        limits: RateLimits,
     ) -> None:
         self._engine = engine
         self._reads = single_statements(engine)  # reads: one round trip each on PostgreSQL
@@ -65,6 +74,22 @@ class AuthService:
         self.tokens = tokens
         self._refresh_ttl = refresh_ttl_seconds
         self._admins = {e.lower() for e in admin_emails}
+        self._keys = keys
+        self._limits = limits
+
+    async def authenticate(self, token: str, request: Request) -> Principal:
+        """The caller of ``request`` from its bearer ``token``: an access token, or an API key
+        (looked up on every request, so a revoked key fails at once) whose scopes must allow
+        this route. Then the rate limits: 429 ``rate_limited`` past the key's or the user's."""
+        if is_api_key(token):
+            caller = await self._keys.resolve(token)
+            route = request.scope.get("route")
+            caller.check_scope(request.method, getattr(route, "path", request.url.path))
+            self._limits.caller(caller.principal.user_id, caller.key_id)
+            return caller.principal
+        principal = self.tokens.verify(token)
+        self._limits.caller(principal.user_id, None)
+        return principal
 
     async def signup(self, email: str, password: str, name: str) -> dict[str, Any]:
         email = email.lower()

@@ -87,7 +87,10 @@ class InternalClient:
                     "status": resp.status_code,
                     "detail": str(body)[:200],
                 }
-            raise AppError.from_dict(body)
+            err = AppError.from_dict(body)
+            if "retry-after" in resp.headers:  # overload and in-progress answers keep their hint
+                err.headers["Retry-After"] = resp.headers["retry-after"]
+            raise err
         return resp.json()
 
     async def _send(

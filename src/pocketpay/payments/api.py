@@ -18,6 +18,7 @@ from pocketpay.kit.errors import NotFound
 from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.tracing import client_span
 from pocketpay.payments import attempts, service
+from pocketpay.payments.admission import Admission
 from pocketpay.payments.flows import Flows
 from pocketpay.payments.providers.base import Provider
 from pocketpay.payments.schemas import (
@@ -37,8 +38,16 @@ from pocketpay.payments.schemas import (
 
 
 class PaymentsApi:
-    def __init__(self, engine: AsyncEngine, clock: Clock, flows: Flows, provider: Provider) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        flows: Flows,
+        provider: Provider,
+        admission: Admission,
+    ) -> None:
         self._engine = engine
+        self._admission = admission
         self._reads = single_statements(engine)  # reads: one round trip each on PostgreSQL
         self._clock = clock
         self._flows = flows
@@ -51,6 +60,7 @@ class PaymentsApi:
         req = PaymentCreateInternal.model_validate(
             body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
         )
+        self._admission.admit()
         with client_span("payments POST /payments"):
             async with self._engine.begin() as conn:
                 row = await service.create(

@@ -20,6 +20,7 @@ from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tracing import traced_consumer
 from pocketpay.ledger.client import LedgerClient
 from pocketpay.payments import attempts, routes
+from pocketpay.payments.admission import SAMPLE_SECONDS, Admission
 from pocketpay.payments.api import PaymentsApi, provider_status
 from pocketpay.payments.flows import Ctx, Flows
 from pocketpay.payments.models import outbox
@@ -87,7 +88,8 @@ def build(
     )
     app = new_app("payments", title="PocketPay payments (internal)")
     app.include_router(health_router(health))
-    api = PaymentsApi(engine, clock, flows, provider)
+    admission = Admission(engine, settings.psp.max_unauthorized)
+    api = PaymentsApi(engine, clock, flows, provider, admission)
     app.include_router(
         routes.build_router(api),
         dependencies=[internal_auth(settings.resolved_internal_token())],
@@ -105,13 +107,16 @@ def build(
     settle = PeriodicJob("payments-settle", lambda: _more(flows.settle_due()), interval)
     flows.ctx.wake_settle = settle.wake
     recover = PeriodicJob("payments-reconcile", lambda: _more(flows.reconcile()), interval)
+    jobs = [settle, recover]
+    if admission.limit:
+        jobs.append(PeriodicJob("payments-admission", admission.sample, SAMPLE_SECONDS))
     return Component(
         "payments",
         app,
         health,
-        on_start=[relay.start, settle.start, recover.start],
-        on_stop=[recover.stop, settle.stop, relay.stop],
-        state={"api": api, "flows": flows, "relay": relay, "jobs": (settle, recover)},
+        on_start=[relay.start, *(job.start for job in jobs)],
+        on_stop=[*(job.stop for job in reversed(jobs)), relay.stop],
+        state={"api": api, "flows": flows, "relay": relay},
     )
 
 
