@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.gateway.admin import admin_router
+from pocketpay.gateway.api_keys import ApiKeyService, api_keys_router
 from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.idempotency import IdempotencyStore
+from pocketpay.gateway.problems import install as install_openapi
+from pocketpay.gateway.ratelimit import RateLimits
 from pocketpay.gateway.routes import Gateway, build_router
 from pocketpay.kit.bus import Bus
 from pocketpay.kit.clock import Clock
@@ -22,6 +25,8 @@ from pocketpay.settings import Settings
 
 PURGE_INTERVAL_SECONDS = 3600.0
 PURGE_BATCH = 5000
+# The unauthenticated endpoints, limited per client IP (route templates).
+PER_IP_ROUTES = ("/api/v1/auth/signup", "/api/v1/auth/login", "/api/v1/auth/refresh")
 
 DESCRIPTION = """PocketPay's public API. Amounts are integers in minor units (cents).
 Every POST that moves money needs an `Idempotency-Key` header. Errors are
@@ -42,8 +47,16 @@ def build(
         audience=settings.auth.jwt_audience,
         ttl_seconds=settings.auth.access_ttl_seconds,
     )
+    keys = ApiKeyService(engine, clock)
+    limits = RateLimits(settings.rate_limits, clock)
     auth = AuthService(
-        engine, clock, tokens, settings.auth.refresh_ttl_seconds, settings.auth.admin_emails
+        engine,
+        clock,
+        tokens,
+        settings.auth.refresh_ttl_seconds,
+        settings.auth.admin_emails,
+        keys,
+        limits,
     )
     idem = IdempotencyStore(engine, clock)
     gw = Gateway(
@@ -72,8 +85,12 @@ def build(
     )
     app.description = DESCRIPTION
     app.version = "1.0.0"
+    install_openapi(app)
     app.include_router(health_router(health))
-    app.include_router(build_router(gw))
+    api = build_router(gw)
+    assert {getattr(r, "path", "") for r in api.routes} >= set(PER_IP_ROUTES), PER_IP_ROUTES
+    app.include_router(api, dependencies=[Depends(limits.per_ip(PER_IP_ROUTES))])
+    app.include_router(api_keys_router(keys, auth))
     app.include_router(admin_router(engine, bus, clock, tokens, payments))
 
     async def purge() -> bool:
