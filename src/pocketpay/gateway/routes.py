@@ -83,6 +83,7 @@ def build_router(gw: Gateway) -> APIRouter:
     r = APIRouter(prefix="/api/v1")
 
     async def principal(
+        request: Request,
         creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ) -> Principal:
         if creds is None or creds.scheme.lower() != "bearer":
@@ -90,7 +91,7 @@ def build_router(gw: Gateway) -> APIRouter:
                 "Send 'Authorization: Bearer <access_token>'.",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return gw.auth.tokens.verify(creds.credentials)
+        return await gw.auth.authenticate(creds.credentials, request)
 
     async def once(
         request: Request,
