@@ -22,7 +22,9 @@ async def _payment_rows(stack: Stack) -> int:
         return int((await conn.execute(select(func.count()).select_from(payments))).scalar_one())
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 async def test_creates_are_shed_while_the_psp_backlog_is_full(backend: str, tmp_path: Path) -> None:
     async with running_stack(backend, tmp_path, psp=PSP) as stack:
         alice = await stack.user()
