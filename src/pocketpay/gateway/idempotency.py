@@ -73,6 +73,7 @@ _K = idempotency_keys.c
 _THIS_KEY = (_K.owner_id == bindparam("w_owner"), _K.key == bindparam("w_key"))
 _GET = select(idempotency_keys).where(*_THIS_KEY)
 _STORE = update(idempotency_keys).where(*_THIS_KEY)
+_UNLOCK = update(idempotency_keys).where(*_THIS_KEY, _K.status == "in_progress")
 
 
 class IdempotencyStore:
@@ -169,13 +170,7 @@ class IdempotencyStore:
         """Unknown outcome: keep the key bound to this request, let the next retry run it."""
         async with self._engine.begin() as conn:
             await conn.execute(
-                update(idempotency_keys)
-                .where(
-                    idempotency_keys.c.owner_id == owner_id,
-                    idempotency_keys.c.key == key,
-                    idempotency_keys.c.status == "in_progress",
-                )
-                .values(locked_until=self._clock.now())
+                _UNLOCK, {"w_owner": owner_id, "w_key": key, "locked_until": self._clock.now()}
             )
 
     async def purge(self, limit: int = 5000) -> int:
