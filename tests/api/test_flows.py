@@ -13,6 +13,8 @@ async def test_top_up_moves_through_every_state_and_credits_the_wallet(stack: St
     assert [e["to_status"] for e in events] == ["created", "authorized", "captured", "settled"]
     wallet = await stack.wait_available(alice, 5000)
     assert wallet == {
+        "id": f"wal_{alice['user']['id']}_USD",
+        "object": "wallet",
         "currency": "USD",
         "available_minor": 5000,
         "pending_minor": 0,

@@ -9,6 +9,7 @@ from pocketpay.gateway.admin import admin_router
 from pocketpay.gateway.api_keys import ApiKeyService, api_keys_router
 from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.idempotency import IdempotencyStore
+from pocketpay.gateway.problems import install as install_openapi
 from pocketpay.gateway.ratelimit import RateLimits
 from pocketpay.gateway.routes import Gateway, build_router
 from pocketpay.kit.bus import Bus
@@ -84,6 +85,7 @@ def build(
     )
     app.description = DESCRIPTION
     app.version = "1.0.0"
+    install_openapi(app)
     app.include_router(health_router(health))
     api = build_router(gw)
     assert {getattr(r, "path", "") for r in api.routes} >= set(PER_IP_ROUTES), PER_IP_ROUTES

@@ -14,22 +14,35 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from pocketpay.gateway.auth import AuthService
+from pocketpay.gateway.conventions import PublicRoute, operation_id, refuse_other_methods
 from pocketpay.gateway.idempotency import IdempotencyStore, check_key, fingerprint
+from pocketpay.gateway.problems import (
+    AUTH,
+    BEARER,
+    BEARER_DESCRIPTION,
+    BODY,
+    IDEMPOTENT,
+    LIST,
+    problems,
+)
 from pocketpay.gateway.schemas import (
     LoginIn,
     RefreshIn,
+    Session,
     SignupIn,
     TransferCreate,
+    User,
     WalletBalance,
     WalletBalances,
     WebhookReceived,
 )
 from pocketpay.kit.errors import AppError, NotFound, Unauthorized
+from pocketpay.kit.listing import MAX_LIMIT, InvalidCursor, Page
 from pocketpay.kit.metrics import WEBHOOKS
 from pocketpay.kit.money import MoneyError, normalize_currency
 from pocketpay.kit.tokens import Principal
 from pocketpay.ledger.client import LedgerClient
-from pocketpay.ledger.schemas import EntryList, Transfer, TransferList
+from pocketpay.ledger.schemas import EntryList, Transfer, TransferList, TransferListQuery
 from pocketpay.payments.client import PaymentsClient
 from pocketpay.payments.schemas import (
     CancelIn,
@@ -37,21 +50,25 @@ from pocketpay.payments.schemas import (
     Payment,
     PaymentCreate,
     PaymentList,
+    PaymentListQuery,
     Refund,
     RefundCreate,
+    RefundList,
     Timeline,
 )
+from pocketpay.payments.states import PaymentStatus
 
 # once(request, principal, idempotency_key, body_for_fingerprint, operation, status)
 Once = Callable[..., Awaitable[JSONResponse]]
 
-_bearer = HTTPBearer(auto_error=False, description="The access token from /auth/login")
+_bearer = HTTPBearer(auto_error=False, scheme_name=BEARER, description=BEARER_DESCRIPTION)
 
 # Our ids are ``<prefix>_<ULID>``. A path id or cursor is checked against this before it is
 # put into an internal URL: a ``#``, ``?`` or NUL in it would otherwise cut or change the
 # internal request (500s, and on PostgreSQL a NUL is a database error).
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _ID = re.compile(ID_PATTERN)
+_SEQ = re.compile(r"^[0-9]{1,18}$")
 
 
 def _object_id(value: str, kind: str) -> str:
@@ -80,7 +97,11 @@ class Gateway:
 
 
 def build_router(gw: Gateway) -> APIRouter:
-    r = APIRouter(prefix="/api/v1")
+    # operationId = the handler's name (create_payment, list_transfers...): the method names
+    # of a generated client.
+    r = APIRouter(
+        prefix="/api/v1", route_class=PublicRoute, generate_unique_id_function=operation_id
+    )
 
     async def principal(
         request: Request,
@@ -121,65 +142,165 @@ def build_router(gw: Gateway) -> APIRouter:
     _payment_routes(r, gw, principal, once)
     _wallet_routes(r, gw, principal, once)
     _webhook_routes(r, gw)
+    refuse_other_methods(r)
     return r
 
 
+# The latest instant a datetime holds (9999-12-31T23:59:59Z): a created[...] bound past it
+# could not be compared.
+MAX_UNIX_SECONDS = 253_402_300_799
+
+
+def _page_of(prefix: str, what: str) -> Callable[..., Page]:
+    """The list window parameters, with cursors that must be ids of ``prefix``."""
+    cursor = re.compile(rf"^{prefix}_[A-Za-z0-9]{{1,60}}$")
+
+    def page(
+        limit: int = Query(20, ge=1, le=MAX_LIMIT, description="How many objects, 1-100."),
+        starting_after: str | None = Query(
+            None, description=f"A {what} id: the page starts after it (older objects)."
+        ),
+        ending_before: str | None = Query(
+            None, description=f"A {what} id: the page ends before it (newer objects)."
+        ),
+        created_gte: int | None = Query(
+            None, alias="created[gte]", ge=0, le=MAX_UNIX_SECONDS, description="Unix seconds."
+        ),
+        created_gt: int | None = Query(None, alias="created[gt]", ge=0, le=MAX_UNIX_SECONDS),
+        created_lte: int | None = Query(None, alias="created[lte]", ge=0, le=MAX_UNIX_SECONDS),
+        created_lt: int | None = Query(None, alias="created[lt]", ge=0, le=MAX_UNIX_SECONDS),
+    ) -> Page:
+        for name, value in (("starting_after", starting_after), ("ending_before", ending_before)):
+            if value is not None and not cursor.fullmatch(value):
+                raise InvalidCursor(
+                    f"{name} must be a {what} id ({prefix}_...), as found in a list's data."
+                )
+        return Page(
+            limit=limit,
+            starting_after=starting_after,
+            ending_before=ending_before,
+            created_gte=created_gte,
+            created_gt=created_gt,
+            created_lte=created_lte,
+            created_lt=created_lt,
+        )
+
+    return page
+
+
+def _currency_filter(
+    currency: str | None = Query(
+        None, min_length=3, max_length=3, description="Only this currency (ISO 4217)."
+    ),
+) -> str | None:
+    return None if currency is None else _currency(currency)
+
+
 def _auth_routes(r: APIRouter, gw: Gateway, principal: Any) -> None:
-    @r.post("/auth/signup", status_code=201, tags=["auth"])
-    async def signup(body: SignupIn) -> dict[str, Any]:
-        return await gw.auth.signup(str(body.email), body.password, body.name)
+    @r.post(
+        "/auth/signup",
+        status_code=201,
+        tags=["auth"],
+        responses=problems("auth.email_taken", "rate_limited", *BODY),
+    )
+    async def signup(body: SignupIn) -> Session:
+        """A new account (role `user`), logged in."""
+        session = await gw.auth.signup(str(body.email), body.password, body.name)
+        return Session.model_validate(session)
 
-    @r.post("/auth/login", tags=["auth"])
-    async def login(body: LoginIn) -> dict[str, Any]:
-        return await gw.auth.login(str(body.email), body.password)
+    @r.post(
+        "/auth/login",
+        tags=["auth"],
+        responses=problems("auth.invalid_credentials", "rate_limited", *BODY),
+    )
+    async def login(body: LoginIn) -> Session:
+        return Session.model_validate(await gw.auth.login(str(body.email), body.password))
 
-    @r.post("/auth/refresh", tags=["auth"])
-    async def refresh(body: RefreshIn) -> dict[str, Any]:
-        return await gw.auth.refresh(body.refresh_token)
+    @r.post(
+        "/auth/refresh",
+        tags=["auth"],
+        responses=problems("auth.invalid_refresh_token", "rate_limited", *BODY),
+    )
+    async def refresh(body: RefreshIn) -> Session:
+        """A new access token and a new refresh token; the one sent no longer works."""
+        return Session.model_validate(await gw.auth.refresh(body.refresh_token))
 
-    @r.get("/me", tags=["auth"])
-    async def me(who: Principal = Depends(principal)) -> dict[str, Any]:
-        return await gw.auth.get_user(who.user_id)
+    @r.get("/me", tags=["auth"], responses=problems(*AUTH))
+    async def me(who: Principal = Depends(principal)) -> User:
+        return User.model_validate(await gw.auth.get_user(who.user_id))
 
 
 IdemHeader = Header(
-    default=None, alias="Idempotency-Key", description="Required on every POST that moves money."
+    default=None,
+    alias="Idempotency-Key",
+    description="Required: a unique string per operation (e.g. a UUID). A retry with the same "
+    "key and body replays the first answer (`Idempotent-Replayed: true`) instead of acting "
+    "twice.",
 )
+
+_MOVE_MONEY = (*AUTH, *BODY, *IDEMPOTENT)
+_PAYMENT_LIST = _page_of("pay", "payment")
+_REFUND_LIST = _page_of("re", "refund")
+_TRANSFER_LIST = _page_of("tr", "transfer")
 
 
 def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> None:
     p = gw.payments
+    flow_errors = ("not_found", "payments.invalid_transition", "payments.provider_unavailable")
 
-    @r.post("/payments", status_code=202, response_model=Payment, tags=["payments"])
+    @r.post(
+        "/payments",
+        status_code=202,
+        response_model=Payment,
+        tags=["payments"],
+        responses=problems(
+            *_MOVE_MONEY,
+            "validation.unknown_currency",
+            "payments.invalid_payment_method",
+            "payments.provider_unavailable",
+            "payments.busy",
+        ),
+    )
     async def create_payment(
         request: Request,
         body: PaymentCreate,
         who: Principal = Depends(principal),
         key: str | None = IdemHeader,
     ) -> JSONResponse:
+        """Charge a payment method. Answers at once with status `created`; the authorization
+        (and the capture, with `capture_method` automatic) follows asynchronously: poll the
+        payment or watch its events."""
         data = body.model_dump()
         return await once(request, who, key, data, lambda k: p.create(who.user_id, k, data), 202)
 
-    @r.get("/payments", response_model=PaymentList, tags=["payments"])
+    @r.get("/payments", tags=["payments"], responses=problems(*AUTH, *LIST))
     async def list_payments(
         who: Principal = Depends(principal),
-        status: str | None = Query(
-            None, pattern="^(created|authorized|captured|settled|refunded|failed|canceled)$"
-        ),
-        limit: int = Query(20, ge=1, le=100),
-        starting_after: str | None = Query(None, pattern=ID_PATTERN),
+        page: Page = Depends(_PAYMENT_LIST),
+        status: PaymentStatus | None = Query(None, description="Only payments in this status."),
+        currency: str | None = Depends(_currency_filter),
     ) -> PaymentList:
-        return await p.list(who.user_id, status, limit, starting_after)
+        """Your payments, newest first."""
+        query = PaymentListQuery(**page.model_dump(), status=status, currency=currency)
+        return await p.list(who.user_id, query)
 
-    @r.get("/payments/{payment_id}", response_model=Payment, tags=["payments"])
+    @r.get("/payments/{payment_id}", tags=["payments"], responses=problems(*AUTH, "not_found"))
     async def get_payment(payment_id: str, who: Principal = Depends(principal)) -> Payment:
         return await p.get(who.user_id, _object_id(payment_id, "payment"))
 
-    @r.get("/payments/{payment_id}/events", response_model=Timeline, tags=["payments"])
+    @r.get(
+        "/payments/{payment_id}/events", tags=["payments"], responses=problems(*AUTH, "not_found")
+    )
     async def payment_events(payment_id: str, who: Principal = Depends(principal)) -> Timeline:
+        """The payment's timeline: every status change and note, oldest first."""
         return await p.events(who.user_id, _object_id(payment_id, "payment"))
 
-    @r.post("/payments/{payment_id}/capture", response_model=Payment, tags=["payments"])
+    @r.post(
+        "/payments/{payment_id}/capture",
+        response_model=Payment,
+        tags=["payments"],
+        responses=problems(*_MOVE_MONEY, *flow_errors, "payments.capture_exceeds_authorized"),
+    )
     async def capture(
         request: Request,
         payment_id: str,
@@ -187,6 +308,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         who: Principal = Depends(principal),
         key: str | None = IdemHeader,
     ) -> JSONResponse:
+        """Capture an authorized payment (`capture_method` manual), in full or in part."""
         payment_id = _object_id(payment_id, "payment")
         amount = body.amount_minor if body else None
         return await once(
@@ -198,7 +320,12 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
             200,
         )
 
-    @r.post("/payments/{payment_id}/cancel", response_model=Payment, tags=["payments"])
+    @r.post(
+        "/payments/{payment_id}/cancel",
+        response_model=Payment,
+        tags=["payments"],
+        responses=problems(*_MOVE_MONEY, *flow_errors),
+    )
     async def cancel(
         request: Request,
         payment_id: str,
@@ -206,6 +333,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         who: Principal = Depends(principal),
         key: str | None = IdemHeader,
     ) -> JSONResponse:
+        """Cancel a payment not yet captured (the authorization is released)."""
         payment_id = _object_id(payment_id, "payment")
         return await once(
             request,
@@ -221,6 +349,12 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         status_code=202,
         response_model=Refund,
         tags=["payments"],
+        responses=problems(
+            *_MOVE_MONEY,
+            *flow_errors,
+            "payments.refund_exceeds_captured",
+            "ledger.insufficient_funds",
+        ),
     )
     async def refund(
         request: Request,
@@ -229,6 +363,8 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         who: Principal = Depends(principal),
         key: str | None = IdemHeader,
     ) -> JSONResponse:
+        """Refund a captured payment, in full (no amount) or in part. The amount is held in
+        your wallet first; the refund is `succeeded` once the PSP confirms."""
         payment_id = _object_id(payment_id, "payment")
         data = (body or RefundCreate()).model_dump()
         return await once(
@@ -240,7 +376,18 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
             202,
         )
 
-    @r.get("/refunds/{refund_id}", response_model=Refund, tags=["payments"])
+    @r.get(
+        "/payments/{payment_id}/refunds",
+        tags=["payments"],
+        responses=problems(*AUTH, *LIST, "not_found"),
+    )
+    async def list_refunds(
+        payment_id: str, who: Principal = Depends(principal), page: Page = Depends(_REFUND_LIST)
+    ) -> RefundList:
+        """The payment's refunds, newest first."""
+        return await p.refunds(who.user_id, _object_id(payment_id, "payment"), page)
+
+    @r.get("/refunds/{refund_id}", tags=["payments"], responses=problems(*AUTH, "not_found"))
     async def get_refund(refund_id: str, who: Principal = Depends(principal)) -> Refund:
         return await p.get_refund(who.user_id, _object_id(refund_id, "refund"))
 
@@ -253,12 +400,14 @@ def _currency(code: str) -> str:
 
 
 def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> None:
-    @r.get("/wallets", response_model=WalletBalances, tags=["wallets"])
+    @r.get("/wallets", tags=["wallets"], responses=problems(*AUTH))
     async def wallets(who: Principal = Depends(principal)) -> WalletBalances:
+        """Your wallets, one per currency you hold."""
         body = await gw.ledger.wallets(who.user_id)
         return WalletBalances(
             data=[
                 WalletBalance(
+                    id=w.account_id,
                     currency=w.currency,
                     available_minor=w.available_minor,
                     pending_minor=w.pending_minor,
@@ -268,22 +417,44 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> Non
             ]
         )
 
-    @r.get("/wallets/{currency}/entries", response_model=EntryList, tags=["wallets"])
+    @r.get(
+        "/wallets/{currency}/entries",
+        tags=["wallets"],
+        responses=problems(*AUTH, *LIST, "validation.unknown_currency"),
+    )
     async def entries(
         currency: str,
         who: Principal = Depends(principal),
-        limit: int = Query(20, ge=1, le=100),
-        starting_after: str | None = Query(None, pattern="^[0-9]{1,18}$"),
+        limit: int = Query(20, ge=1, le=MAX_LIMIT),
+        starting_after: str | None = Query(
+            None, description="The `seq` of an entry: the page starts after it."
+        ),
     ) -> EntryList:
+        """The wallet's ledger entries (its statement), newest first."""
+        if starting_after is not None and not _SEQ.fullmatch(starting_after):
+            raise InvalidCursor("starting_after must be an entry's seq (digits), from a list.")
         return await gw.ledger.entries(who.user_id, _currency(currency), limit, starting_after)
 
-    @r.post("/transfers", status_code=201, response_model=Transfer, tags=["transfers"])
+    @r.post(
+        "/transfers",
+        status_code=201,
+        response_model=Transfer,
+        tags=["transfers"],
+        responses=problems(
+            *_MOVE_MONEY,
+            "transfers.recipient_not_found",
+            "validation.unknown_currency",
+            "ledger.insufficient_funds",
+            "ledger.self_transfer",
+        ),
+    )
     async def send(
         request: Request,
         body: TransferCreate,
         who: Principal = Depends(principal),
         key: str | None = IdemHeader,
     ) -> JSONResponse:
+        """Send money from your wallet to another PocketPay user, by email."""
         data = body.model_dump(mode="json")
 
         async def op(idem_key: str) -> Transfer:
@@ -302,30 +473,43 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> Non
                     "amount_minor": body.amount_minor,
                     "currency": body.currency,
                     "note": body.note,
+                    "metadata": body.metadata,
                 }
             )
 
         return await once(request, who, key, data, op, 201)
 
-    @r.get("/transfers", response_model=TransferList, tags=["transfers"])
+    @r.get("/transfers", tags=["transfers"], responses=problems(*AUTH, *LIST))
     async def list_transfers(
         who: Principal = Depends(principal),
-        limit: int = Query(20, ge=1, le=100),
-        starting_after: str | None = Query(None, pattern=ID_PATTERN),
+        page: Page = Depends(_TRANSFER_LIST),
+        currency: str | None = Depends(_currency_filter),
     ) -> TransferList:
-        return await gw.ledger.list_transfers(who.user_id, limit, starting_after)
+        """Transfers you sent or received, newest first."""
+        query = TransferListQuery(**page.model_dump(), currency=currency)
+        return await gw.ledger.list_transfers(who.user_id, query)
 
-    @r.get("/transfers/{transfer_id}", response_model=Transfer, tags=["transfers"])
+    @r.get("/transfers/{transfer_id}", tags=["transfers"], responses=problems(*AUTH, "not_found"))
     async def get_transfer(transfer_id: str, who: Principal = Depends(principal)) -> Transfer:
         return await gw.ledger.get_transfer(who.user_id, _object_id(transfer_id, "transfer"))
 
 
 def _webhook_routes(r: APIRouter, gw: Gateway) -> None:
-    @r.post("/webhooks/stripe", response_model=WebhookReceived, tags=["webhooks"])
+    @r.post(
+        "/webhooks/stripe",
+        tags=["webhooks"],
+        responses=problems(
+            "webhooks.invalid_signature",
+            "webhooks.malformed",
+            "request.too_large",
+            "payments.provider_unavailable",
+        ),
+    )
     async def stripe_webhook(
         request: Request,
         stripe_signature: str | None = Header(None, alias="Stripe-Signature"),
     ) -> WebhookReceived:
+        """Stripe's (or the sandbox's) signed events. Not for API clients."""
         payload = await request.body()
         if not stripe_signature:
             WEBHOOKS.labels("bad_signature").inc()

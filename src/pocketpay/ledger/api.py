@@ -15,6 +15,7 @@ from pocketpay.kit.bus import Bus
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.db import single_statements
 from pocketpay.kit.failpoints import failpoint
+from pocketpay.kit.listing import next_cursor
 from pocketpay.kit.metrics import CONSUMER_LAG, CONSUMER_PENDING
 from pocketpay.kit.money import MoneyError, normalize_currency
 from pocketpay.kit.outbox import OutboxRelay
@@ -30,6 +31,7 @@ from pocketpay.ledger.schemas import (
     RefundHoldIn,
     Transfer,
     TransferList,
+    TransferListQuery,
     Wallet,
     WalletList,
     WalletTransferIn,
@@ -94,13 +96,12 @@ class LedgerApi:
         async with self._reads.connect() as conn:
             return Transfer.model_validate(await wallet_transfers.get(conn, owner_id, transfer_id))
 
-    async def list_transfers(
-        self, owner_id: str, limit: int, starting_after: str | None
-    ) -> TransferList:
+    async def list_transfers(self, owner_id: str, query: TransferListQuery) -> TransferList:
         async with self._reads.connect() as conn:
-            rows, more = await wallet_transfers.list_for(conn, owner_id, limit, starting_after)
+            rows, more = await wallet_transfers.list_for(conn, owner_id, query)
         data = [Transfer.model_validate(t) for t in rows]
-        return TransferList(data=data, has_more=more, next_cursor=data[-1].id if more else None)
+        cursor = next_cursor(query, [t.id for t in data], more)
+        return TransferList(data=data, has_more=more, next_cursor=cursor)
 
     async def wallets(self, owner_id: str) -> WalletList:
         async with self._reads.connect() as conn:

@@ -14,6 +14,7 @@ from pocketpay.ledger.schemas import (
     RefundHeld,
     Transfer,
     TransferList,
+    TransferListQuery,
     WalletList,
 )
 
@@ -29,9 +30,7 @@ class LedgerClient(Protocol):
 
     async def get_transfer(self, owner_id: str, transfer_id: str) -> Transfer: ...
 
-    async def list_transfers(
-        self, owner_id: str, limit: int, starting_after: str | None
-    ) -> TransferList: ...
+    async def list_transfers(self, owner_id: str, query: TransferListQuery) -> TransferList: ...
 
     async def wallets(self, owner_id: str) -> WalletList: ...
 
@@ -80,10 +79,8 @@ class HttpLedgerClient:
         path = f"/wallet-transfers/{transfer_id}"
         return Transfer.model_validate(await self._req("GET", path, params={"owner_id": owner_id}))
 
-    async def list_transfers(
-        self, owner_id: str, limit: int, starting_after: str | None
-    ) -> TransferList:
-        params = {"owner_id": owner_id, "limit": limit, "starting_after": starting_after}
+    async def list_transfers(self, owner_id: str, query: TransferListQuery) -> TransferList:
+        params = query.model_dump(exclude_none=True) | {"owner_id": owner_id}
         answer = await self._req("GET", "/wallet-transfers", params=params)
         return TransferList.model_validate(answer)
 

@@ -4,6 +4,8 @@ process. Mounted by ``ledger.app`` behind the internal token."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query
 
 from pocketpay.ledger.api import LedgerApi
@@ -14,6 +16,7 @@ from pocketpay.ledger.schemas import (
     RefundHoldIn,
     Transfer,
     TransferList,
+    TransferListInternal,
     WalletList,
     WalletTransferIn,
 )
@@ -31,10 +34,8 @@ def build_router(api: LedgerApi) -> APIRouter:
         return await api.send(body.model_dump())
 
     @r.get("/wallet-transfers", response_model=TransferList)
-    async def list_transfers(
-        owner_id: str, limit: int = Query(20, ge=1, le=100), starting_after: str | None = None
-    ) -> TransferList:
-        return await api.list_transfers(owner_id, limit, starting_after)
+    async def list_transfers(query: Annotated[TransferListInternal, Query()]) -> TransferList:
+        return await api.list_transfers(query.owner_id, query)
 
     @r.get("/wallet-transfers/{transfer_id}", response_model=Transfer)
     async def get_transfer(transfer_id: str, owner_id: str) -> Transfer:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pocketpay.kit.listing import Page
+from pocketpay.kit.metadata import Metadata
 from pocketpay.kit.money import MAX_AMOUNT_MINOR
 
 
@@ -24,6 +26,17 @@ class WalletTransferIn(_Strict):
     amount_minor: int = Field(gt=0, le=MAX_AMOUNT_MINOR)
     currency: str = Field(min_length=3, max_length=3)
     note: str = Field(default="", max_length=500)
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class TransferListQuery(Page):
+    """``GET /transfers``: the page window and the filters."""
+
+    currency: str | None = None
+
+
+class TransferListInternal(TransferListQuery):
+    owner_id: str
 
 
 class RefundHoldIn(_Strict):
@@ -65,6 +78,27 @@ class Transfer(BaseModel):
     """A user-to-user transfer (``wallet_transfers.view``; also the data of
     ``ledger.transfer.posted``)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "tr_01JD5QC7R8S9T0V1W2X3Y4Z5AB",
+                    "object": "transfer",
+                    "status": "posted",
+                    "amount_minor": 1000,
+                    "currency": "USD",
+                    "sender_id": "usr_01JD5Q7A1B2C3D4E5F6G7H8J9K",
+                    "recipient_id": "usr_01JD5Q8M1N2P3Q4R5S6T7V8W9X",
+                    "sender_email": "alice@example.com",
+                    "recipient_email": "bob@example.com",
+                    "note": "Lunch",
+                    "metadata": {},
+                    "created_at": "2025-01-31T12:10:00+00:00",
+                }
+            ]
+        }
+    )
+
     id: str
     object: Literal["transfer"]
     status: Literal["posted"]
@@ -75,13 +109,18 @@ class Transfer(BaseModel):
     sender_email: str | None
     recipient_email: str | None
     note: str
+    metadata: dict[str, str]
     created_at: str
 
 
 class TransferList(BaseModel):
+    object: Literal["list"] = "list"
     data: list[Transfer]
-    has_more: bool
-    next_cursor: str | None = Field(description="The last id of data when has_more.")
+    has_more: bool = Field(description="More objects lie beyond data, in the page's direction.")
+    next_cursor: str | None = Field(
+        description="When has_more: the id to pass as starting_after (or as ending_before, "
+        "when this page was asked with ending_before) for the next page."
+    )
 
 
 class Entry(BaseModel):
@@ -104,6 +143,7 @@ class Entry(BaseModel):
 
 
 class EntryList(BaseModel):
+    object: Literal["list"] = "list"
     data: list[Entry]
     has_more: bool
     next_cursor: str | None = Field(description="The last seq of data (a string) when has_more.")

@@ -12,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pocketpay.kit.clock import aware
 from pocketpay.kit.errors import KeyReused
 from pocketpay.kit.ids import derive_id
+from pocketpay.kit.listing import fetch_page
 from pocketpay.kit.outbox import add_event
 from pocketpay.ledger import service
 from pocketpay.ledger.chart import TransferCode, wallet_account_id
 from pocketpay.ledger.errors import InvalidTransfer, TransferIdConflict, TransferNotFound
 from pocketpay.ledger.models import outbox, transfers
-from pocketpay.ledger.schemas import WalletTransferIn
+from pocketpay.ledger.schemas import TransferListQuery, WalletTransferIn
 
 
 def view(row: Row[Any]) -> dict[str, Any]:
@@ -33,6 +34,7 @@ def view(row: Row[Any]) -> dict[str, Any]:
         "sender_email": data.get("sender_email"),
         "recipient_email": data.get("recipient_email"),
         "note": data.get("note", ""),
+        "metadata": data.get("metadata", {}),
         "created_at": aware(row.created_at).isoformat(),
     }
 
@@ -47,7 +49,8 @@ async def send(conn: AsyncConnection, body: WalletTransferIn, now: datetime) -> 
         row = await _post(conn, transfer_id, body, now)
     except TransferIdConflict as exc:
         raise reused from exc
-    if (row.user_data or {}).get("note", "") != body.note:
+    data = row.user_data or {}
+    if data.get("note", "") != body.note or data.get("metadata", {}) != body.metadata:
         raise reused
     result = view(row)
     await add_event(
@@ -74,6 +77,7 @@ async def _post(
                 "sender_email": body.sender_email,
                 "recipient_email": body.recipient_email,
                 "note": body.note,
+                "metadata": body.metadata,
             },
         ),
         now,
@@ -102,16 +106,15 @@ async def get(conn: AsyncConnection, owner_id: str, transfer_id: str) -> dict[st
 
 
 async def list_for(
-    conn: AsyncConnection, owner_id: str, limit: int, starting_after: str | None
+    conn: AsyncConnection, owner_id: str, query: TransferListQuery
 ) -> tuple[list[dict[str, Any]], bool]:
     t = transfers.c
-    q = select(transfers).where(_mine(owner_id))
-    if starting_after:
-        cursor = (await conn.execute(select(t.seq).where(t.id == starting_after))).scalar()
-        if cursor is not None:
-            q = q.where(t.seq < cursor)
-    rows = (await conn.execute(q.order_by(t.seq.desc()).limit(limit + 1))).all()
-    return [view(r) for r in rows[:limit]], len(rows) > limit
+    filters = [t.currency == query.currency] if query.currency else []
+    scope = select(transfers).where(_mine(owner_id))
+    rows, more = await fetch_page(
+        conn, scope, filters, [t.seq], t.id, t.created_at, query, "transfer"
+    )
+    return [view(r) for r in rows], more
 
 
 async def refund_hold(

@@ -16,6 +16,7 @@ from pocketpay.kit.clock import Clock
 from pocketpay.kit.db import single_statements
 from pocketpay.kit.errors import NotFound
 from pocketpay.kit.failpoints import failpoint
+from pocketpay.kit.listing import Page, next_cursor
 from pocketpay.kit.tracing import client_span
 from pocketpay.payments import attempts, service
 from pocketpay.payments.admission import Admission
@@ -25,10 +26,12 @@ from pocketpay.payments.schemas import (
     Payment,
     PaymentCreateInternal,
     PaymentList,
+    PaymentListQuery,
     ProviderHealth,
     PspEventResult,
     Refund,
     RefundCreateInternal,
+    RefundList,
     StuckAttempt,
     StuckAttempts,
     StuckRetried,
@@ -85,13 +88,12 @@ class PaymentsApi:
             row = await service.get(conn, payment_id, owner_id)
         return Payment.model_validate(service.payment_view(row))
 
-    async def list(
-        self, owner_id: str, status: str | None, limit: int, starting_after: str | None
-    ) -> PaymentList:
+    async def list(self, owner_id: str, query: PaymentListQuery) -> PaymentList:
         async with self._reads.connect() as conn:
-            rows, more = await service.list_for(conn, owner_id, status, limit, starting_after)
+            rows, more = await service.list_for(conn, owner_id, query)
         data = [Payment.model_validate(service.payment_view(p)) for p in rows]
-        return PaymentList(data=data, has_more=more, next_cursor=data[-1].id if more else None)
+        cursor = next_cursor(query, [p.id for p in data], more)
+        return PaymentList(data=data, has_more=more, next_cursor=cursor)
 
     async def events(self, owner_id: str, payment_id: str) -> Timeline:
         async with self._reads.connect() as conn:
@@ -115,9 +117,22 @@ class PaymentsApi:
         req = RefundCreateInternal.model_validate(body | {"idempotency_key": idempotency_key})
         with client_span("payments POST /payments/{payment_id}/refunds"):
             view = await self._flows.refund(
-                owner_id, payment_id, req.idempotency_key, req.amount_minor, req.reason
+                owner_id,
+                payment_id,
+                req.idempotency_key,
+                req.amount_minor,
+                req.reason,
+                req.metadata,
             )
         return Refund.model_validate(view)
+
+    async def refunds(self, owner_id: str, payment_id: str, page: Page) -> RefundList:
+        async with self._reads.connect() as conn:
+            rows, more = await service.refunds_of(conn, owner_id, payment_id, page)
+        data = [Refund.model_validate(service.refund_view(r)) for r in rows]
+        return RefundList(
+            data=data, has_more=more, next_cursor=next_cursor(page, [r.id for r in data], more)
+        )
 
     async def get_refund(self, owner_id: str, refund_id: str) -> Refund:
         async with self._reads.connect() as conn:

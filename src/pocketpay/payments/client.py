@@ -9,12 +9,15 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from pocketpay.kit.client import InternalClient
+from pocketpay.kit.listing import Page
 from pocketpay.payments.schemas import (
     Payment,
     PaymentList,
+    PaymentListQuery,
     ProviderHealth,
     PspEventResult,
     Refund,
+    RefundList,
     StuckAttempts,
     StuckRetried,
     Timeline,
@@ -30,9 +33,9 @@ class PaymentsClient(Protocol):
 
     async def get(self, owner_id: str, payment_id: str) -> Payment: ...
 
-    async def list(
-        self, owner_id: str, status: str | None, limit: int, starting_after: str | None
-    ) -> PaymentList: ...
+    async def list(self, owner_id: str, query: PaymentListQuery) -> PaymentList: ...
+
+    async def refunds(self, owner_id: str, payment_id: str, page: Page) -> RefundList: ...
 
     async def events(self, owner_id: str, payment_id: str) -> Timeline: ...
 
@@ -78,16 +81,14 @@ class HttpPaymentsClient:
         path = f"/payments/{payment_id}"
         return Payment.model_validate(await self._req("GET", path, params={"owner_id": owner_id}))
 
-    async def list(
-        self, owner_id: str, status: str | None, limit: int, starting_after: str | None
-    ) -> PaymentList:
-        params = {
-            "owner_id": owner_id,
-            "status": status,
-            "limit": limit,
-            "starting_after": starting_after,
-        }
+    async def list(self, owner_id: str, query: PaymentListQuery) -> PaymentList:
+        params = query.model_dump(mode="json", exclude_none=True) | {"owner_id": owner_id}
         return PaymentList.model_validate(await self._req("GET", "/payments", params=params))
+
+    async def refunds(self, owner_id: str, payment_id: str, page: Page) -> RefundList:
+        params = page.model_dump(exclude_none=True) | {"owner_id": owner_id}
+        path = f"/payments/{payment_id}/refunds"
+        return RefundList.model_validate(await self._req("GET", path, params=params))
 
     async def events(self, owner_id: str, payment_id: str) -> Timeline:
         path = f"/payments/{payment_id}/events"

@@ -88,6 +88,7 @@ refunds = Table(
     Column("reason", String(60), nullable=True),
     Column("psp_refund_id", String(80), nullable=True),
     Column("failure_code", String(60), nullable=True),
+    Column("metadata", JSON, nullable=False, server_default="{}"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

@@ -4,7 +4,7 @@ share this process. Mounted by ``payments.app`` behind the internal token."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -15,15 +15,17 @@ from pocketpay.payments.schemas import (
     Payment,
     PaymentCreateInternal,
     PaymentList,
+    PaymentListInternal,
     ProviderHealth,
     PspEventResult,
     Refund,
     RefundCreateInternal,
+    RefundList,
+    RefundListInternal,
     StuckAttempts,
     StuckRetried,
     Timeline,
 )
-from pocketpay.payments.states import PaymentStatus
 
 _ROUTED = {"owner_id", "idempotency_key"}
 
@@ -37,13 +39,8 @@ def build_router(api: PaymentsApi) -> APIRouter:
         return await api.create(body.owner_id, body.idempotency_key, fields)
 
     @r.get("/payments", response_model=PaymentList)
-    async def list_payments(
-        owner_id: str,
-        status: PaymentStatus | None = None,
-        limit: int = Query(20, ge=1, le=100),
-        starting_after: str | None = None,
-    ) -> PaymentList:
-        return await api.list(owner_id, status.value if status else None, limit, starting_after)
+    async def list_payments(query: Annotated[PaymentListInternal, Query()]) -> PaymentList:
+        return await api.list(query.owner_id, query)
 
     @r.get("/payments/{payment_id}", response_model=Payment)
     async def get(payment_id: str, owner_id: str) -> Payment:
@@ -65,6 +62,10 @@ def build_router(api: PaymentsApi) -> APIRouter:
     async def refund(payment_id: str, owner_id: str, body: RefundCreateInternal) -> Refund:
         fields = body.model_dump(exclude=_ROUTED)
         return await api.refund(owner_id, payment_id, body.idempotency_key, fields)
+
+    @r.get("/payments/{payment_id}/refunds", response_model=RefundList)
+    async def refunds(payment_id: str, query: Annotated[RefundListInternal, Query()]) -> RefundList:
+        return await api.refunds(query.owner_id, payment_id, query)
 
     @r.get("/refunds/{refund_id}", response_model=Refund)
     async def get_refund(refund_id: str, owner_id: str) -> Refund:

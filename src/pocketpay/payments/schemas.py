@@ -11,8 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, field_validator
 
+from pocketpay.kit.listing import Page
+from pocketpay.kit.metadata import Metadata
 from pocketpay.kit.money import MAX_AMOUNT_MINOR, MoneyError, normalize_currency
 from pocketpay.payments.states import PaymentStatus, RefundStatus
 
@@ -36,8 +38,8 @@ class PaymentCreate(_Strict):
     # A PSP payment-method token (pm_...), never card data.
     payment_method: str = Field(pattern=r"^pm_[A-Za-z0-9_]{1,90}$", examples=["pm_card_visa"])
     capture_method: Literal["automatic", "manual"] = "automatic"
-    description: str | None = Field(default=None, max_length=500)
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=20)
+    description: str | None = Field(default=None, max_length=500, examples=["Top-up"])
+    metadata: Metadata = Field(default_factory=dict)
 
     _cur = field_validator("currency")(_currency)
 
@@ -46,16 +48,6 @@ class PaymentCreate(_Strict):
     def _text(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
             raise ValueError("description may not contain NUL characters")
-        return value
-
-    @field_validator("metadata")
-    @classmethod
-    def _meta(cls, value: dict[str, str]) -> dict[str, str]:
-        for k, v in value.items():
-            if not 0 < len(k) <= 40 or len(v) > 500:
-                raise ValueError("metadata keys are 1-40 characters, values at most 500")
-            if "\x00" in k or "\x00" in v:
-                raise ValueError("metadata may not contain NUL characters")
         return value
 
 
@@ -68,8 +60,32 @@ class CancelIn(_Strict):
 
 
 class RefundCreate(_Strict):
-    amount_minor: StrictInt | None = Field(default=None, gt=0, le=MAX_AMOUNT_MINOR)
+    amount_minor: StrictInt | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_AMOUNT_MINOR,
+        description="Minor units; the whole captured amount not yet refunded when omitted.",
+        examples=[500],
+    )
     reason: Literal["requested_by_customer", "duplicate", "fraudulent"] | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class PaymentListQuery(Page):
+    """``GET /payments``: the page window and the filters."""
+
+    status: PaymentStatus | None = None
+    currency: str | None = None
+
+
+class PaymentListInternal(PaymentListQuery):
+    """The internal route's query: the list query and whose payments."""
+
+    owner_id: str
+
+
+class RefundListInternal(Page):
+    owner_id: str
 
 
 class PaymentCreateInternal(PaymentCreate):
@@ -85,7 +101,29 @@ class RefundCreateInternal(RefundCreate):
 # -- answers (the views of service.payment_view, refund_view, events_of) --------------------
 
 
+_PAYMENT_EXAMPLE: dict[str, JsonValue] = {
+    "id": "pay_01JD5Q9V6W0XKQ4Y7M3N2P8R1T",
+    "object": "payment",
+    "status": "captured",
+    "amount_minor": 2500,
+    "currency": "USD",
+    "amount_captured_minor": 2500,
+    "amount_refunded_minor": 0,
+    "capture_method": "automatic",
+    "payment_method": "pm_card_visa",
+    "description": "Top-up",
+    "metadata": {"order_id": "6735"},
+    "failure_code": None,
+    "failure_message": None,
+    "provider": "sandbox",
+    "created_at": "2025-01-31T12:00:00+00:00",
+    "updated_at": "2025-01-31T12:00:01+00:00",
+}
+
+
 class Payment(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_PAYMENT_EXAMPLE]})
+
     id: str
     object: Literal["payment"]
     status: PaymentStatus
@@ -105,9 +143,13 @@ class Payment(BaseModel):
 
 
 class PaymentList(BaseModel):
+    object: Literal["list"] = "list"
     data: list[Payment]
-    has_more: bool
-    next_cursor: str | None = Field(description="The last id of data when has_more.")
+    has_more: bool = Field(description="More objects lie beyond data, in the page's direction.")
+    next_cursor: str | None = Field(
+        description="When has_more: the id to pass as starting_after (or as ending_before, "
+        "when this page was asked with ending_before) for the next page."
+    )
 
 
 class TimelineEntry(BaseModel):
@@ -122,10 +164,31 @@ class TimelineEntry(BaseModel):
 
 
 class Timeline(BaseModel):
+    object: Literal["list"] = "list"
     data: list[TimelineEntry]
 
 
 class Refund(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "re_01JD5QB2C3D4E5F6G7H8J9K0LM",
+                    "object": "refund",
+                    "payment_id": "pay_01JD5Q9V6W0XKQ4Y7M3N2P8R1T",
+                    "amount_minor": 500,
+                    "currency": "USD",
+                    "status": "succeeded",
+                    "reason": "requested_by_customer",
+                    "failure_code": None,
+                    "metadata": {},
+                    "created_at": "2025-01-31T12:05:00+00:00",
+                    "updated_at": "2025-01-31T12:05:01+00:00",
+                }
+            ]
+        }
+    )
+
     id: str
     object: Literal["refund"]
     payment_id: str
@@ -134,8 +197,16 @@ class Refund(BaseModel):
     status: RefundStatus
     reason: str | None = Field(description="The requested reason, or compensation.")
     failure_code: str | None
+    metadata: dict[str, str]
     created_at: str
     updated_at: str
+
+
+class RefundList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Refund]
+    has_more: bool = Field(description="More objects lie beyond data, in the page's direction.")
+    next_cursor: str | None = Field(description="When has_more: the cursor of the next page.")
 
 
 class PspEventResult(BaseModel):

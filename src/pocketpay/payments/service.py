@@ -15,10 +15,12 @@ from pocketpay.kit.clock import aware
 from pocketpay.kit.db import insert_ignore
 from pocketpay.kit.errors import KeyReused
 from pocketpay.kit.ids import derive_id
+from pocketpay.kit.listing import Page, fetch_page
 from pocketpay.kit.metrics import PAYMENTS
 from pocketpay.kit.outbox import add_event
 from pocketpay.payments.errors import InvalidTransition, PaymentNotFound
 from pocketpay.payments.models import outbox, payments, refunds, timeline
+from pocketpay.payments.schemas import PaymentListQuery
 from pocketpay.payments.states import PaymentStatus, can_transition
 
 # Statements built once; values are bound at execution (see kit.db.insert_ignore).
@@ -67,6 +69,7 @@ def refund_view(row: Row[Any] | Any) -> dict[str, Any]:
         "status": row.status,
         "reason": row.reason,
         "failure_code": row.failure_code,
+        "metadata": row.metadata,
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }
@@ -245,24 +248,27 @@ async def set_fields(conn: AsyncConnection, payment_id: str, now: datetime, **va
 
 
 async def list_for(
-    conn: AsyncConnection,
-    owner_id: str,
-    status: str | None,
-    limit: int,
-    starting_after: str | None,
+    conn: AsyncConnection, owner_id: str, query: PaymentListQuery
 ) -> tuple[list[Row[Any]], bool]:
     p = payments.c
-    q = select(payments).where(p.owner_id == owner_id)
-    if status:
-        q = q.where(p.status == status)
-    if starting_after:
-        cursor = (
-            await conn.execute(select(p.seq).where(p.id == starting_after, p.owner_id == owner_id))
-        ).scalar()
-        if cursor is not None:
-            q = q.where(p.seq < cursor)
-    rows = list((await conn.execute(q.order_by(p.seq.desc()).limit(limit + 1))).all())
-    return rows[:limit], len(rows) > limit
+    scope = select(payments).where(p.owner_id == owner_id)
+    filters = []
+    if query.status:
+        filters.append(p.status == query.status.value)
+    if query.currency:
+        filters.append(p.currency == query.currency)
+    return await fetch_page(conn, scope, filters, [p.seq], p.id, p.created_at, query, "payment")
+
+
+async def refunds_of(
+    conn: AsyncConnection, owner_id: str, payment_id: str, page: Page
+) -> tuple[list[Row[Any]], bool]:
+    """A payment's refunds, newest first (the payment must be the owner's)."""
+    await get(conn, payment_id, owner_id)
+    r = refunds.c
+    scope = select(refunds).where(r.payment_id == payment_id, r.owner_id == owner_id)
+    order = [r.created_at, r.id]
+    return await fetch_page(conn, scope, [], order, r.id, r.created_at, page, "refund")
 
 
 async def events_of(conn: AsyncConnection, payment_id: str) -> list[dict[str, Any]]:

@@ -31,9 +31,15 @@ class Flows:
         return await intents.cancel(self.ctx, owner_id, pid)
 
     async def refund(
-        self, owner_id: str, pid: str, key: str, amount_minor: int | None, reason: str | None
+        self,
+        owner_id: str,
+        pid: str,
+        key: str,
+        amount_minor: int | None,
+        reason: str | None,
+        metadata: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        return await refunds.refund(self.ctx, owner_id, pid, key, amount_minor, reason)
+        return await refunds.refund(self.ctx, owner_id, pid, key, amount_minor, reason, metadata)
 
     async def handle_psp_event(self, event: dict[str, Any]) -> dict[str, str]:
         return await recovery.handle_psp_event(self.ctx, event)

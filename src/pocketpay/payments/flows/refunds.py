@@ -58,9 +58,10 @@ async def refund(
     key: str,
     amount_minor: int | None,
     reason: str | None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     refund_id = derive_id("re", owner_id, key)
-    await _reserve(ctx, refund_id, owner_id, pid, amount_minor, reason)
+    await _reserve(ctx, refund_id, owner_id, pid, amount_minor, reason, metadata or {})
     await failpoint("payments.refund.after_reserve")
     await resume(ctx, refund_id)
     async with ctx.engine.connect() as conn:
@@ -86,13 +87,18 @@ async def _reserve(
     pid: str,
     amount_minor: int | None,
     reason: str | None,
+    metadata: dict[str, str],
 ) -> None:
     now = ctx.clock.now()
     async with ctx.engine.begin() as conn:
         p = await service.get(conn, pid, owner_id)
         existing = (await conn.execute(select(refunds).where(refunds.c.id == refund_id))).first()
         if existing is not None:
-            same = existing.payment_id == pid and existing.reason == reason
+            same = (
+                existing.payment_id == pid
+                and existing.reason == reason
+                and existing.metadata == metadata
+            )
             if not same or amount_minor not in (None, existing.amount_minor):
                 raise KeyReused("This Idempotency-Key already made a refund with other details.")
             return  # a retry: resume from where the first run got
@@ -117,7 +123,7 @@ async def _reserve(
         )
         if res.rowcount == 0:
             raise RefundExceedsCaptured("A concurrent refund took the remaining amount.")
-        await _insert(conn, refund_id, p, amount, reason, R.PENDING, now)
+        await _insert(conn, refund_id, p, amount, reason, R.PENDING, now, metadata)
         await service.add_timeline_note(
             conn,
             pid,
@@ -136,9 +142,11 @@ async def _insert(
     reason: str | None,
     status: R,
     now: Any,
+    metadata: dict[str, str] | None = None,
 ) -> None:
     await conn.execute(
         insert(refunds).values(
+            metadata=metadata or {},
             id=refund_id,
             payment_id=p.id,
             owner_id=p.owner_id,
