@@ -121,7 +121,7 @@ class RateLimits:
         """A dependency for a router: requests to one of ``route_paths`` (route templates,
         the unauthenticated endpoints) take a token from the client IP's bucket. Behind a
         proxy the client IP is the proxy's unless uvicorn trusts its X-Forwarded-For
-        (``--forwarded-allow-ips``)."""
+        (``FORWARDED_ALLOW_IPS``, default 127.0.0.1)."""
         paths = frozenset(route_paths)
 
         async def limit(request: Request) -> None:
