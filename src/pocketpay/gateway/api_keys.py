@@ -34,7 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pocketpay.gateway.conventions import PublicRoute, operation_id, refuse_other_methods
 from pocketpay.gateway.models import api_keys, users
+from pocketpay.gateway.problems import AUTH, BEARER, BEARER_DESCRIPTION, BODY, LIST, problems
 from pocketpay.kit.clock import Clock, aware
 from pocketpay.kit.db import single_statements
 from pocketpay.kit.errors import Conflict, Forbidden, NotFound, Unauthorized
@@ -357,17 +359,20 @@ class ApiKeyService:
 # --- routes -------------------------------------------------------------------------------
 
 _bearer = HTTPBearer(
-    auto_error=False, description="An access token from /auth/login (API keys cannot manage keys)"
+    auto_error=False,
+    scheme_name=BEARER,
+    description=BEARER_DESCRIPTION + " The /api-keys endpoints take an access token only.",
 )
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No valid access token (`auth.*`)."},
-    403: {"description": "Sent with an API key (`auth.session_required`)."},
-    429: {"description": "Too many requests (`rate_limited`), with Retry-After."},
-}
+_SESSION = (*AUTH, "auth.session_required")
 
 
 def api_keys_router(keys: ApiKeyService, auth: AuthService) -> APIRouter:
-    r = APIRouter(prefix="/api/v1/api-keys", tags=["api keys"], responses=_ERRORS)
+    r = APIRouter(
+        prefix="/api/v1/api-keys",
+        tags=["api keys"],
+        route_class=PublicRoute,
+        generate_unique_id_function=operation_id,
+    )
 
     async def session(
         request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)
@@ -389,13 +394,20 @@ def api_keys_router(keys: ApiKeyService, auth: AuthService) -> APIRouter:
             raise NotFound(f"You have no API key {value[:64]!r}.")
         return value
 
-    @r.post("", status_code=201, response_model=ApiKeyWithSecret)
-    async def create(body: ApiKeyCreate, who: Principal = Depends(session)) -> ApiKeyWithSecret:
+    @r.post(
+        "",
+        status_code=201,
+        response_model=ApiKeyWithSecret,
+        responses=problems(*_SESSION, *BODY, "api_keys.limit_reached"),
+    )
+    async def create_api_key(
+        body: ApiKeyCreate, who: Principal = Depends(session)
+    ) -> ApiKeyWithSecret:
         """A new secret key. The answer is the only time its `secret` is shown."""
         return await keys.create(who.user_id, body)
 
-    @r.get("", response_model=ApiKeyList)
-    async def list_keys(
+    @r.get("", response_model=ApiKeyList, responses=problems(*_SESSION, *LIST))
+    async def list_api_keys(
         who: Principal = Depends(session),
         limit: int = Query(20, ge=1, le=100),
         starting_after: str | None = Query(None, pattern=_ID_PATTERN),
@@ -403,14 +415,14 @@ def api_keys_router(keys: ApiKeyService, auth: AuthService) -> APIRouter:
         """Your keys, newest first, revoked ones included; never their secrets."""
         return await keys.list(who.user_id, limit, starting_after)
 
-    @r.get("/{api_key_id}", response_model=ApiKey, responses={404: {"description": "No such key"}})
-    async def get(api_key_id: str, who: Principal = Depends(session)) -> ApiKey:
+    @r.get("/{api_key_id}", response_model=ApiKey, responses=problems(*_SESSION, "not_found"))
+    async def get_api_key(api_key_id: str, who: Principal = Depends(session)) -> ApiKey:
         return await keys.get(who.user_id, key_id(api_key_id))
 
     @r.post(
-        "/{api_key_id}/revoke", response_model=ApiKey, responses={404: {"description": "No key"}}
+        "/{api_key_id}/revoke", response_model=ApiKey, responses=problems(*_SESSION, "not_found")
     )
-    async def revoke(api_key_id: str, who: Principal = Depends(session)) -> ApiKey:
+    async def revoke_api_key(api_key_id: str, who: Principal = Depends(session)) -> ApiKey:
         """Revoked at once, in every gateway process: the next request with it gets 401."""
         return await keys.revoke(who.user_id, key_id(api_key_id))
 
@@ -418,13 +430,14 @@ def api_keys_router(keys: ApiKeyService, auth: AuthService) -> APIRouter:
         "/{api_key_id}/roll",
         status_code=201,
         response_model=ApiKeyWithSecret,
-        responses={404: {"description": "No key"}, 409: {"description": "Revoked or expired"}},
+        responses=problems(*_SESSION, *BODY, "not_found", "api_keys.not_active"),
     )
-    async def roll(
+    async def roll_api_key(
         api_key_id: str, body: ApiKeyRoll | None = None, who: Principal = Depends(session)
     ) -> ApiKeyWithSecret:
         """A new secret for the key (same name and scopes); the old secret stops working now,
         or after `expires_in_seconds`."""
         return await keys.roll(who.user_id, key_id(api_key_id), body or ApiKeyRoll())
 
+    refuse_other_methods(r)
     return r
