@@ -1,4 +1,8 @@
-"""``pocketpay``: up | serve | migrate | check | dlq."""
+"""``pocketpay``: up | serve | migrate | check | dlq | user.
+
+Every command exits non-zero on failure with one line on stderr (``pocketpay <command>:
+<code>: <what to fix>`` for a business error), never a traceback; the traceback is logged at
+DEBUG (``POCKETPAY_OBSERVABILITY__LOG_LEVEL=DEBUG``)."""
 
 from __future__ import annotations
 
@@ -13,9 +17,14 @@ import sys
 import time
 from typing import Any
 
+import structlog
+
+from pocketpay.kit.errors import AppError, NotFound
 from pocketpay.kit.logging import configure
 from pocketpay.kit.tracing import setup_tracing
 from pocketpay.settings import COMPONENTS, Settings
+
+log = structlog.get_logger(__name__)
 
 SCALE_PORTS = {"gateway": 8011, "ledger": 8012, "payments": 8013, "sandbox": 8014, "monitor": 8015}
 
@@ -376,10 +385,17 @@ async def _dlq(settings: Settings, action: str, dlq_id: str | None) -> Any:
                 }
                 for r in rows
             ]
+        waiting = [r.id for r in await list_dead_letters(engine)]
+        if dlq_id is not None and dlq_id not in waiting:
+            raise NotFound(
+                f"No dead letter {dlq_id} waits for replay (unknown, or replayed already); "
+                "`pocketpay dlq list` shows those that do.",
+                code="dlq.not_found",
+            )
         bus = make_bus(settings, engine, SystemClock())
         await bus.start()
         try:
-            ids = [dlq_id] if dlq_id else [r.id for r in await list_dead_letters(engine)]
+            ids = [dlq_id] if dlq_id else waiting
             return {i: await replay_dead_letter(engine, bus, i, SystemClock().now()) for i in ids}
         finally:
             await bus.close()
@@ -389,6 +405,44 @@ async def _dlq(settings: Settings, action: str, dlq_id: str | None) -> Any:
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps(asyncio.run(_dlq(settings, args.action, args.id)), indent=2))
+    return 0
+
+
+async def _user(settings: Settings, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from pocketpay.gateway.users import Role, UserAdmin
+    from pocketpay.kit.clock import SystemClock
+    from pocketpay.kit.db import create_engine
+
+    engine = create_engine(settings.resolved_database_url())
+    admin = UserAdmin(engine, SystemClock())
+    try:
+        if args.action == "create":
+            password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else args.password
+            name = args.name or args.email.partition("@")[0]
+            role: Role = "admin" if args.admin else "user"
+            return [await admin.create(args.email, password, name, role)]
+        if args.action in ("grant-admin", "revoke-admin"):
+            new_role: Role = "admin" if args.action == "grant-admin" else "user"
+            return [await admin.set_role(args.email, new_role)]
+        return await admin.list()
+    finally:
+        await engine.dispose()
+
+
+def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
+    """Accounts of the gateway (``gateway.users.UserAdmin``), on the database of the settings
+    (migrated first, so a fresh install can make its first admin before ``up``)."""
+    from pocketpay.migrate import upgrade
+
+    upgrade(settings.resolved_database_url())
+    rows = asyncio.run(_user(settings, args))
+    table = [("EMAIL", "ID", "ADMIN", "CREATED")] + [
+        (u["email"], u["id"], "yes" if u["role"] == "admin" else "no", u["created_at"])
+        for u in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -431,15 +485,45 @@ def parser() -> argparse.ArgumentParser:
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("id", nargs="?")
     dlq.set_defaults(fn=cmd_dlq)
+    _user_parser(sub.add_parser("user", help="accounts: create, grant or revoke admin, list"))
     return p
+
+
+def _user_parser(user: argparse.ArgumentParser) -> None:
+    actions = user.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="a new account (a user, or an admin)")
+    create.add_argument("--email", required=True)
+    secret = create.add_mutually_exclusive_group(required=True)
+    secret.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
+    secret.add_argument("--password", help="the password (visible to other local users: ps)")
+    create.add_argument("--name", help="display name (default: the email's local part)")
+    create.add_argument("--admin", action="store_true", help="with the admin role")
+    for action, what in (("grant-admin", "give"), ("revoke-admin", "take away")):
+        role = actions.add_parser(action, help=f"{what} the admin role of an existing account")
+        role.add_argument("email")
+    actions.add_parser("list", help="every account: email, id, admin, created")
+    user.set_defaults(fn=cmd_user)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
-    configure(settings.observability.log_level, settings.observability.log_json)
-    setup_tracing(settings.observability.service_name, settings.observability.otlp_endpoint)
-    return int(args.fn(args, settings))
+    try:
+        settings = Settings()
+        configure(settings.observability.log_level, settings.observability.log_json)
+        setup_tracing(settings.observability.service_name, settings.observability.otlp_endpoint)
+        return int(args.fn(args, settings))
+    except KeyboardInterrupt:
+        return 130
+    except AppError as exc:
+        print(f"pocketpay {args.cmd}: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the operator gets one line; the traceback is logged at DEBUG
+        log.debug("cli.failed", command=args.cmd, exc_info=True)
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        print(f"pocketpay {args.cmd}: {type(exc).__name__}: {first_line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
