@@ -99,6 +99,9 @@ def _has_body(request: Request) -> bool:
     return "transfer-encoding" in request.headers
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+
 def refuse_other_methods(router: APIRouter) -> None:
     """After every route of ``router`` is declared: each of its paths answers the methods it
     does not serve with 405 and ``Allow`` (not in the OpenAPI document)."""
@@ -114,7 +117,8 @@ def refuse_other_methods(router: APIRouter) -> None:
                 f"{request.method} is not allowed here; use {allow}.", headers={"Allow": allow}
             )
 
-        router.routes.append(Route(path, refuse, include_in_schema=False))
+        others = sorted(HTTP_METHODS - served)
+        router.routes.append(Route(path, refuse, methods=others, include_in_schema=False))
 
 
 def operation_id(route: APIRoute) -> str:

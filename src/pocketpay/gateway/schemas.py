@@ -160,3 +160,27 @@ class ProblemDetail(BaseModel):
     errors: list[FieldProblem] | None = Field(
         default=None, description="Validation errors, one per field."
     )
+
+
+class DeadLetter(BaseModel):
+    """An event a consumer gave up on (operators: ``/api/v1/admin/dead-letters``)."""
+
+    id: str
+    object: Literal["dead_letter"] = "dead_letter"
+    consumer: str
+    event_id: str
+    type: str = Field(description="The event type (bus subject).")
+    error: str | None
+    deliveries: int
+    created_at: str
+    replayed_at: str | None
+
+
+class DeadLetters(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DeadLetter]
+
+
+class DeadLetterReplayed(BaseModel):
+    id: str
+    replayed: Literal[True]
