@@ -1,0 +1,1 @@
+"""Billing: plans, subscriptions, invoices, renewals and dunning, on the ledger."""
