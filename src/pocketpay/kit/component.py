@@ -62,7 +62,7 @@ def internal_auth(token: str) -> Any:
 # What a component exposes to operators and probes: kit.health.health_router's routes plus the
 # component's own ``/health/...`` signals (the ledger's backlog, payments' PSP status), which
 # the monitor polls.
-_HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/health", "/live", "/ready", "/metrics"})
 
 
 def route_paths(app: FastAPI) -> list[str]:
