@@ -5,6 +5,7 @@
   200 ``ready``; 200 ``degraded`` when a non-critical check fails or a check reports degraded
   (an open PSP breaker); 503 ``not_ready`` when a critical check fails.
 * ``GET /health/deps``: every check with latency and details, for people, not probes.
+* ``/health`` and ``/live`` answer as ``/healthz``, ``/ready`` as ``/readyz``.
 
 A component with a bus (``add_bus``) also gets the non-critical ``dead_letters`` check: its
 consumers' and its relay's dead letters not replayed yet. Any makes it ``degraded`` with the
@@ -160,10 +161,15 @@ class Health:
 def health_router(health: Health) -> APIRouter:
     router = APIRouter(tags=["health"])
 
+    # /health and /live (liveness) and /ready (readiness): the paths other tools and seed
+    # configurations probe, answered exactly as /healthz and /readyz, kept out of the schema.
+    @router.get("/live", include_in_schema=False)
+    @router.get("/health", include_in_schema=False)
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "uptime": format_uptime(time.monotonic() - health.started)}
 
+    @router.get("/ready", include_in_schema=False)
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
         code, body = await health.readiness()
