@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from pocketpay.kit.errors import AppError, NotFound
 from pocketpay.kit.logging import configure
@@ -511,8 +512,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings()
-        configure(settings.observability.log_level, settings.observability.log_json)
-        setup_tracing(settings.observability.service_name, settings.observability.otlp_endpoint)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(
+            f"pocketpay {args.cmd}: settings.invalid: fix the POCKETPAY_* environment or .env "
+            f"({problems})",
+            file=sys.stderr,
+        )
+        return 1
+    configure(settings.observability.log_level, settings.observability.log_json)
+    setup_tracing(settings.observability.service_name, settings.observability.otlp_endpoint)
+    try:
         return int(args.fn(args, settings))
     except KeyboardInterrupt:
         return 130

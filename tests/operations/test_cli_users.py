@@ -138,3 +138,14 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     [line] = done.stderr.splitlines()
     assert line.startswith("pocketpay user: ConnectionRefusedError: "), line
+
+
+def test_invalid_settings_are_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POCKETPAY_")}
+    done = _run(
+        env | {"POCKETPAY_VAR_DIR": str(tmp_path), "POCKETPAY_PORT": "eighty"}, "user", "list"
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith("pocketpay user: settings.invalid: fix the POCKETPAY_* environment")
+    assert "port: Input should be a valid integer" in line
