@@ -81,7 +81,11 @@ def build(
     health.add("payments", downstream(payments), critical=False, timeout_seconds=0.3)
     health.add("ledger", downstream(ledger), critical=False, timeout_seconds=0.3)
     app: FastAPI = new_app(
-        "gateway", title="PocketPay API", docs=True, max_body_bytes=settings.max_body_bytes
+        "gateway",
+        title="PocketPay API",
+        docs=True,
+        max_body_bytes=settings.max_body_bytes,
+        cors_origins=settings.cors_origins,
     )
     app.description = DESCRIPTION
     app.version = "1.0.0"
