@@ -7,9 +7,15 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
+from pocketpay.kit.client import InternalClient
+from pocketpay.kit.errors import AppError
+from pocketpay.payments import client as client_module
+from pocketpay.payments.client import HttpPaymentsClient
+from pocketpay.payments.errors import PaymentsBusy
 from pocketpay.payments.models import payments
 from tests.api.helpers import VISA, assert_problem, intents_of
 from tests.support import Stack, eventually, running_stack
@@ -49,9 +55,49 @@ async def test_creates_are_shed_while_the_psp_backlog_is_full(backend: str, tmp_
             return dict(r.json()) if r.status_code == 202 else None
 
         payment = await eventually(accepted)
-        again = await stack.post(alice, "/api/v1/payments", VISA, key=key)
+        await stack.wait_status(alice, payment["id"], "captured", "settled")
+        # (While payments sheds, even a replay is told to come back: the gateway refuses
+        # before it looks the key up. Once the backlog drains, it replays the stored answer.)
+        async def replayed() -> httpx.Response | None:
+            r = await stack.post(alice, "/api/v1/payments", VISA, key=key)
+            return r if r.status_code != 503 else None
+
+        again = await eventually(replayed)
         assert again.status_code == 202 and again.json()["id"] == payment["id"]
         assert again.headers.get("idempotent-replayed") == "true"
-        await stack.wait_status(alice, payment["id"], "captured", "settled")
         assert await _payment_rows(stack) == 3
         assert len(intents_of(stack, payment["id"])) == 1
+
+
+async def test_the_http_client_remembers_a_busy_answer_for_its_retry_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scale mode: the gateway's HttpPaymentsClient sheds locally, with no request, for the
+    Retry-After of payments' last ``payments.busy``; then it asks payments again."""
+    seen: list[str] = []
+
+    def payments_service(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        problem = {"code": "payments.busy", "status": 503, "title": "Busy", "detail": "full"}
+        return httpx.Response(503, json=problem, headers={"Retry-After": "2"})
+
+    now = [1000.0]
+    monkeypatch.setattr(client_module.time, "monotonic", lambda: now[0])
+    http = InternalClient(
+        "payments",
+        "http://payments.invalid",
+        token="t",
+        transport=httpx.MockTransport(payments_service),
+    )
+    payments_client = HttpPaymentsClient(http)
+    payments_client.admit()  # nothing known yet: admitted
+    with pytest.raises(AppError) as first:
+        await payments_client.create("usr_1", "k1", dict(VISA))
+    assert first.value.code == "payments.busy" and first.value.headers["Retry-After"] == "2"
+    assert seen == ["/payments"]
+    now[0] += 1.9
+    with pytest.raises(PaymentsBusy):
+        payments_client.admit()  # shed here, payments is not asked
+    now[0] += 0.2
+    payments_client.admit()  # Retry-After has passed: ask payments again
+    assert seen == ["/payments"]

@@ -270,6 +270,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
         """Charge a payment method. Answers at once with status `created`; the authorization
         (and the capture, with `capture_method` automatic) follows asynchronously: poll the
         payment or watch its events."""
+        p.admit()  # shed before the key is claimed: a refused create writes nothing
         data = body.model_dump()
         return await once(request, who, key, data, lambda k: p.create(who.user_id, k, data), 202)
 

@@ -8,6 +8,11 @@ payments still waiting for their PSP answer and, past ``psp.max_unauthorized``, 
 ``503 payments.busy`` with ``Retry-After`` instead of accepting more. Nothing is written for a
 shed request; the client's retry with the same Idempotency-Key runs it normally.
 
+The gateway asks ``PaymentsClient.admit()`` before it claims the idempotency key, so a shed
+request costs no database write (in one process that is this object's ``check``; over HTTP
+the client remembers a ``payments.busy`` answer for its Retry-After). ``PaymentsApi.create``
+checks again, authoritatively.
+
 The count is global (all processes share the table): a sampler reads it every
 ``SAMPLE_SECONDS``; between samples each process adds the creates it accepted itself.
 """
@@ -19,26 +24,19 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.db import single_statements
-from pocketpay.kit.errors import AppError
+from pocketpay.payments.errors import PaymentsBusy
 from pocketpay.payments.models import payments
 from pocketpay.payments.states import PaymentStatus
 
 log = structlog.get_logger(__name__)
 
 SAMPLE_SECONDS = 0.25
-RETRY_AFTER_SECONDS = 1
 
 _WAITING = (
     select(func.count())
     .select_from(payments)
     .where(payments.c.status == PaymentStatus.CREATED.value)
 )
-
-
-class PaymentsBusy(AppError):
-    code = "payments.busy"
-    status = 503
-    title = "Too many payments waiting for authorization"
 
 
 class Admission:
@@ -49,15 +47,17 @@ class Admission:
         self.limit = limit
         self.waiting = 0
 
-    def admit(self) -> None:
-        """Raise ``PaymentsBusy`` when the backlog is full, else count one more."""
+    def check(self) -> None:
+        """Raise ``PaymentsBusy`` when the backlog is full."""
         if self.limit and self.waiting >= self.limit:
-            raise PaymentsBusy(
+            raise PaymentsBusy.shed(
                 f"{self.waiting} payments are waiting for the payment provider (limit "
-                f"{self.limit}); retry after {RETRY_AFTER_SECONDS} s with the same "
-                "Idempotency-Key.",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                f"{self.limit})."
             )
+
+    def admit(self) -> None:
+        """``check``, then count one more waiting payment."""
+        self.check()
         self.waiting += 1
 
     async def sample(self) -> None:

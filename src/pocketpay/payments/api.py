@@ -59,6 +59,9 @@ class PaymentsApi:
     async def ping(self) -> float:
         return 0.0  # in this process: nothing between the caller and payments
 
+    def admit(self) -> None:
+        self._admission.check()
+
     async def create(self, owner_id: str, idempotency_key: str, body: dict[str, Any]) -> Payment:
         req = PaymentCreateInternal.model_validate(
             body | {"owner_id": owner_id, "idempotency_key": idempotency_key}

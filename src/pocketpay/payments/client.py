@@ -5,11 +5,14 @@ elsewhere (the internal API over HTTP). Errors are the same ``AppError`` codes e
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from pocketpay.kit.client import InternalClient
+from pocketpay.kit.errors import AppError
 from pocketpay.kit.listing import Page
+from pocketpay.payments.errors import PaymentsBusy
 from pocketpay.payments.schemas import (
     Payment,
     PaymentList,
@@ -26,6 +29,10 @@ from pocketpay.payments.schemas import (
 
 class PaymentsClient(Protocol):
     async def ping(self) -> float: ...
+
+    def admit(self) -> None:
+        """Raise ``PaymentsBusy`` if a create would be shed now (cheap: no I/O), so the
+        caller sheds it before doing any work of its own."""
 
     async def create(
         self, owner_id: str, idempotency_key: str, body: dict[str, Any]
@@ -65,6 +72,11 @@ class HttpPaymentsClient:
 
     def __init__(self, http: InternalClient) -> None:
         self.http = http
+        self._busy_until = 0.0  # monotonic: payments said busy, for its Retry-After
+
+    def admit(self) -> None:
+        if time.monotonic() < self._busy_until:
+            raise PaymentsBusy.shed("Payments is shedding new payments.")
 
     async def ping(self) -> float:
         return await self.http.ping()
@@ -75,7 +87,13 @@ class HttpPaymentsClient:
 
     async def create(self, owner_id: str, idempotency_key: str, body: dict[str, Any]) -> Payment:
         json = body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
-        return Payment.model_validate(await self._req("POST", "/payments", json=json))
+        try:
+            return Payment.model_validate(await self._req("POST", "/payments", json=json))
+        except AppError as exc:
+            if exc.code == PaymentsBusy.code:
+                wait = float(exc.headers.get("Retry-After", PaymentsBusy.retry_after_seconds))
+                self._busy_until = time.monotonic() + wait
+            raise
 
     async def get(self, owner_id: str, payment_id: str) -> Payment:
         path = f"/payments/{payment_id}"

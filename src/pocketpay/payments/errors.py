@@ -39,3 +39,19 @@ class ProviderUnavailable(AppError):
     code = "payments.provider_unavailable"
     status = 503
     title = "Payment provider unavailable"
+
+
+class PaymentsBusy(AppError):
+    """Admission control (``payments.admission``) sheds creates while the PSP backlog is full."""
+
+    code = "payments.busy"
+    status = 503
+    title = "Too many payments waiting for authorization"
+    retry_after_seconds = 1
+
+    @classmethod
+    def shed(cls, detail: str, retry_after: int = retry_after_seconds) -> PaymentsBusy:
+        return cls(
+            f"{detail} Retry after {retry_after} s with the same Idempotency-Key.",
+            headers={"Retry-After": str(retry_after)},
+        )
