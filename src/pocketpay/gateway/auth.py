@@ -28,6 +28,7 @@ from pocketpay.kit.clock import Clock, aware
 from pocketpay.kit.db import single_statements
 from pocketpay.kit.errors import AppError, Unauthorized
 from pocketpay.kit.ids import new_id
+from pocketpay.kit.logging import bind_principal
 from pocketpay.kit.tokens import Principal, TokenCodec
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -85,9 +86,11 @@ class AuthService:
             caller = await self._keys.resolve(token)
             route = request.scope.get("route")
             caller.check_scope(request.method, getattr(route, "path", request.url.path))
+            bind_principal(caller.principal.user_id, caller.key_id)
             self._limits.caller(caller.principal.user_id, caller.key_id)
             return caller.principal
         principal = self.tokens.verify(token)
+        bind_principal(principal.user_id)
         self._limits.caller(principal.user_id, None)
         return principal
 
