@@ -1,9 +1,11 @@
 """Schemathesis over the public OpenAPI: every /api/v1 operation, generated valid and invalid
-requests, authenticated and with a fresh Idempotency-Key; none may get a 5xx.
+requests, authenticated and with a fresh Idempotency-Key. None may get a 5xx, and every answer
+must conform to the document: its status documented for the operation, its content type the
+documented one (application/problem+json for errors), its body valid against the documented
+schema. On both backends (PostgreSQL answers some errors from the database: NUL bytes, sizes).
 
 Schemathesis drives requests synchronously, so the stack runs in a thread of its own with its
-own event loop (the async ``stack`` fixture would be frozen while a sync test runs). SQLite
-only: what is checked here is the HTTP layer, which is the same on both backends.
+own event loop (the async ``stack`` fixture would be frozen while a sync test runs).
 
 Each operation runs as its own Hypothesis test over ``operation.as_strategy()``, rather than
 through ``schemathesis.pytest.from_fixture(...).parametrize()``: that loader sets
@@ -27,6 +29,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.support import Stack, running_stack
 
@@ -36,7 +43,8 @@ T = TypeVar("T")
 class ThreadedStack:
     """A running stack served from a background thread's event loop."""
 
-    def __init__(self, var_dir: Path) -> None:
+    def __init__(self, backend: str, var_dir: Path) -> None:
+        self.backend = backend
         self.var_dir = var_dir
         self.stack: Stack | None = None
         self.error: BaseException | None = None
@@ -68,7 +76,7 @@ class ThreadedStack:
 
     async def _main(self) -> None:
         try:
-            async with running_stack("sqlite", self.var_dir) as stack:
+            async with running_stack(self.backend, self.var_dir) as stack:
                 self.stack = stack
                 self._loop = asyncio.get_running_loop()
                 self._stop = asyncio.Event()
@@ -79,9 +87,13 @@ class ThreadedStack:
             self._ready.set()
 
 
-@pytest.fixture(scope="module")
-def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ThreadedStack, Stack]]:
-    runner = ThreadedStack(tmp_path_factory.mktemp("schemathesis"))
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def threaded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ThreadedStack, Stack]]:
+    runner = ThreadedStack(request.param, tmp_path_factory.mktemp("schemathesis"))
     with runner as stack:
         yield runner, stack
 
@@ -154,10 +166,17 @@ def api_schema(threaded: tuple[ThreadedStack, Stack]) -> Any:
 
 
 MAX_EXAMPLES = 20
+# Every answer: not a 5xx, and as documented (status, content type, body schema).
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 def exercise(operation: Any, mode: GenerationMode, base_url: str, world: World) -> list[str]:
-    """Run generated cases of one operation; the 5xx answers, as curl commands."""
+    """Run generated cases of one operation; the failed checks, as curl commands."""
     failures: list[str] = []
 
     # An operation without inputs (GET /me) only varies in headers: a few cases suffice.
@@ -179,9 +198,7 @@ def exercise(operation: Any, mode: GenerationMode, base_url: str, world: World) 
         if not case.headers or "Idempotency-Key" not in case.headers:
             headers["Idempotency-Key"] = uuid.uuid4().hex
         try:
-            case.call_and_validate(
-                base_url=base_url, headers=headers, checks=[not_a_server_error], timeout=30
-            )
+            case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=30)
         except AssertionError as exc:  # schemathesis' FailureGroup is one
             failures.append(f"{case.as_curl_command(headers)}\n  {str(exc)[:500]}")
 
@@ -194,7 +211,7 @@ def exercise(operation: Any, mode: GenerationMode, base_url: str, world: World) 
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
-def test_no_operation_answers_with_a_server_error(
+def test_every_answer_is_documented_and_none_is_a_server_error(
     api_schema: Any, world: World, threaded: tuple[ThreadedStack, Stack], mode: GenerationMode
 ) -> None:
     base_url = threaded[1].base_url
