@@ -1,13 +1,14 @@
 """The public API's errors in its OpenAPI document: every code a route can answer, grouped by
 status, each status documented as ``application/problem+json`` with the ``ProblemDetail``
-schema and the list of its codes. Routes declare theirs with ``responses=problems(...)``; the
-codes every route shares (authentication, unknown query parameters, bodies) are added by
-``common``.
+schema and the list of its codes. Routes declare theirs with ``responses=problems(...)``,
+using the shared groups (``AUTH``, ``BODY``, ``IDEMPOTENT``, ``LIST``); every route can answer
+``request.unknown_parameter``.
 
 ``install`` finishes the document once, when it is first asked for: the ``ProblemDetail``
-schema, the bearer security scheme, and ``Idempotency-Key`` marked required where a route
-declares it (the route itself answers its absence with ``idempotency.key_missing`` rather
-than a generic validation error, so it is optional for FastAPI).
+schema, FastAPI's default 422 replaced by the problem it really is, and ``Idempotency-Key``
+marked required where a route declares it (the route itself answers its absence with
+``idempotency.key_missing`` rather than a generic validation error, so it is optional for
+FastAPI).
 """
 
 from __future__ import annotations
@@ -114,6 +115,14 @@ BEARER_DESCRIPTION = (
 )
 
 
+def _problem_422(operation: dict[str, Any]) -> None:
+    """FastAPI documents a 422 ``HTTPValidationError`` (``application/json``) on any route
+    with parameters that does not declare its own; ours is a problem."""
+    answer = operation.get("responses", {}).get("422")
+    if answer and "application/json" in answer.get("content", {}):
+        operation["responses"]["422"] = problems("validation.failed")[422]
+
+
 def install(app: FastAPI) -> None:
     """Serve the finished document at /openapi.json (built once, then cached)."""
 
@@ -131,6 +140,7 @@ def install(app: FastAPI) -> None:
             schemas["ProblemDetail"] = defs
             for item in doc.get("paths", {}).values():
                 for operation in item.values():
+                    _problem_422(operation)
                     for param in operation.get("parameters", []):
                         if param["in"] == "header" and param["name"] == "Idempotency-Key":
                             param["required"] = True
