@@ -16,7 +16,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from pocketpay.sandbox import Sandbox
+from pocketpay.kit.clock import ManualClock
+from pocketpay.sandbox import Sandbox, create_app
+from pocketpay.settings import SandboxSettings
 
 API_KEY = "sk_test_sandbox_suite_key"
 SECRET = "whsec_sandbox_suite_secret"
@@ -86,3 +88,19 @@ def make_client(base: str, http: stripe.HTTPClient, key: str = API_KEY) -> strip
     return stripe.StripeClient(
         key, base_addresses={"api": base}, http_client=http, max_network_retries=0
     )
+
+
+@asynccontextmanager
+async def sandbox_up(
+    settings: SandboxSettings, clock: ManualClock
+) -> AsyncIterator[tuple[Sandbox, stripe.StripeClient, str]]:
+    """One life of a sandbox process: a fresh app on the settings' database."""
+    app = create_app(settings, clock, webhook_url="")
+    sandbox: Sandbox = app.state.sandbox
+    http = stripe.HTTPXClient()
+    try:
+        async with serving(app) as url:
+            yield sandbox, make_client(url, http), url
+    finally:
+        await http.close_async()
+        await sandbox.aclose()

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import stripe
-from sandbox_support import SETTLE_DELAY, make_client, serving
+from sandbox_support import SETTLE_DELAY, sandbox_up
 
 from pocketpay.kit.clock import ManualClock
 from pocketpay.payments.providers.stripe import StripeProvider
-from pocketpay.sandbox import Sandbox, create_app
 from pocketpay.settings import SandboxSettings
 
 PARAMS: Any = {
@@ -22,22 +19,6 @@ PARAMS: Any = {
     "confirm": True,
     "metadata": {"payment_id": "pay_1"},
 }
-
-
-@asynccontextmanager
-async def sandbox_up(
-    settings: SandboxSettings, clock: ManualClock
-) -> AsyncIterator[tuple[Sandbox, stripe.StripeClient, str]]:
-    """One life of a sandbox process: a fresh app on the settings' database."""
-    app = create_app(settings, clock, webhook_url="")
-    sandbox: Sandbox = app.state.sandbox
-    http = stripe.HTTPXClient()
-    try:
-        async with serving(app) as url:
-            yield sandbox, make_client(url, http), url
-    finally:
-        await http.close_async()
-        await sandbox.aclose()
 
 
 async def test_restart_remembers_intents_refunds_and_keys(

@@ -1,11 +1,17 @@
-"""Stripe's test payment methods: which succeed, which decline and how."""
+"""Stripe's test payment methods: which succeed, which decline and how, and when.
+
+Stripe checks a card when it is attached to a customer: the decline cards fail there already
+(``declines_on_attach``), except ``pm_card_chargeCustomerFail`` (4000 0000 0000 0341), which
+attaches and then declines every charge, the card for testing failed renewals.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from pocketpay.sandbox.errors import resource_missing
+from pocketpay.sandbox.errors import StripeError, resource_missing
+from pocketpay.sandbox.models import PaymentMethod
 
 
 @dataclass(frozen=True)
@@ -15,6 +21,7 @@ class CardSpec:
     decline_code: str | None = None
     message: str = ""
     exp_year: int = 2034
+    declines_on_attach: bool = False
 
 
 _DECLINED = "Your card was declined."
@@ -23,13 +30,25 @@ CARDS: dict[str, CardSpec] = {
     "pm_card_visa": CardSpec("visa", "4242"),
     "pm_card_mastercard": CardSpec("mastercard", "4444"),
     "pm_card_amex": CardSpec("amex", "8431"),
-    "pm_card_chargeDeclined": CardSpec("visa", "0002", "generic_decline", _DECLINED),
+    "pm_card_chargeDeclined": CardSpec(
+        "visa", "0002", "generic_decline", _DECLINED, declines_on_attach=True
+    ),
     "pm_card_chargeDeclinedInsufficientFunds": CardSpec(
-        "visa", "9995", "insufficient_funds", "Your card has insufficient funds."
+        "visa",
+        "9995",
+        "insufficient_funds",
+        "Your card has insufficient funds.",
+        declines_on_attach=True,
     ),
     "pm_card_chargeDeclinedExpiredCard": CardSpec(
-        "visa", "0069", "expired_card", "Your card has expired.", exp_year=2020
+        "visa",
+        "0069",
+        "expired_card",
+        "Your card has expired.",
+        exp_year=2020,
+        declines_on_attach=True,
     ),
+    "pm_card_chargeCustomerFail": CardSpec("visa", "0341", "generic_decline", _DECLINED),
 }
 
 
@@ -41,21 +60,31 @@ def lookup(pm_id: str) -> CardSpec:
     return card
 
 
-def payment_method_object(pm_id: str, created: int) -> dict[str, Any]:
-    card = lookup(pm_id)
+def card_details(card: CardSpec) -> dict[str, Any]:
+    """The ``card`` hash of a payment method (and of a charge's ``payment_method_details``)."""
     return {
-        "id": pm_id,
-        "object": "payment_method",
-        "type": "card",
-        "created": created,
-        "livemode": False,
-        "metadata": {},
-        "card": {
-            "brand": card.brand,
-            "last4": card.last4,
-            "exp_month": 12,
-            "exp_year": card.exp_year,
-            "country": "US",
-            "funding": "credit",
-        },
+        "brand": card.brand,
+        "last4": card.last4,
+        "exp_month": 12,
+        "exp_year": card.exp_year,
+        "country": "US",
+        "funding": "credit",
     }
+
+
+def payment_method_object(pm_id: str, created: int) -> dict[str, Any]:
+    """A test payment method (``pm_card_visa``) as Stripe shows it: never attached."""
+    return PaymentMethod(pm_id, created, pm_id, card_details(lookup(pm_id))).to_stripe()
+
+
+def declined(card: CardSpec, **extra: Any) -> StripeError:
+    """The 402 ``card_error`` of a declined card; ``extra`` adds ``charge``, ``payment_intent``,
+    ``payment_method`` as the answer carries them."""
+    assert card.decline_code is not None
+    return StripeError(
+        402,
+        "card_error",
+        card.message,
+        code="card_declined",
+        extra={"decline_code": card.decline_code, **extra},
+    )

@@ -113,13 +113,27 @@ def get_choice(params: Params, name: str, choices: tuple[str, ...], default: str
     return raw
 
 
-def get_metadata(params: Params) -> dict[str, str]:
+def _metadata_hash(params: Params) -> dict[str, str]:
+    """The ``metadata`` sent, empty values kept (they unset keys on update)."""
     value = params.get("metadata")
     if value is None or value == "":
         return {}
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise invalid_request("Invalid metadata: must be a hash of strings", param="metadata")
-    return {str(k): str(v) for k, v in value.items() if v != ""}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def get_metadata(params: Params) -> dict[str, str]:
+    return {k: v for k, v in _metadata_hash(params).items() if v != ""}
+
+
+def update_metadata(current: dict[str, str], params: Params) -> dict[str, str]:
+    """Stripe's update: sent keys are set, a key sent empty is removed, ``metadata=""``
+    removes them all."""
+    if params.get("metadata") == "":
+        return {}
+    merged = {**current, **_metadata_hash(params)}
+    return {k: v for k, v in merged.items() if v != ""}
 
 
 def get_expand(params: Params) -> list[str]:

@@ -1,12 +1,18 @@
-"""PaymentIntent operations: create, confirm (test cards decide), capture, cancel."""
+"""PaymentIntent operations: create, confirm (test cards decide), capture, cancel.
+
+An intent may be for a ``customer`` and use a payment method saved on that customer; an
+off-session charge (``off_session=true``) succeeds or declines as an on-session one does
+(there are no authentication-required cards here), a decline being the same 402 with the
+intent in ``error.payment_intent``.
+"""
 
 from __future__ import annotations
 
 import secrets
 from typing import Any
 
-from pocketpay.sandbox import cards
-from pocketpay.sandbox.errors import StripeError, invalid_request, unexpected_state
+from pocketpay.sandbox import cards, payment_methods
+from pocketpay.sandbox.errors import invalid_request, unexpected_state
 from pocketpay.sandbox.forms import (
     Params,
     check_known,
@@ -26,10 +32,8 @@ _IGNORED = frozenset(
     {
         "automatic_payment_methods",
         "confirmation_method",
-        "customer",
         "error_on_requires_action",
         "mandate_data",
-        "off_session",
         "payment_method_options",
         "payment_method_types",
         "receipt_email",
@@ -50,8 +54,10 @@ CREATE_PARAMS = _IGNORED | {
     "capture_method",
     "description",
     "metadata",
+    "customer",
+    "off_session",
 }
-CONFIRM_PARAMS = _IGNORED | {"payment_method", "capture_method"}
+CONFIRM_PARAMS = _IGNORED | {"payment_method", "capture_method", "off_session"}
 CAPTURE_PARAMS = frozenset({"amount_to_capture", "metadata", "expand", "final_capture"})
 CANCEL_PARAMS = frozenset({"cancellation_reason", "expand"})
 _CANCELABLE = ("requires_payment_method", "requires_confirmation", "requires_capture")
@@ -62,6 +68,14 @@ def create(store: Store, params: Params) -> dict[str, Any]:
     amount = get_positive_int(params, "amount", required=True)
     currency = get_str(params, "currency", required=True)
     assert amount is not None and currency is not None
+    customer = get_str(params, "customer")
+    if customer is not None:
+        store.customer(customer, param="customer", status=400)
+    confirm_now = get_bool(params, "confirm")
+    if get_bool(params, "off_session") and not confirm_now:
+        raise invalid_request(
+            "You can only pass `off_session` when `confirm` is `true`.", param="off_session"
+        )
     pi_id = new_id("pi")
     pi = PaymentIntent(
         id=pi_id,
@@ -73,10 +87,12 @@ def create(store: Store, params: Params) -> dict[str, Any]:
         description=get_str(params, "description"),
         metadata=get_metadata(params),
         client_secret=f"{pi_id}_secret_{secrets.token_urlsafe(18)}",
+        customer=customer,
     )
-    _attach(pi, get_str(params, "payment_method"))
+    # At create a refused payment method leaves no intent behind (nothing is stored yet).
+    _attach(store, pi, get_str(params, "payment_method"), at_confirm=False)
     store.put(pi)
-    if get_bool(params, "confirm"):
+    if confirm_now:
         _confirm(store, pi)
     return pi.to_stripe()
 
@@ -90,7 +106,10 @@ def confirm(store: Store, pi_id: str, params: Params) -> dict[str, Any]:
             "or requires_confirmation to be confirmed."
         )
     capture_method = get_choice(params, "capture_method", CAPTURE_METHODS, pi.capture_method)
-    _attach(pi, get_str(params, "payment_method"))
+    get_bool(params, "off_session")  # checked only: these cards never ask for authentication
+    # The intent's own payment method is checked again: it may have been detached since.
+    pm_id = get_str(params, "payment_method") or pi.payment_method
+    _attach(store, pi, pm_id, at_confirm=True)
     pi.capture_method = capture_method
     _confirm(store, pi)
     return pi.to_stripe()
@@ -143,10 +162,11 @@ def _currency(raw: str) -> str:
     return raw.lower()
 
 
-def _attach(pi: PaymentIntent, pm_id: str | None) -> None:
+def _attach(store: Store, pi: PaymentIntent, pm_id: str | None, *, at_confirm: bool) -> None:
     if pm_id is None:
         return
-    cards.lookup(pm_id)
+    intent = pi.to_stripe() if at_confirm else None
+    payment_methods.check_for_intent(store, pm_id, pi.customer, intent)
     pi.payment_method = pm_id
     pi.status = "requires_confirmation"
 
@@ -157,7 +177,7 @@ def _confirm(store: Store, pi: PaymentIntent) -> None:
             "You cannot confirm this PaymentIntent because it's missing a payment method. "
             "To confirm the PaymentIntent with a test card, pass payment_method=pm_card_visa."
         )
-    card = cards.lookup(pi.payment_method)
+    card, details = payment_methods.charge_card(store, pi.payment_method)
     charge = Charge(
         id=new_id("ch"),
         payment_intent=pi.id,
@@ -166,16 +186,10 @@ def _confirm(store: Store, pi: PaymentIntent) -> None:
         currency=pi.currency,
         created=store.timestamp(),
         status="failed" if card.decline_code else "succeeded",
-        card={
-            "brand": card.brand,
-            "last4": card.last4,
-            "exp_month": 12,
-            "exp_year": card.exp_year,
-            "country": "US",
-            "funding": "credit",
-        },
+        card=details,
         description=pi.description,
         metadata=dict(pi.metadata),
+        customer=pi.customer,
     )
     store.put(charge)
     pi.latest_charge = charge.id
@@ -195,29 +209,13 @@ def _decline(store: Store, pi: PaymentIntent, charge: Charge, card: cards.CardSp
     charge.failure_message = card.message
     charge.decline_code = card.decline_code
     assert pi.payment_method is not None
-    pm = cards.payment_method_object(pi.payment_method, store.timestamp())
-    details = {
-        "code": "card_declined",
-        "decline_code": card.decline_code,
-        "charge": charge.id,
-        "doc_url": "https://stripe.com/docs/error-codes/card-declined",
-    }
-    pi.last_payment_error = {
-        "type": "card_error",
-        "message": card.message,
-        "payment_method": pm,
-        **details,
-    }
+    error = cards.declined(card, charge=charge.id, payment_method=store.render(pi.payment_method))
+    pi.last_payment_error = error.body()["error"]
     pi.payment_method = None
     pi.status = "requires_payment_method"
     store.emit("payment_intent.payment_failed", pi.to_stripe())
-    raise StripeError(
-        402,
-        "card_error",
-        card.message,
-        code="card_declined",
-        extra={**details, "payment_method": pm, "payment_intent": pi.to_stripe()},
-    )
+    error.extra["payment_intent"] = pi.to_stripe()
+    raise error
 
 
 def _settle_capture(store: Store, pi: PaymentIntent, charge: Charge, amount: int) -> None:

@@ -1,9 +1,10 @@
-"""Stripe's list endpoints: ``GET /v1/payment_intents`` and ``GET /v1/refunds``.
+"""Stripe's list endpoints: ``GET /v1/payment_intents``, ``GET /v1/refunds`` and
+``GET /v1/customers/{id}/payment_methods``.
 
 Newest first, ``limit`` (1..100, default 10), cursor ``starting_after`` (the id of the last
 object of the previous page), ``created[gte|gt|lte|lt]`` (unix seconds, or ``created=<t>``),
-and ``payment_intent`` for refunds. The answer is Stripe's list object, which the SDK's
-``auto_paging_iter`` walks.
+``customer`` for intents and ``payment_intent`` for refunds. The answer is Stripe's list
+object, which the SDK's ``auto_paging_iter`` walks.
 """
 
 from __future__ import annotations
@@ -11,23 +12,42 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from pocketpay.sandbox.errors import invalid_request
+from pocketpay.sandbox.errors import invalid_request, resource_missing
 from pocketpay.sandbox.forms import Params, check_known, get_int, get_str
-from pocketpay.sandbox.models import PaymentIntent, Refund
+from pocketpay.sandbox.models import PaymentIntent, PaymentMethod, Refund
 from pocketpay.sandbox.state import Store
 
 _PAGING = frozenset({"limit", "starting_after", "ending_before", "created", "expand"})
 INTENT_PARAMS = _PAGING | {"customer"}
 REFUND_PARAMS = _PAGING | {"payment_intent", "charge"}
+PAYMENT_METHOD_PARAMS = _PAGING | {"type"}
 _CREATED_OPS = ("gt", "gte", "lt", "lte")
 
-Listed = TypeVar("Listed", PaymentIntent, Refund)
+Listed = TypeVar("Listed", PaymentIntent, Refund, PaymentMethod)
 
 
 def list_payment_intents(store: Store, params: Params) -> dict[str, Any]:
     check_known(params, INTENT_PARAMS)
-    found = _filtered(store.payment_intents.values(), params)
+    customer = get_str(params, "customer")
+    found = [
+        pi
+        for pi in _filtered(store.payment_intents.values(), params)
+        if customer is None or pi.customer == customer
+    ]
     return _page(found, params, "/v1/payment_intents")
+
+
+def list_customer_payment_methods(store: Store, cus_id: str, params: Params) -> dict[str, Any]:
+    check_known(params, PAYMENT_METHOD_PARAMS)
+    if cus_id not in store.customers:
+        raise resource_missing("customer", cus_id)
+    kind = get_str(params, "type")
+    found = [
+        pm
+        for pm in _filtered(store.payment_methods.values(), params)
+        if pm.customer == cus_id and kind in (None, "card")
+    ]
+    return _page(found, params, f"/v1/customers/{cus_id}/payment_methods")
 
 
 def list_refunds(store: Store, params: Params) -> dict[str, Any]:

@@ -45,6 +45,7 @@ class PaymentIntent:
     canceled_at: int | None = None
     cancellation_reason: str | None = None
     client_secret: str = ""
+    customer: str | None = None
 
     def to_stripe(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class PaymentIntent:
             "confirmation_method": "automatic",
             "created": self.created,
             "currency": self.currency,
+            "customer": self.customer,
             "description": self.description,
             "last_payment_error": self.last_payment_error,
             "latest_charge": self.latest_charge,
@@ -91,6 +93,7 @@ class Charge:
     decline_code: str | None = None
     description: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    customer: str | None = None
 
     @property
     def refundable(self) -> int:
@@ -124,6 +127,7 @@ class Charge:
             "captured": self.captured,
             "created": self.created,
             "currency": self.currency,
+            "customer": self.customer,
             "description": self.description,
             "failure_code": self.failure_code,
             "failure_message": self.failure_message,
@@ -216,4 +220,87 @@ class BalanceTransaction:
         }
 
 
-SandboxObject = PaymentIntent | Charge | Refund | BalanceTransaction
+@dataclass
+class Customer:
+    id: str
+    created: int
+    email: str | None = None
+    name: str | None = None
+    description: str | None = None
+    phone: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    default_payment_method: str | None = None  # invoice_settings.default_payment_method
+
+    def to_stripe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "customer",
+            "address": None,
+            "balance": 0,
+            "created": self.created,
+            "currency": None,
+            "default_source": None,
+            "delinquent": False,
+            "description": self.description,
+            "discount": None,
+            "email": self.email,
+            "invoice_prefix": self.id.removeprefix("cus_")[:8].upper(),
+            "invoice_settings": {
+                "custom_fields": None,
+                "default_payment_method": self.default_payment_method,
+                "footer": None,
+                "rendering_options": None,
+            },
+            "livemode": False,
+            "metadata": dict(self.metadata),
+            "name": self.name,
+            "next_invoice_sequence": 1,
+            "phone": self.phone,
+            "preferred_locales": [],
+            "shipping": None,
+            "tax_exempt": "none",
+            "test_clock": None,
+        }
+
+
+@dataclass
+class PaymentMethod:
+    """A card payment method. The stored ones were made by attaching a test payment method
+    (``test_card``, e.g. ``pm_card_visa``) to a customer, as Stripe makes a new object then;
+    a stored one without ``customer`` was detached and can never be used again."""
+
+    id: str
+    created: int
+    test_card: str
+    card: dict[str, Any]
+    customer: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_stripe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "payment_method",
+            "allow_redisplay": "unspecified",
+            "billing_details": {
+                "address": {
+                    "city": None,
+                    "country": None,
+                    "line1": None,
+                    "line2": None,
+                    "postal_code": None,
+                    "state": None,
+                },
+                "email": None,
+                "name": None,
+                "phone": None,
+            },
+            "card": dict(self.card),
+            "created": self.created,
+            "customer": self.customer,
+            "livemode": False,
+            "metadata": dict(self.metadata),
+            "type": "card",
+        }
+
+
+SandboxObject = PaymentIntent | Charge | Refund | BalanceTransaction | Customer | PaymentMethod

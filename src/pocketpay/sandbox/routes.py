@@ -5,17 +5,17 @@ from __future__ import annotations
 import copy
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from pocketpay.sandbox import intents, lists, refunds
+from pocketpay.sandbox import customers, intents, lists, payment_methods, refunds
 from pocketpay.sandbox.auth import require_key
 from pocketpay.sandbox.errors import resource_missing, unrecognized_url
 from pocketpay.sandbox.forms import Params, check_known, fingerprint, get_expand, parse_form
 from pocketpay.sandbox.sandbox import Outcome, Sandbox
-from pocketpay.sandbox.state import Store
+from pocketpay.sandbox.state import Kind, Store
 from pocketpay.sandbox.webhooks import API_VERSION
 
 Handler = Callable[[Store, Params], dict[str, Any]]
@@ -62,6 +62,7 @@ def v1_router(sandbox: Sandbox) -> APIRouter:
         return respond(outcome, request)
 
     _payment_intent_routes(router, run)
+    _customer_routes(router, run)
     _other_routes(router, run, sandbox)
     return router
 
@@ -69,7 +70,7 @@ def v1_router(sandbox: Sandbox) -> APIRouter:
 Run = Callable[[Request, Handler], Awaitable[JSONResponse]]
 
 
-def _retrieve(kind: Literal["pi", "ch", "re", "txn"], obj_id: str) -> Handler:
+def _retrieve(kind: Kind, obj_id: str) -> Handler:
     def handler(store: Store, params: Params) -> dict[str, Any]:
         check_known(params, _RETRIEVE_PARAMS)
         return store.retrieve(kind, obj_id)
@@ -97,6 +98,36 @@ def _payment_intent_routes(router: APIRouter, run: Run) -> None:
             raise unrecognized_url(request.method, request.url.path)
         fn = actions[action]
         return await run(request, lambda s, p: fn(s, pi_id, p))
+
+
+def _customer_routes(router: APIRouter, run: Run) -> None:
+    @router.post("/customers")
+    async def create_customer(request: Request) -> JSONResponse:
+        return await run(request, customers.create)
+
+    @router.get("/customers/{cus_id}")
+    async def get_customer(request: Request, cus_id: str) -> JSONResponse:
+        return await run(request, lambda s, p: customers.retrieve(s, cus_id, p))
+
+    @router.post("/customers/{cus_id}")
+    async def update_customer(request: Request, cus_id: str) -> JSONResponse:
+        return await run(request, lambda s, p: customers.update(s, cus_id, p))
+
+    @router.get("/customers/{cus_id}/payment_methods")
+    async def list_customer_pms(request: Request, cus_id: str) -> JSONResponse:
+        return await run(request, lambda s, p: lists.list_customer_payment_methods(s, cus_id, p))
+
+    @router.get("/payment_methods/{pm_id}")
+    async def get_pm(request: Request, pm_id: str) -> JSONResponse:
+        return await run(request, _retrieve("pm", pm_id))
+
+    @router.post("/payment_methods/{pm_id}/{action}")
+    async def act_on_pm(request: Request, pm_id: str, action: str) -> JSONResponse:
+        actions = {"attach": payment_methods.attach, "detach": payment_methods.detach}
+        if action not in actions:
+            raise unrecognized_url(request.method, request.url.path)
+        fn = actions[action]
+        return await run(request, lambda s, p: fn(s, pm_id, p))
 
 
 def _other_routes(router: APIRouter, run: Run, sandbox: Sandbox) -> None:

@@ -19,7 +19,9 @@ from pocketpay.sandbox.errors import invalid_request, resource_missing
 from pocketpay.sandbox.models import (
     BalanceTransaction,
     Charge,
+    Customer,
     PaymentIntent,
+    PaymentMethod,
     Refund,
     SandboxObject,
     new_id,
@@ -27,7 +29,15 @@ from pocketpay.sandbox.models import (
 
 Emit = Callable[[str, dict[str, Any]], None]
 
-_KINDS = {"pi": "payment_intent", "ch": "charge", "re": "refund", "txn": "balance_transaction"}
+Kind = Literal["pi", "ch", "re", "txn", "cus", "pm"]
+_KINDS = {
+    "pi": "payment_intent",
+    "ch": "charge",
+    "re": "refund",
+    "txn": "balance_transaction",
+    "cus": "customer",
+    "pm": "PaymentMethod",
+}
 
 
 class Store:
@@ -44,11 +54,13 @@ class Store:
         self.charges: dict[str, Charge] = {}
         self.refunds: dict[str, Refund] = {}
         self.balance_transactions: dict[str, BalanceTransaction] = {}
+        self.customers: dict[str, Customer] = {}
+        self.payment_methods: dict[str, PaymentMethod] = {}
         self.touched: dict[str, SandboxObject] = {}
 
     def load(self, objs: list[SandboxObject]) -> None:
         """Replace memory by stored objects (oldest first: dicts keep that order)."""
-        for table in (self.payment_intents, self.charges, self.refunds, self.balance_transactions):
+        for table in self._tables():
             table.clear()
         self.touched.clear()
         for obj in objs:
@@ -63,6 +75,16 @@ class Store:
         touched, self.touched = list(self.touched.values()), {}
         return touched
 
+    def _tables(self) -> tuple[dict[str, Any], ...]:
+        return (
+            self.payment_intents,
+            self.charges,
+            self.refunds,
+            self.balance_transactions,
+            self.customers,
+            self.payment_methods,
+        )
+
     def _table(self, obj: SandboxObject) -> dict[str, Any]:
         if isinstance(obj, PaymentIntent):
             return self.payment_intents
@@ -70,6 +92,10 @@ class Store:
             return self.charges
         if isinstance(obj, Refund):
             return self.refunds
+        if isinstance(obj, Customer):
+            return self.customers
+        if isinstance(obj, PaymentMethod):
+            return self.payment_methods
         return self.balance_transactions
 
     def now(self) -> float:
@@ -94,10 +120,29 @@ class Store:
         self.touched[found.id] = found
         return found
 
+    def customer(self, cus_id: str, *, param: str = "id", status: int = 404) -> Customer:
+        found = self.customers.get(cus_id)
+        if found is None:
+            raise resource_missing("customer", cus_id, param=param, status=status)
+        self.touched[found.id] = found
+        return found
+
+    def payment_method(self, pm_id: str) -> PaymentMethod:
+        """A stored (attached or detached) payment method, by its path id."""
+        found = self.payment_methods.get(pm_id)
+        if found is None:
+            raise resource_missing("PaymentMethod", pm_id)
+        self.touched[found.id] = found
+        return found
+
     def render(self, obj_id: str) -> dict[str, Any] | None:
         """The Stripe JSON of any object by id, or None."""
         obj = (
-            self.payment_intents.get(obj_id) or self.charges.get(obj_id) or self.refunds.get(obj_id)
+            self.payment_intents.get(obj_id)
+            or self.charges.get(obj_id)
+            or self.refunds.get(obj_id)
+            or self.customers.get(obj_id)
+            or self.payment_methods.get(obj_id)
         )
         if obj is not None:
             return obj.to_stripe()
@@ -107,7 +152,7 @@ class Store:
             return cards.payment_method_object(obj_id, self.timestamp())
         return None
 
-    def retrieve(self, kind: Literal["pi", "ch", "re", "txn"], obj_id: str) -> dict[str, Any]:
+    def retrieve(self, kind: Kind, obj_id: str) -> dict[str, Any]:
         found = self.render(obj_id) if obj_id.startswith(f"{kind}_") else None
         if found is None:
             raise resource_missing(_KINDS[kind], obj_id)

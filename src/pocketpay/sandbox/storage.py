@@ -41,7 +41,9 @@ from pocketpay.sandbox.idempotency import StoredResponse
 from pocketpay.sandbox.models import (
     BalanceTransaction,
     Charge,
+    Customer,
     PaymentIntent,
+    PaymentMethod,
     Refund,
     SandboxObject,
 )
@@ -78,6 +80,8 @@ KINDS: dict[str, type[SandboxObject]] = {
     "charge": Charge,
     "refund": Refund,
     "balance_transaction": BalanceTransaction,
+    "customer": Customer,
+    "payment_method": PaymentMethod,
 }
 _KIND_OF = {cls: kind for kind, cls in KINDS.items()}
 
