@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up install lock test lint typecheck contracts pytest bench migrate check fmt clean
+.PHONY: up install lock test lint typecheck contracts pytest bench migrate check fmt clean demo
 
 # Installs the exact versions of requirements.lock (what the tests passed with), then the
 # package itself without resolving anything again.
@@ -30,6 +30,11 @@ migrate: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/pocketpay check
+
+# The README's walk-through (scripts/demo.sh) twice in a row against a temporary SQLite server
+# (`make test` runs it too, as tests/e2e/test_demo.py).
+demo: $(STAMP)
+	scripts/demo.sh --server 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -1,0 +1,69 @@
+"""The README's walk-through, as `make demo` runs it: scripts/demo.sh twice in a row against one
+temporary ``pocketpay up`` on SQLite. The second run finds Alice and Bob signed up and their
+wallets full, so it logs in and checks every amount relative to what the first run left.
+
+The script needs curl and jq: without them the test skips (fails under
+POCKETPAY_REQUIRE_SERVICES=1, as in CI, where .ci/run installs jq).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "demo.sh"
+
+
+def _tools_or_skip() -> None:
+    missing = [tool for tool in ("bash", "curl", "jq") if shutil.which(tool) is None]
+    if not missing:
+        return
+    reason = f"scripts/demo.sh needs {', '.join(missing)} (Debian: apt-get install jq curl)"
+    if os.environ.get("POCKETPAY_REQUIRE_SERVICES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def test_walkthrough_runs_twice_in_a_row(tmp_path: Path) -> None:
+    _tools_or_skip()
+    env = os.environ | {
+        "DEMO_VAR_DIR": str(tmp_path / "var"),
+        "POCKETPAY_BIN": str(Path(sys.executable).with_name("pocketpay")),
+        "PYTHON_BIN": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "--server", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert output.count("demo: OK") == 2, output[-4000:]
+    assert "demo: 2 runs in a row passed" in output
+    # The first run signs the users up, the second logs them in and starts from what the first left.
+    assert output.count("alice@example.com signed up") == 1
+    assert output.count("alice@example.com exists: logged in") == 1
+    assert "Alice: 0.00 -> 45.00 USD" in output
+    assert "Alice: 45.00 -> 90.00 USD" in output
+    assert "Bob:   20.00 -> 40.00 USD" in output
+    assert "the revoked key: 401 auth.api_key_revoked" in output
+    assert "FAILED" not in output
+    # The server is stopped once the runs are over: nothing listens on its port any more.
+    started = re.search(r"pocketpay up on http://127\.0\.0\.1:(\d+)", output)
+    assert started is not None, output[:2000]
+    port = int(started.group(1))
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
