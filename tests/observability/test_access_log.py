@@ -156,12 +156,16 @@ async def test_the_public_api_logs_each_request_without_secrets(stack: Stack) ->
     assert again.headers["request-id"] == rid
     (access,) = access_lines(lines, rid)
     assert access["route"] == "/api/v1/payments/{payment_id}"
+    # The bearer token check named the caller.
+    assert access["user_id"] == alice["user"]["id"] and "key_id" not in access
     creates = [
         e
         for e in parsed(lines)
         if e.get("event") == "http.access" and e["route"] == "/api/v1/payments"
     ]
-    assert [(e["method"], e["status"]) for e in creates] == [("POST", 202)]
+    assert [(e["method"], e["status"], e["user_id"]) for e in creates] == [
+        ("POST", 202, alice["user"]["id"])
+    ]
     # Neither the access token nor the refresh token (sent and answered in these requests)
     # nor the password reached any log line.
     secrets = (alice["access_token"], alice["refresh_token"], "correct-horse-battery")
