@@ -44,6 +44,7 @@ CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "no such object among yours"),
     "transfers.recipient_not_found": (404, "no PocketPay user has the recipient's email"),
     "payments.attempt_not_stuck": (404, "no stuck attempt of that operation"),
+    "payments.card_declined": (402, "the PSP refused to keep the card (see decline code)"),
     "auth.email_taken": (409, "an account with this email exists: log in"),
     "idempotency.in_progress": (409, "a request with this key is still running: retry"),
     "payments.invalid_transition": (409, "the payment's status does not allow this"),

@@ -51,6 +51,9 @@ from pocketpay.payments.schemas import (
     PaymentCreate,
     PaymentList,
     PaymentListQuery,
+    PaymentMethod,
+    PaymentMethodCreate,
+    PaymentMethodList,
     Refund,
     RefundCreate,
     RefundList,
@@ -241,6 +244,7 @@ IdemHeader = Header(
 _MOVE_MONEY = (*AUTH, *BODY, *IDEMPOTENT)
 _PAYMENT_LIST = _page_of("pay", "payment")
 _REFUND_LIST = _page_of("re", "refund")
+_METHOD_LIST = _page_of("pm", "payment method")
 _TRANSFER_LIST = _page_of("tr", "transfer")
 
 
@@ -391,6 +395,61 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
     @r.get("/refunds/{refund_id}", tags=["payments"], responses=problems(*AUTH, "not_found"))
     async def get_refund(refund_id: str, who: Principal = Depends(principal)) -> Refund:
         return await p.get_refund(who.user_id, _object_id(refund_id, "refund"))
+
+    @r.post(
+        "/payment-methods",
+        response_model=PaymentMethod,
+        tags=["payment methods"],
+        responses=problems(
+            *_MOVE_MONEY,
+            "payments.card_declined",
+            "payments.invalid_payment_method",
+            "payments.provider_unavailable",
+        ),
+    )
+    async def save_payment_method(
+        request: Request,
+        body: PaymentMethodCreate,
+        who: Principal = Depends(principal),
+        key: str | None = IdemHeader,
+    ) -> JSONResponse:
+        """Save a card at the PSP, to charge it later without the customer (subscription
+        renewals) or to top up with it: pass its `id` as a payment's `payment_method`. A
+        card the PSP refuses is a 402 `payments.card_declined`."""
+        data = body.model_dump()
+        return await once(
+            request, who, key, data, lambda k: p.save_payment_method(who.user_id, k, data), 200
+        )
+
+    @r.get("/payment-methods", tags=["payment methods"], responses=problems(*AUTH, *LIST))
+    async def list_payment_methods(
+        who: Principal = Depends(principal), page: Page = Depends(_METHOD_LIST)
+    ) -> PaymentMethodList:
+        """Your saved payment methods (detached ones too), newest first."""
+        return await p.payment_methods(who.user_id, page)
+
+    @r.get(
+        "/payment-methods/{method_id}",
+        tags=["payment methods"],
+        responses=problems(*AUTH, "not_found"),
+    )
+    async def get_payment_method(
+        method_id: str, who: Principal = Depends(principal)
+    ) -> PaymentMethod:
+        return await p.get_payment_method(who.user_id, _object_id(method_id, "payment method"))
+
+    @r.post(
+        "/payment-methods/{method_id}/detach",
+        tags=["payment methods"],
+        responses=problems(*AUTH, "not_found", "payments.provider_unavailable"),
+    )
+    async def detach_payment_method(
+        method_id: str, who: Principal = Depends(principal)
+    ) -> PaymentMethod:
+        """Stop keeping the card: the PSP forgets it and it can no longer be charged.
+        Detaching again answers the detached method."""
+        method_id = _object_id(method_id, "payment method")
+        return await p.detach_payment_method(who.user_id, method_id)
 
 
 def _currency(code: str) -> str:

@@ -18,7 +18,7 @@ from pocketpay.kit.errors import NotFound
 from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.listing import Page, next_cursor
 from pocketpay.kit.tracing import client_span
-from pocketpay.payments import attempts, service
+from pocketpay.payments import attempts, methods, service
 from pocketpay.payments.admission import Admission
 from pocketpay.payments.flows import Flows
 from pocketpay.payments.providers.base import Provider
@@ -27,6 +27,9 @@ from pocketpay.payments.schemas import (
     PaymentCreateInternal,
     PaymentList,
     PaymentListQuery,
+    PaymentMethod,
+    PaymentMethodCreateInternal,
+    PaymentMethodList,
     ProviderHealth,
     PspEventResult,
     Refund,
@@ -67,6 +70,11 @@ class PaymentsApi:
             body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
         )
         self._admission.admit()
+        customer = saved = None
+        if methods.is_saved_id(req.payment_method):
+            async with self._reads.connect() as conn:
+                m = await methods.chargeable(conn, req.payment_method, req.owner_id)
+            customer, saved = m.psp_customer_id, m.psp_payment_method
         with client_span("payments POST /payments"):
             async with self._engine.begin() as conn:
                 row = await service.create(
@@ -81,6 +89,8 @@ class PaymentsApi:
                     metadata=req.metadata,
                     provider=self._provider.name,
                     now=self._clock.now(),
+                    psp_customer_id=customer,
+                    psp_payment_method=saved,
                 )
             self._flows.relay.notify()
             await failpoint("payments.create.after_commit")
@@ -136,6 +146,45 @@ class PaymentsApi:
         return RefundList(
             data=data, has_more=more, next_cursor=next_cursor(page, [r.id for r in data], more)
         )
+
+    # -- saved payment methods --------------------------------------------------------------
+
+    async def save_payment_method(
+        self, owner_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> PaymentMethod:
+        req = PaymentMethodCreateInternal.model_validate(
+            body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
+        )
+        with client_span("payments POST /payment-methods"):
+            row = await methods.save(
+                self._engine,
+                self._provider,
+                owner_id=owner_id,
+                idempotency_key=idempotency_key,
+                source=req.payment_method,
+                metadata=req.metadata,
+                now=self._clock.now(),
+            )
+        return PaymentMethod.model_validate(methods.method_view(row))
+
+    async def payment_methods(self, owner_id: str, page: Page) -> PaymentMethodList:
+        async with self._reads.connect() as conn:
+            rows, more = await methods.list_for(conn, owner_id, page)
+        data = [PaymentMethod.model_validate(methods.method_view(r)) for r in rows]
+        cursor = next_cursor(page, [m.id for m in data], more)
+        return PaymentMethodList(data=data, has_more=more, next_cursor=cursor)
+
+    async def get_payment_method(self, owner_id: str, method_id: str) -> PaymentMethod:
+        async with self._reads.connect() as conn:
+            row = await methods.get(conn, method_id, owner_id)
+        return PaymentMethod.model_validate(methods.method_view(row))
+
+    async def detach_payment_method(self, owner_id: str, method_id: str) -> PaymentMethod:
+        with client_span("payments POST /payment-methods/{method_id}/detach"):
+            row = await methods.detach(
+                self._engine, self._provider, owner_id, method_id, self._clock.now()
+            )
+        return PaymentMethod.model_validate(methods.method_view(row))
 
     async def get_refund(self, owner_id: str, refund_id: str) -> Refund:
         async with self._reads.connect() as conn:

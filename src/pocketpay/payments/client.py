@@ -17,6 +17,8 @@ from pocketpay.payments.schemas import (
     Payment,
     PaymentList,
     PaymentListQuery,
+    PaymentMethod,
+    PaymentMethodList,
     ProviderHealth,
     PspEventResult,
     Refund,
@@ -57,6 +59,16 @@ class PaymentsClient(Protocol):
     ) -> Refund: ...
 
     async def get_refund(self, owner_id: str, refund_id: str) -> Refund: ...
+
+    async def save_payment_method(
+        self, owner_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> PaymentMethod: ...
+
+    async def payment_methods(self, owner_id: str, page: Page) -> PaymentMethodList: ...
+
+    async def get_payment_method(self, owner_id: str, method_id: str) -> PaymentMethod: ...
+
+    async def detach_payment_method(self, owner_id: str, method_id: str) -> PaymentMethod: ...
 
     async def psp_event(self, event: dict[str, Any]) -> PspEventResult: ...
 
@@ -137,6 +149,29 @@ class HttpPaymentsClient:
             json=body | {"idempotency_key": idempotency_key},
         )
         return Refund.model_validate(answer)
+
+    async def save_payment_method(
+        self, owner_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> PaymentMethod:
+        json = body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
+        return PaymentMethod.model_validate(await self._req("POST", "/payment-methods", json=json))
+
+    async def payment_methods(self, owner_id: str, page: Page) -> PaymentMethodList:
+        params = page.model_dump(exclude_none=True) | {"owner_id": owner_id}
+        answer = await self._req("GET", "/payment-methods", params=params)
+        return PaymentMethodList.model_validate(answer)
+
+    async def get_payment_method(self, owner_id: str, method_id: str) -> PaymentMethod:
+        path = f"/payment-methods/{quote(method_id, safe='')}"
+        return PaymentMethod.model_validate(
+            await self._req("GET", path, params={"owner_id": owner_id})
+        )
+
+    async def detach_payment_method(self, owner_id: str, method_id: str) -> PaymentMethod:
+        path = f"/payment-methods/{quote(method_id, safe='')}/detach"
+        return PaymentMethod.model_validate(
+            await self._req("POST", path, params={"owner_id": owner_id}, json={})
+        )
 
     async def get_refund(self, owner_id: str, refund_id: str) -> Refund:
         path = f"/refunds/{refund_id}"

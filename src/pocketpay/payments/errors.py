@@ -55,3 +55,11 @@ class PaymentsBusy(AppError):
             f"{detail} Retry after {retry_after} s with the same Idempotency-Key.",
             headers={"Retry-After": str(retry_after)},
         )
+
+
+class CardDeclined(AppError):
+    """The PSP refused to keep a card (saving a payment method is answered at once)."""
+
+    code = "payments.card_declined"
+    status = 402
+    title = "Card declined"

@@ -39,6 +39,10 @@ payments = Table(
     Column("failure_message", String(500), nullable=True),
     Column("provider", String(20), nullable=False),
     Column("psp_intent_id", String(80), nullable=True, index=True),
+    # A saved payment method (``payment_methods``): the PSP's ids to charge it with. None for a
+    # one-time payment method (a test card id), which goes to the PSP as it is.
+    Column("psp_customer_id", String(80), nullable=True),
+    Column("psp_payment_method", String(80), nullable=True),
     Column("psp_charge_id", String(80), nullable=True),
     Column("psp_balance_txn_id", String(80), nullable=True),
     # When to ask the PSP again whether a captured payment's funds are available.
@@ -91,6 +95,38 @@ refunds = Table(
     Column("metadata", JSON, nullable=False, server_default="{}"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The PSP customer that keeps a user's saved payment methods: one per user, made on first save.
+customers = Table(
+    "payments_customers",
+    metadata,
+    Column("owner_id", String(60), primary_key=True),
+    Column("psp_customer_id", String(80), nullable=False),
+    Column("provider", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Saved payment methods (cards kept at the PSP for their owner); ``id`` derives from (owner,
+# Idempotency-Key) so a retried save converges on one row and one PSP attachment.
+payment_methods = Table(
+    "payments_payment_methods",
+    metadata,
+    seq_column(),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("owner_id", String(60), nullable=False),
+    Column("source", String(100), nullable=False),  # what the caller gave (pm_card_visa)
+    Column("psp_customer_id", String(80), nullable=False),
+    Column("psp_payment_method", String(80), nullable=False),
+    Column("brand", String(20), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("exp_month", Integer, nullable=False),
+    Column("exp_year", Integer, nullable=False),
+    Column("status", String(10), nullable=False),  # active | detached
+    Column("metadata", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("detached_at", DateTime(timezone=True), nullable=True),
+    Index("ix_payments_payment_methods_owner_seq", "owner_id", "seq"),
 )
 
 # Inbox for PSP webhooks: each PSP event id is applied once.

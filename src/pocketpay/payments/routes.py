@@ -16,6 +16,10 @@ from pocketpay.payments.schemas import (
     PaymentCreateInternal,
     PaymentList,
     PaymentListInternal,
+    PaymentMethod,
+    PaymentMethodCreateInternal,
+    PaymentMethodList,
+    PaymentMethodListInternal,
     ProviderHealth,
     PspEventResult,
     Refund,
@@ -70,6 +74,25 @@ def build_router(api: PaymentsApi) -> APIRouter:
     @r.get("/refunds/{refund_id}", response_model=Refund)
     async def get_refund(refund_id: str, owner_id: str) -> Refund:
         return await api.get_refund(owner_id, refund_id)
+
+    @r.post("/payment-methods", response_model=PaymentMethod)
+    async def save_method(body: PaymentMethodCreateInternal) -> PaymentMethod:
+        fields = body.model_dump(exclude=_ROUTED)
+        return await api.save_payment_method(body.owner_id, body.idempotency_key, fields)
+
+    @r.get("/payment-methods", response_model=PaymentMethodList)
+    async def list_methods(
+        query: Annotated[PaymentMethodListInternal, Query()],
+    ) -> PaymentMethodList:
+        return await api.payment_methods(query.owner_id, query)
+
+    @r.get("/payment-methods/{method_id}", response_model=PaymentMethod)
+    async def get_method(method_id: str, owner_id: str) -> PaymentMethod:
+        return await api.get_payment_method(owner_id, method_id)
+
+    @r.post("/payment-methods/{method_id}/detach", response_model=PaymentMethod)
+    async def detach_method(method_id: str, owner_id: str) -> PaymentMethod:
+        return await api.detach_payment_method(owner_id, method_id)
 
     @r.post("/psp-events", response_model=PspEventResult)
     async def psp_event(event: dict[str, Any]) -> PspEventResult:

@@ -250,3 +250,68 @@ class StuckRetried(BaseModel):
     operation: AttemptOperation
     status: Literal["pending"]
     tries: int
+
+
+# -- saved payment methods ------------------------------------------------------------------
+
+
+class PaymentMethodCreate(_Strict):
+    """Save a card for later charges (a renewal of a subscription, a top-up)."""
+
+    payment_method: str = Field(
+        pattern=r"^pm_[A-Za-z0-9_]{1,90}$",
+        description="A PSP payment-method token (pm_...), never card data.",
+        examples=["pm_card_visa"],
+    )
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class PaymentMethodCreateInternal(PaymentMethodCreate):
+    owner_id: str
+    idempotency_key: str
+
+
+class PaymentMethodListInternal(Page):
+    owner_id: str
+
+
+class CardDetails(BaseModel):
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+class PaymentMethod(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "pm_5Z0QFJ3M2A9TK1V7X4W8Y6B0CD",
+                    "object": "payment_method",
+                    "type": "card",
+                    "card": {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2034},
+                    "status": "active",
+                    "metadata": {},
+                    "created_at": "2025-01-31T12:00:00+00:00",
+                    "detached_at": None,
+                }
+            ]
+        }
+    )
+
+    id: str = Field(description="Pass it as payment_method to charge this card again.")
+    object: Literal["payment_method"]
+    type: Literal["card"]
+    card: CardDetails
+    status: Literal["active", "detached"]
+    metadata: dict[str, str]
+    created_at: str
+    detached_at: str | None
+
+
+class PaymentMethodList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[PaymentMethod]
+    has_more: bool = Field(description="More objects lie beyond data, in the page's direction.")
+    next_cursor: str | None = Field(description="When has_more: the cursor of the next page.")

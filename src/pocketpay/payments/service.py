@@ -118,9 +118,12 @@ async def create(
     metadata: dict[str, str],
     provider: str,
     now: datetime,
+    psp_customer_id: str | None = None,
+    psp_payment_method: str | None = None,
 ) -> Row[Any]:
     """The payment named by (owner, Idempotency-Key): created once; a retry of the same request
-    gets the payment the first one made, a different request with that key is refused."""
+    gets the payment the first one made, a different request with that key is refused. A
+    saved payment method comes with the PSP's customer and payment method ids."""
     payment_id = derive_id("pay", owner_id, idempotency_key)
     result = await conn.execute(
         insert_ignore(conn, payments, returning=True),
@@ -137,6 +140,8 @@ async def create(
             "description": description,
             "metadata": metadata,
             "provider": provider,
+            "psp_customer_id": psp_customer_id,
+            "psp_payment_method": psp_payment_method,
             "created_at": now,
             "updated_at": now,
         },

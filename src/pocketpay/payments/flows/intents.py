@@ -73,10 +73,11 @@ async def authorize(ctx: Ctx, pid: str, *, resume: bool = False) -> None:
             result = await ctx.provider.authorize(
                 amount_minor=p.amount_minor,
                 currency=p.currency,
-                payment_method=p.payment_method,
+                payment_method=p.psp_payment_method or p.payment_method,
                 capture_method=p.capture_method,
                 idempotency_key=authorize_key(pid),
                 metadata={"payment_id": p.id},
+                customer=p.psp_customer_id,
             )
     except PspDeclined as exc:
         await _declined(ctx, pid, exc.code, str(exc), exc.intent_id)

@@ -27,6 +27,17 @@ class IntentResult:
 
 
 @dataclass(frozen=True)
+class SavedCard:
+    """A payment method the PSP keeps for a customer (to charge it later, off-session)."""
+
+    psp_payment_method_id: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+@dataclass(frozen=True)
 class RefundResult:
     refund_id: str
     status: str  # succeeded | pending | failed | canceled
@@ -95,7 +106,22 @@ class Provider(Protocol):
         capture_method: str,
         idempotency_key: str,
         metadata: dict[str, str],
+        customer: str | None = None,
+        off_session: bool = False,
     ) -> IntentResult: ...
+
+    async def create_customer(self, *, idempotency_key: str, metadata: dict[str, str]) -> str:
+        """A customer at the PSP (to keep payment methods for); returns its id."""
+        ...
+
+    async def attach_payment_method(
+        self, payment_method: str, customer: str, idempotency_key: str
+    ) -> SavedCard:
+        """Keep ``payment_method`` for ``customer``. A card the PSP refuses raises
+        ``PspDeclined``."""
+        ...
+
+    async def detach_payment_method(self, psp_payment_method_id: str) -> None: ...
 
     async def capture(
         self, intent_id: str, amount_minor: int | None, idempotency_key: str

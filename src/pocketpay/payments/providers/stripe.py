@@ -23,6 +23,7 @@ from pocketpay.payments.providers.base import (
     PspRejected,
     PspUnavailable,
     RefundResult,
+    SavedCard,
 )
 
 T = TypeVar("T")
@@ -175,6 +176,8 @@ class StripeProvider:
         capture_method: str,
         idempotency_key: str,
         metadata: dict[str, str],
+        customer: str | None = None,
+        off_session: bool = False,
     ) -> IntentResult:
         params: Any = {
             "amount": amount_minor,
@@ -186,6 +189,10 @@ class StripeProvider:
             "expand": EXPAND,
             "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
         }
+        if customer is not None:
+            params["customer"] = customer
+        if off_session:  # the customer is not there: a charge of a saved card (billing)
+            params["off_session"] = True
         pi = await self._call(
             "authorize",
             lambda: self._client.v1.payment_intents.create_async(
@@ -193,6 +200,43 @@ class StripeProvider:
             ),
         )
         return _intent(pi)
+
+    async def create_customer(self, *, idempotency_key: str, metadata: dict[str, str]) -> str:
+        params: Any = {"metadata": metadata}
+        cus = await self._call(
+            "create_customer",
+            lambda: self._client.v1.customers.create_async(
+                params, {"idempotency_key": idempotency_key}
+            ),
+        )
+        return str(_plain(cus)["id"])
+
+    async def attach_payment_method(
+        self, payment_method: str, customer: str, idempotency_key: str
+    ) -> SavedCard:
+        params: Any = {"customer": customer}
+        pm = _plain(
+            await self._call(
+                "attach_payment_method",
+                lambda: self._client.v1.payment_methods.attach_async(
+                    payment_method, params, {"idempotency_key": idempotency_key}
+                ),
+            )
+        )
+        card = pm.get("card") or {}
+        return SavedCard(
+            psp_payment_method_id=pm["id"],
+            brand=str(card.get("brand", "unknown")),
+            last4=str(card.get("last4", "")),
+            exp_month=int(card.get("exp_month") or 0),
+            exp_year=int(card.get("exp_year") or 0),
+        )
+
+    async def detach_payment_method(self, psp_payment_method_id: str) -> None:
+        await self._call(
+            "detach_payment_method",
+            lambda: self._client.v1.payment_methods.detach_async(psp_payment_method_id),
+        )
 
     async def capture(
         self, intent_id: str, amount_minor: int | None, idempotency_key: str
