@@ -172,3 +172,37 @@ async def test_refunds_and_transfers_carry_metadata_and_list(stack: Stack) -> No
     # Nothing moved: the three refunds and the one transfer only.
     assert len(await ids(stack, alice, refunds)) == 3
     assert len(await ids(stack, alice, "/api/v1/transfers")) == 1
+
+
+async def test_wallet_entries_page_both_ways_by_seq(stack: Stack) -> None:
+    alice = await funded(stack, 5000)
+    bob = await stack.user()
+    for i in range(4):
+        r = await stack.post(
+            alice,
+            "/api/v1/transfers",
+            {"recipient": bob["user"]["email"], "amount_minor": 100 + i, "currency": "USD"},
+        )
+        assert r.status_code == 201, r.text
+    path = "/api/v1/wallets/USD/entries"
+    every = (await stack.get(alice, path, limit=100)).json()["data"]
+    seqs = [e["seq"] for e in every]
+    assert len(seqs) >= 5 and seqs == sorted(seqs, reverse=True)
+
+    page = (await stack.get(alice, path, limit=2)).json()
+    assert [e["seq"] for e in page["data"]] == seqs[:2]
+    assert page["has_more"] and page["next_cursor"] == str(seqs[1])
+    after = (await stack.get(alice, path, limit=2, starting_after=page["next_cursor"])).json()
+    assert [e["seq"] for e in after["data"]] == seqs[2:4]
+    before = (await stack.get(alice, path, limit=2, ending_before=str(seqs[3]))).json()
+    assert [e["seq"] for e in before["data"]] == seqs[1:3]  # just newer, newest first
+    assert before["has_more"] and before["next_cursor"] == str(seqs[1])
+    newest = (await stack.get(alice, path, ending_before=str(seqs[0]))).json()
+    assert newest["data"] == [] and newest["has_more"] is False
+
+    now = int(time.time())
+    ranged = (await stack.get(alice, path, limit=100, **{"created[gte]": now - 3600})).json()
+    assert [e["seq"] for e in ranged["data"]] == seqs
+    assert (await stack.get(alice, path, **{"created[gt]": now + 3600})).json()["data"] == []
+    for params in ({"starting_after": "tr_1"}, {"starting_after": "1", "ending_before": "2"}):
+        assert_problem(await stack.get(alice, path, **params), 400, "request.invalid_cursor")

@@ -154,9 +154,11 @@ def build_router(gw: Gateway) -> APIRouter:
 MAX_UNIX_SECONDS = 253_402_300_799
 
 
-def _page_of(prefix: str, what: str) -> Callable[..., Page]:
-    """The list window parameters, with cursors that must be ids of ``prefix``."""
-    cursor = re.compile(rf"^{prefix}_[A-Za-z0-9]{{1,60}}$")
+def _page_of(prefix: str, what: str, pattern: str = "") -> Callable[..., Page]:
+    """The list window parameters, with cursors that must be ids of ``prefix`` (or match
+    ``pattern``, whose form ``prefix`` then names)."""
+    cursor = re.compile(pattern or rf"^{prefix}_[A-Za-z0-9]{{1,60}}$")
+    form = prefix if pattern else f"{prefix}_..."
 
     def page(
         limit: int = Query(20, ge=1, le=MAX_LIMIT, description="How many objects, 1-100."),
@@ -176,7 +178,7 @@ def _page_of(prefix: str, what: str) -> Callable[..., Page]:
         for name, value in (("starting_after", starting_after), ("ending_before", ending_before)):
             if value is not None and not cursor.fullmatch(value):
                 raise InvalidCursor(
-                    f"{name} must be a {what} id ({prefix}_...), as found in a list's data."
+                    f"{name} must be a {what} id ({form}), as found in a list's data."
                 )
         return Page(
             limit=limit,
@@ -245,6 +247,7 @@ _MOVE_MONEY = (*AUTH, *BODY, *IDEMPOTENT)
 _PAYMENT_LIST = _page_of("pay", "payment")
 _REFUND_LIST = _page_of("re", "refund")
 _METHOD_LIST = _page_of("pm", "payment method")
+_ENTRY_LIST = _page_of("an entry's seq: digits", "entry", pattern=_SEQ.pattern)
 _TRANSFER_LIST = _page_of("tr", "transfer")
 
 
@@ -485,15 +488,11 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> Non
     async def entries(
         currency: str,
         who: Principal = Depends(principal),
-        limit: int = Query(20, ge=1, le=MAX_LIMIT),
-        starting_after: str | None = Query(
-            None, description="The `seq` of an entry: the page starts after it."
-        ),
+        page: Page = Depends(_ENTRY_LIST),
     ) -> EntryList:
-        """The wallet's ledger entries (its statement), newest first."""
-        if starting_after is not None and not _SEQ.fullmatch(starting_after):
-            raise InvalidCursor("starting_after must be an entry's seq (digits), from a list.")
-        return await gw.ledger.entries(who.user_id, _currency(currency), limit, starting_after)
+        """The wallet's ledger entries (its statement), newest first. Cursors are entries'
+        `seq`."""
+        return await gw.ledger.entries(who.user_id, _currency(currency), page)
 
     @r.post(
         "/transfers",

@@ -15,7 +15,7 @@ from pocketpay.kit.bus import Bus
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.db import single_statements
 from pocketpay.kit.failpoints import failpoint
-from pocketpay.kit.listing import next_cursor
+from pocketpay.kit.listing import Page, next_cursor
 from pocketpay.kit.metrics import CONSUMER_LAG, CONSUMER_PENDING
 from pocketpay.kit.money import MoneyError, normalize_currency
 from pocketpay.kit.outbox import OutboxRelay
@@ -108,17 +108,14 @@ class LedgerApi:
             rows = await service.wallets(conn, owner_id)
         return WalletList(data=[_wallet(b) for b in rows])
 
-    async def entries(
-        self, owner_id: str, currency: str, limit: int, starting_after: str | None
-    ) -> EntryList:
+    async def entries(self, owner_id: str, currency: str, page: Page) -> EntryList:
         cur = _currency(currency)
-        cursor = int(starting_after) if starting_after is not None else None
         async with self._reads.connect() as conn:
-            rows = await service.entries(conn, owner_id, cur, limit + 1, cursor)
+            rows, more = await service.entries(conn, owner_id, cur, page)
         acct = wallet_account_id(owner_id, cur)
-        data = [_entry(service.transfer_dict(r), acct) for r in rows[:limit]]
-        more = len(rows) > limit
-        return EntryList(data=data, has_more=more, next_cursor=str(data[-1].seq) if more else None)
+        data = [_entry(service.transfer_dict(r), acct) for r in rows]
+        cursor = next_cursor(page, [str(e.seq) for e in data], more)
+        return EntryList(data=data, has_more=more, next_cursor=cursor)
 
     async def backlog(self) -> Backlog:
         pending, age = await self._bus.lag(DURABLE)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pocketpay.kit.client import InternalClient
+from pocketpay.kit.listing import Page
 from pocketpay.ledger.schemas import (
     Backlog,
     EntryList,
@@ -34,9 +35,7 @@ class LedgerClient(Protocol):
 
     async def wallets(self, owner_id: str) -> WalletList: ...
 
-    async def entries(
-        self, owner_id: str, currency: str, limit: int, starting_after: str | None
-    ) -> EntryList: ...
+    async def entries(self, owner_id: str, currency: str, page: Page) -> EntryList: ...
 
     async def backlog(self) -> Backlog: ...
 
@@ -88,10 +87,8 @@ class HttpLedgerClient:
         answer = await self._req("GET", "/wallets", params={"owner_id": owner_id})
         return WalletList.model_validate(answer)
 
-    async def entries(
-        self, owner_id: str, currency: str, limit: int, starting_after: str | None
-    ) -> EntryList:
-        params = {"owner_id": owner_id, "limit": limit, "starting_after": starting_after}
+    async def entries(self, owner_id: str, currency: str, page: Page) -> EntryList:
+        params = page.model_dump(exclude_none=True) | {"owner_id": owner_id}
         answer = await self._req("GET", f"/wallets/{currency}/entries", params=params)
         return EntryList.model_validate(answer)
 

@@ -12,6 +12,7 @@ from pocketpay.ledger.api import LedgerApi
 from pocketpay.ledger.schemas import (
     Backlog,
     EntryList,
+    EntryListInternal,
     RefundHeld,
     RefundHoldIn,
     Transfer,
@@ -46,14 +47,8 @@ def build_router(api: LedgerApi) -> APIRouter:
         return await api.wallets(owner_id)
 
     @r.get("/wallets/{currency}/entries", response_model=EntryList)
-    async def entries(
-        currency: str,
-        owner_id: str,
-        limit: int = Query(20, ge=1, le=100),
-        starting_after: int | None = Query(None, ge=0),
-    ) -> EntryList:
-        cursor = str(starting_after) if starting_after is not None else None
-        return await api.entries(owner_id, currency, limit, cursor)
+    async def entries(currency: str, query: Annotated[EntryListInternal, Query()]) -> EntryList:
+        return await api.entries(query.owner_id, currency, query)
 
     @r.get("/health/backlog", response_model=Backlog)
     async def backlog() -> Backlog:

@@ -142,6 +142,12 @@ class Entry(BaseModel):
     note: str | None
 
 
+class EntryListInternal(Page):
+    """The internal entries route's query: the page (cursors are entries' seq) and whose."""
+
+    owner_id: str
+
+
 class EntryList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Entry]

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pocketpay.kit.clock import aware
 from pocketpay.kit.db import insert_ignore
+from pocketpay.kit.listing import InvalidCursor, Page, created_filters
 from pocketpay.kit.metrics import LEDGER_TRANSFERS
 from pocketpay.kit.money import MAX_AMOUNT_MINOR
 from pocketpay.ledger.chart import (
@@ -442,24 +443,37 @@ _WALLETS = (  # built once; the owner is bound at execution
 
 
 async def entries(
-    conn: AsyncConnection, owner_id: str, currency: str, limit: int, starting_after: int | None
-) -> list[Row[Any]]:
-    """Transfers that touch a wallet, newest first, paged by ``seq``."""
+    conn: AsyncConnection, owner_id: str, currency: str, page: Page
+) -> tuple[list[Row[Any]], bool]:
+    """Transfers that touch a wallet, newest first, paged by ``seq`` (``starting_after``:
+    older than that entry; ``ending_before``: the ones just newer, still answered newest
+    first), within ``created[...]``; and whether more lie beyond in that direction. Entry
+    cursors are seqs, so any number is a valid position (no lookup)."""
+    if page.starting_after and page.ending_before:
+        raise InvalidCursor("Send starting_after or ending_before, not both.")
     acct = wallet_account_id(owner_id, currency)
     t = transfers.c
+    newer = page.ending_before is not None
+    take = page.limit + 1
 
     def side(column: Any) -> Any:
-        # Each side walks its own (account, seq) index backwards and stops after ``limit``
-        # rows, so the page costs the same at 10 entries and at 100,000 (an OR of the two
-        # columns made SQLite sort every matching row).
-        q = select(transfers).where(column == acct)
-        if starting_after is not None:
-            q = q.where(t.seq < starting_after)
-        return q.order_by(t.seq.desc()).limit(limit).subquery().select()
+        # Each side walks its own (account, seq) index and stops after ``take`` rows, so the
+        # page costs the same at 10 entries and at 100,000 (an OR of the two columns made
+        # SQLite sort every matching row).
+        q = select(transfers).where(column == acct, *created_filters(page, t.created_at))
+        if page.starting_after is not None:
+            q = q.where(t.seq < int(page.starting_after))
+        if page.ending_before is not None:
+            q = q.where(t.seq > int(page.ending_before))
+        order = t.seq.asc() if newer else t.seq.desc()
+        return q.order_by(order).limit(take).subquery().select()
 
     both = union_all(side(t.debit_account_id), side(t.credit_account_id)).subquery()
-    q = select(both).order_by(both.c.seq.desc()).limit(limit)
-    return list((await conn.execute(q)).all())
+    order = both.c.seq.asc() if newer else both.c.seq.desc()
+    rows = list((await conn.execute(select(both).order_by(order).limit(take))).all())
+    more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    return (list(reversed(rows)) if newer else rows), more
 
 
 def transfer_dict(row: Row[Any]) -> dict[str, Any]:
