@@ -226,7 +226,9 @@ async def running_server(
     nats_url: str = NATS_URL,
     keep: bool = False,
     workers: int = 1,
+    settings: dict[str, str] | None = None,
 ) -> AsyncIterator[Server]:
+    """``settings``: more POCKETPAY_* variables for this server (a phase's own settings)."""
     tag = f"{os.getpid()}_{label}_{secrets.token_hex(3)}"
     var_dir = Path(tempfile.mkdtemp(prefix=f"pocketpay-bench-{mode}-{label}-"))
     port = free_port()
@@ -239,7 +241,11 @@ async def running_server(
         "POCKETPAY_VAR_DIR": str(var_dir),
         "POCKETPAY_OBSERVABILITY__LOG_LEVEL": "WARNING",
         "POCKETPAY_AUTH__JWT_SECRET": jwt_secret,
-    }
+        # Rate limits stay on (their cost is measured) but never refuse: every bench client
+        # is one user sending as fast as it can, and the balance phase is 64 clients of one.
+        "POCKETPAY_RATE_LIMITS__USER_PER_SECOND": "1000000",
+        "POCKETPAY_RATE_LIMITS__USER_BURST": "1000000",
+    } | (settings or {})
     db_name = ""
     stream = ""
     if mode == "postgres":
