@@ -18,6 +18,7 @@ class AccountCode(IntEnum):
     WALLET = 1
     PSP_RECEIVABLE = 10  # card money the PSP owes us, until it is available
     PSP_SETTLED = 11  # money the PSP made available (our cash at the PSP)
+    REVENUE = 20  # what users paid for invoices (billing): by card, or from their wallet
 
 
 class TransferCode(IntEnum):
@@ -26,11 +27,13 @@ class TransferCode(IntEnum):
     SETTLEMENT = 102  # PSP settled <- PSP receivable
     REFUND = 103  # wallet -> PSP receivable (pending while the PSP refunds)
     WALLET_TRANSFER = 104  # wallet -> wallet
+    INVOICE_FROM_WALLET = 105  # wallet -> revenue (an invoice paid from the wallet)
 
 
 SYSTEM_NAMES = {
     "psp_receivable": AccountCode.PSP_RECEIVABLE,
     "psp_settled": AccountCode.PSP_SETTLED,
+    "revenue": AccountCode.REVENUE,
 }
 
 
