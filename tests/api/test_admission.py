@@ -56,6 +56,7 @@ async def test_creates_are_shed_while_the_psp_backlog_is_full(backend: str, tmp_
 
         payment = await eventually(accepted)
         await stack.wait_status(alice, payment["id"], "captured", "settled")
+
         # (While payments sheds, even a replay is told to come back: the gateway refuses
         # before it looks the key up. Once the backlog drains, it replays the stored answer.)
         async def replayed() -> httpx.Response | None:
