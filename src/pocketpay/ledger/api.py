@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.bus import Bus
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.db import single_statements
+from pocketpay.kit.errors import ValidationFailed
 from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.listing import Page, next_cursor
 from pocketpay.kit.metrics import CONSUMER_LAG, CONSUMER_PENDING
@@ -25,6 +27,8 @@ from pocketpay.ledger.chart import wallet_account_id
 from pocketpay.ledger.errors import InvalidTransfer
 from pocketpay.ledger.schemas import (
     Backlog,
+    Collection,
+    CollectionIn,
     Entry,
     EntryList,
     RefundHeld,
@@ -45,6 +49,16 @@ def _currency(code: str) -> str:
         return normalize_currency(code)
     except MoneyError as exc:
         raise InvalidTransfer(str(exc), code="validation.unknown_currency") from exc
+
+
+def _invalid(exc: ValidationError) -> ValidationFailed:
+    """The error the internal route answers for the same input (``validation.failed``)."""
+    errors = [
+        {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+        for e in exc.errors()
+    ]
+    first = errors[0]
+    return ValidationFailed(f"{first['field']}: {first['message']}", errors=errors)
 
 
 class LedgerApi:
@@ -91,6 +105,40 @@ class LedgerApi:
             self._relay.notify()
             await failpoint("ledger.transfer.after_commit")
         return Transfer.model_validate(result)
+
+    async def collect(
+        self, *, owner_id: str, transfer_id: str, amount_minor: int, currency: str, reference: str
+    ) -> Collection:
+        """Take ``amount_minor`` from the owner's wallet into revenue (an invoice paid from
+        the wallet), as one posted transfer with the caller's ``transfer_id``, plus the event
+        ``ledger.collection.posted`` (the answer's data), in one transaction.
+
+        - Refused with ``ledger.insufficient_funds`` (422) unless the wallet's available
+          balance covers the amount at that instant (one guarded UPDATE: concurrent
+          collections and transfers never overdraw); nothing is written.
+        - Idempotent: the same ``transfer_id`` with the same values answers the original
+          collection (its ``created_at``) and writes nothing; with another owner, amount,
+          currency or reference, ``ledger.transfer_id_conflict`` (409). So after a timeout
+          (an unknown outcome) the caller retries with the same id and converges.
+        - ``validation.failed`` (422) for an amount not in 1..MAX_AMOUNT_MINOR, empty ids or
+          reference; ``validation.unknown_currency`` (422) for an unknown currency.
+        """
+        try:
+            body = CollectionIn(
+                owner_id=owner_id,
+                transfer_id=transfer_id,
+                amount_minor=amount_minor,
+                currency=currency,
+                reference=reference,
+            )
+        except ValidationError as exc:
+            raise _invalid(exc) from exc
+        body = body.model_copy(update={"currency": _currency(body.currency)})
+        with client_span("ledger POST /collections"):
+            async with self._engine.begin() as conn:
+                result = await wallet_transfers.collect(conn, body, self._clock.now())
+            self._relay.notify()
+        return Collection.model_validate(result)
 
     async def get_transfer(self, owner_id: str, transfer_id: str) -> Transfer:
         async with self._reads.connect() as conn:

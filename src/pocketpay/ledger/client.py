@@ -11,6 +11,7 @@ from pocketpay.kit.client import InternalClient
 from pocketpay.kit.listing import Page
 from pocketpay.ledger.schemas import (
     Backlog,
+    Collection,
     EntryList,
     RefundHeld,
     Transfer,
@@ -28,6 +29,16 @@ class LedgerClient(Protocol):
     ) -> RefundHeld: ...
 
     async def send(self, body: dict[str, Any], request_id: str | None = None) -> Transfer: ...
+
+    async def collect(
+        self, *, owner_id: str, transfer_id: str, amount_minor: int, currency: str, reference: str
+    ) -> Collection:
+        """Take ``amount_minor`` from the owner's wallet into revenue as the posted transfer
+        ``transfer_id`` (billing: ``inv_pay:<charge>``). Refused (nothing written)
+        with ``ledger.insufficient_funds`` when the available balance does not cover it; the
+        same id again answers the original, or ``ledger.transfer_id_conflict`` if any value
+        differs. See ``LedgerApi.collect``."""
+        ...
 
     async def get_transfer(self, owner_id: str, transfer_id: str) -> Transfer: ...
 
@@ -73,6 +84,24 @@ class HttpLedgerClient:
         """A ``WalletTransferIn`` body: the transfer, once per (sender, idempotency_key)."""
         answer = await self._req("POST", "/wallet-transfers", json=body, request_id=request_id)
         return Transfer.model_validate(answer)
+
+    async def collect(
+        self, *, owner_id: str, transfer_id: str, amount_minor: int, currency: str, reference: str
+    ) -> Collection:
+        """``POST /collections``. Not retried here: after a timeout (``ledger.unavailable``,
+        an unknown outcome) the caller retries with the same ``transfer_id``."""
+        body = await self._req(
+            "POST",
+            "/collections",
+            json={
+                "owner_id": owner_id,
+                "transfer_id": transfer_id,
+                "amount_minor": amount_minor,
+                "currency": currency,
+                "reference": reference,
+            },
+        )
+        return Collection.model_validate(body)
 
     async def get_transfer(self, owner_id: str, transfer_id: str) -> Transfer:
         path = f"/wallet-transfers/{transfer_id}"

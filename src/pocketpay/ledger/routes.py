@@ -11,6 +11,8 @@ from fastapi import APIRouter, Query
 from pocketpay.ledger.api import LedgerApi
 from pocketpay.ledger.schemas import (
     Backlog,
+    Collection,
+    CollectionIn,
     EntryList,
     EntryListInternal,
     RefundHeld,
@@ -33,6 +35,10 @@ def build_router(api: LedgerApi) -> APIRouter:
     @r.post("/wallet-transfers", status_code=201, response_model=Transfer)
     async def send(body: WalletTransferIn) -> Transfer:
         return await api.send(body.model_dump())
+
+    @r.post("/collections", status_code=201, response_model=Collection)
+    async def collect(body: CollectionIn) -> Collection:
+        return await api.collect(**body.model_dump())
 
     @r.get("/wallet-transfers", response_model=TransferList)
     async def list_transfers(query: Annotated[TransferListInternal, Query()]) -> TransferList:

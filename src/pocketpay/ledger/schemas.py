@@ -39,6 +39,18 @@ class TransferListInternal(TransferListQuery):
     owner_id: str
 
 
+class CollectionIn(_Strict):
+    """``POST /collections``: take ``amount_minor`` from the owner's wallet into revenue, as
+    the posted transfer ``transfer_id`` (chosen by the caller, e.g. billing's
+    ``inv_pay:<charge>``, so a retry is a no-op)."""
+
+    owner_id: str = Field(min_length=1, max_length=60)
+    transfer_id: str = Field(min_length=1, max_length=120)
+    amount_minor: int = Field(gt=0, le=MAX_AMOUNT_MINOR, strict=True)
+    currency: str = Field(min_length=3, max_length=3)
+    reference: str = Field(min_length=1, max_length=255)
+
+
 class RefundHoldIn(_Strict):
     refund_id: str
     payment_id: str
@@ -53,6 +65,37 @@ class RefundHoldIn(_Strict):
 
 class RefundHeld(BaseModel):
     status: Literal["held"]
+
+
+class Collection(BaseModel):
+    """A collection: money taken from a user's wallet into revenue (``wallet_transfers.collect``;
+    also the data of ``ledger.collection.posted``)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "inv_pay:ch_01JD5QC7R8S9T0V1W2X3Y4Z5AC",
+                    "object": "collection",
+                    "status": "posted",
+                    "owner_id": "usr_01JD5Q7A1B2C3D4E5F6G7H8J9K",
+                    "amount_minor": 1500,
+                    "currency": "USD",
+                    "reference": "in_01JD5QC7R8S9T0V1W2X3Y4Z5AB",
+                    "created_at": "2025-01-31T12:10:00+00:00",
+                }
+            ]
+        }
+    )
+
+    id: str = Field(description="The caller's transfer id.")
+    object: Literal["collection"]
+    status: Literal["posted"]
+    owner_id: str
+    amount_minor: int
+    currency: str
+    reference: str = Field(description="The caller's reference (billing: the invoice id).")
+    created_at: str
 
 
 class Wallet(BaseModel):
@@ -130,7 +173,7 @@ class Entry(BaseModel):
     seq: int
     code: str = Field(
         description="Why the money moved: card_authorization, card_capture, settlement, "
-        "refund or wallet_transfer."
+        "refund, wallet_transfer or invoice_from_wallet."
     )
     kind: str = Field(description="posted, pending, post_pending or void_pending.")
     direction: Literal["credit", "debit"]

@@ -1,4 +1,6 @@
-"""User-to-user transfers: one posted ledger transfer between two wallets, plus an event."""
+"""Money out of a wallet as one posted ledger transfer plus an event, in the caller's unit of
+work: user-to-user transfers (``send``) and collections into revenue (``collect``: an invoice
+paid from the wallet). Both go through ``_from_wallet``, so both are held by the same guard."""
 
 from __future__ import annotations
 
@@ -15,10 +17,15 @@ from pocketpay.kit.ids import derive_id
 from pocketpay.kit.listing import fetch_page
 from pocketpay.kit.outbox import add_event
 from pocketpay.ledger import service
-from pocketpay.ledger.chart import TransferCode, wallet_account_id
+from pocketpay.ledger.chart import (
+    TransferCode,
+    parse_account_id,
+    system_account_id,
+    wallet_account_id,
+)
 from pocketpay.ledger.errors import InvalidTransfer, TransferIdConflict, TransferNotFound
 from pocketpay.ledger.models import outbox, transfers
-from pocketpay.ledger.schemas import TransferListQuery, WalletTransferIn
+from pocketpay.ledger.schemas import CollectionIn, TransferListQuery, WalletTransferIn
 
 
 def view(row: Row[Any]) -> dict[str, Any]:
@@ -62,7 +69,7 @@ async def send(conn: AsyncConnection, body: WalletTransferIn, now: datetime) -> 
 async def _post(
     conn: AsyncConnection, transfer_id: str, body: WalletTransferIn, now: datetime
 ) -> Row[Any]:
-    return await service.create_transfer(
+    return await _from_wallet(
         conn,
         service.TransferRequest(
             id=transfer_id,
@@ -82,6 +89,60 @@ async def _post(
         ),
         now,
     )
+
+
+async def _from_wallet(
+    conn: AsyncConnection, req: service.TransferRequest, now: datetime
+) -> Row[Any]:
+    """Post ``req``, whose debit side is a wallet: the new row, or the row an identical
+    earlier request made (a replay; ``TransferIdConflict`` if the id holds other accounts,
+    amount, currency or code). The wallet's debit is ``service.create_transfer``'s guarded
+    UPDATE (``available >= amount`` in the statement itself), so concurrent transfers and
+    collections from one wallet never overdraw it; refused, it raises ``InsufficientFunds``
+    and leaves no transfer and no balance change (the entrypoint rolls back anyway)."""
+    assert req.debit_account_id.startswith("wal_") and not req.pending, req
+    return await service.create_transfer(conn, req, now)
+
+
+async def collect(conn: AsyncConnection, body: CollectionIn, now: datetime) -> dict[str, Any]:
+    """Take ``body.amount_minor`` from the owner's wallet into ``sys_revenue_<CUR>`` as the
+    posted transfer ``body.transfer_id`` and write ``ledger.collection.posted`` (event id
+    derived from the transfer id: a replay or a racing duplicate writes no second one). The
+    same id with the same values returns the original; with any other value (owner, amount,
+    currency, reference) it is ``TransferIdConflict``."""
+    row = await _from_wallet(
+        conn,
+        service.TransferRequest(
+            id=body.transfer_id,
+            debit_account_id=wallet_account_id(body.owner_id, body.currency),
+            credit_account_id=system_account_id("revenue", body.currency),
+            amount_minor=body.amount_minor,
+            currency=body.currency,
+            code=TransferCode.INVOICE_FROM_WALLET,
+            user_data={"reference": body.reference},
+        ),
+        now,
+    )
+    if (row.user_data or {}).get("reference") != body.reference:
+        raise TransferIdConflict(f"transfer id {body.transfer_id} exists with other values")
+    result = _collection_view(row)
+    event_id = derive_id("evt", body.transfer_id)  # the outbox's event ids are 40 characters
+    await add_event(conn, outbox, "ledger.collection.posted", result, now, event_id=event_id)
+    return result
+
+
+def _collection_view(row: Row[Any]) -> dict[str, Any]:
+    _, owner_id, _ = parse_account_id(row.debit_account_id)
+    return {
+        "id": row.id,
+        "object": "collection",
+        "status": "posted",
+        "owner_id": owner_id,
+        "amount_minor": row.amount_minor,
+        "currency": row.currency,
+        "reference": (row.user_data or {})["reference"],
+        "created_at": aware(row.created_at).isoformat(),
+    }
 
 
 def _mine(owner_id: str) -> Any:
