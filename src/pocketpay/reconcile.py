@@ -3,7 +3,9 @@
 a. **The ledger's invariants** (``ledger.check.run_check``): stored balances equal the sums of
    the transfers, debits equal credits per currency.
 b. **Payments against the ledger**: a captured, settled or refunded payment has its capture
-   posted (``pay_cap:<payment>`` for ``amount_captured_minor``), a settled one its
+   posted (``pay_cap:<payment>`` for ``amount_captured_minor``) to the account its purpose
+   names, as its authorization hold was (a top-up: the owner's wallet; an invoice: the
+   platform's revenue, ``sys_revenue_<CUR>``), a settled one its
    ``pay_settle:<payment>``; a succeeded refund has ``refund_post:<refund>``; a failed
    refund's hold is voided; a canceled or failed payment has no capture; no hold
    (``pay_auth:*``, ``refund_hold:*``) is still open past ``hold_deadline_seconds`` while its
@@ -37,12 +39,14 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pocketpay.kit.clock import Clock
+from pocketpay.ledger.chart import system_account_id, wallet_account_id
 from pocketpay.ledger.check import run_check
 from pocketpay.ledger.models import transfers
 from pocketpay.payments.flows.refunds import COMPENSATION
 from pocketpay.payments.models import payments, refunds
 from pocketpay.payments.providers.base import Provider, PspError, PspIntent, PspRefund
 from pocketpay.payments.providers.stripe import StripeProvider
+from pocketpay.payments.schemas import INVOICE
 from pocketpay.settings import Settings
 
 CAPTURED = frozenset({"captured", "settled", "refunded"})
@@ -168,8 +172,10 @@ async def _read(conn: AsyncConnection) -> Snapshot:
     pays = await conn.execute(
         select(
             p.id,
+            p.owner_id,
             p.status,
             p.currency,
+            p.purpose,
             p.amount_captured_minor,
             p.psp_intent_id,
             p.updated_at,
@@ -183,9 +189,9 @@ async def _read(conn: AsyncConnection) -> Snapshot:
     )
     t = transfers.c
     trs = await conn.execute(
-        select(t.id, t.kind, t.pending_state, t.amount_minor, t.created_at).where(
-            or_(*(t.id.startswith(prefix) for prefix in _TRANSFER_PREFIXES))
-        )
+        select(
+            t.id, t.kind, t.pending_state, t.amount_minor, t.credit_account_id, t.created_at
+        ).where(or_(*(t.id.startswith(prefix) for prefix in _TRANSFER_PREFIXES)))
     )
     return Snapshot(
         {row.id: row for row in pays},
@@ -219,7 +225,9 @@ def check_payments_ledger(
             report.add("ledger.settlement_missing", "settled with no settlement", payment_id=pid)
         if p.status in UNCAPTURED_EXITS and cap is not None:
             report.add("ledger.capture_unexpected", f"{p.status} but captured", payment_id=pid)
-        _stale_hold(tr.get(f"pay_auth:{pid}"), p.status in PAYMENT_FINAL, old_hold, report)
+        hold = tr.get(f"pay_auth:{pid}")
+        _credited_to(p, (hold, cap), report)
+        _stale_hold(hold, p.status in PAYMENT_FINAL, old_hold, report)
     for rid, r in snap.refunds.items():
         if _utc(r.updated_at) > young or r.reason == COMPENSATION:
             continue  # in flight; or a compensation, which never touched a wallet
@@ -234,6 +242,22 @@ def check_payments_ledger(
                 payment_id=r.payment_id,
             )
         _stale_hold(hold, r.status in REFUND_FINAL, old_hold, report)
+
+
+def _credited_to(p: Any, postings: tuple[Any, ...], report: Report) -> None:
+    """A payment's hold and capture credit the account its purpose names: an invoice's money
+    is the platform's revenue and never reaches the owner's wallet; a top-up's is the wallet's."""
+    if p.purpose == INVOICE:
+        want = system_account_id("revenue", p.currency)
+    else:
+        want = wallet_account_id(p.owner_id, p.currency)
+    for t in postings:
+        if t is not None and t.credit_account_id != want:
+            report.add(
+                "ledger.wrong_account",
+                f"{p.purpose} payment, {t.id} credits {t.credit_account_id}, not {want}",
+                payment_id=p.id,
+            )
 
 
 def _stale_hold(hold: Any, final: bool, old_hold: datetime, report: Report) -> None:

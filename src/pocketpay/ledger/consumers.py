@@ -27,12 +27,22 @@ def refund_hold_id(refund_id: str) -> str:
     return f"refund_hold:{refund_id}"
 
 
+def credited_account(d: dict[str, Any]) -> str:
+    """Whose money a payment is: an invoice's (billing charged it) is the platform's revenue,
+    any other the owner's wallet. Events from before payments had a purpose are top-ups."""
+    if d.get("purpose", "top_up") == "invoice":
+        return system_account_id("revenue", d["currency"])
+    return wallet_account_id(d["owner_id"], d["currency"])
+
+
 def _hold(d: dict[str, Any]) -> service.TransferRequest:
-    """The authorization hold of a payment: the same request whichever event creates it."""
+    """The authorization hold of a payment: the same request whichever event creates it (the
+    purpose is in every event of the payment, so a capture or void that comes first places
+    or tombstones the same hold)."""
     return service.TransferRequest(
         id=auth_id(d["payment_id"]),
         debit_account_id=system_account_id("psp_receivable", d["currency"]),
-        credit_account_id=wallet_account_id(d["owner_id"], d["currency"]),
+        credit_account_id=credited_account(d),
         amount_minor=int(d["amount_minor"]),
         currency=d["currency"],
         code=TransferCode.CARD_AUTHORIZATION,

@@ -20,6 +20,7 @@ from pocketpay.kit.listing import Page, next_cursor
 from pocketpay.kit.tracing import client_span
 from pocketpay.payments import attempts, methods, service
 from pocketpay.payments.admission import Admission
+from pocketpay.payments.errors import UnknownPaymentMethod
 from pocketpay.payments.flows import Flows
 from pocketpay.payments.providers.base import Provider
 from pocketpay.payments.schemas import (
@@ -66,6 +67,9 @@ class PaymentsApi:
         self._admission.check()
 
     async def create(self, owner_id: str, idempotency_key: str, body: dict[str, Any]) -> Payment:
+        """A payment (``PaymentCreateInternal``): the gateway's top-ups, and billing's invoice
+        charges (``purpose`` invoice, ``reference`` the invoice, ``off_session`` with a saved
+        payment method), whose money the ledger credits to revenue instead of the wallet."""
         req = PaymentCreateInternal.model_validate(
             body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
         )
@@ -75,6 +79,10 @@ class PaymentsApi:
             async with self._reads.connect() as conn:
                 m = await methods.chargeable(conn, req.payment_method, req.owner_id)
             customer, saved = m.psp_customer_id, m.psp_payment_method
+        elif req.off_session:
+            raise UnknownPaymentMethod(
+                "An off-session charge needs a saved payment method (pm_ + 26 characters)."
+            )
         with client_span("payments POST /payments"):
             async with self._engine.begin() as conn:
                 row = await service.create(
@@ -91,6 +99,9 @@ class PaymentsApi:
                     now=self._clock.now(),
                     psp_customer_id=customer,
                     psp_payment_method=saved,
+                    purpose=req.purpose,
+                    reference=req.reference,
+                    off_session=req.off_session,
                 )
             self._flows.relay.notify()
             await failpoint("payments.create.after_commit")

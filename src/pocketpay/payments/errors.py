@@ -23,6 +23,15 @@ class RefundExceedsCaptured(AppError):
     title = "Refund exceeds the captured amount"
 
 
+class NotRefundable(AppError):
+    """An invoice's payment: its money is the platform's revenue, never the user's wallet, so
+    it is given back by refunding the invoice (billing), not the payment."""
+
+    code = "payments.not_refundable"
+    status = 409
+    title = "Payment not refundable"
+
+
 class CaptureExceedsAuthorized(AppError):
     code = "payments.capture_exceeds_authorized"
     status = 422

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 from pocketpay.kit.db import seq_column
@@ -43,6 +45,13 @@ payments = Table(
     # one-time payment method (a test card id), which goes to the PSP as it is.
     Column("psp_customer_id", String(80), nullable=True),
     Column("psp_payment_method", String(80), nullable=True),
+    # What the money is for (internal: only components set it, never the public API):
+    # ``top_up`` credits the owner's wallet, ``invoice`` the platform's revenue (billing),
+    # ``reference`` naming what it pays (the invoice id). ``off_session``: the customer is not
+    # there (a renewal charging a saved card), told to the PSP.
+    Column("purpose", String(16), nullable=False, server_default="top_up"),
+    Column("reference", String(100), nullable=True),
+    Column("off_session", Boolean, nullable=False, server_default=false()),
     Column("psp_charge_id", String(80), nullable=True),
     Column("psp_balance_txn_id", String(80), nullable=True),
     # When to ask the PSP again whether a captured payment's funds are available.

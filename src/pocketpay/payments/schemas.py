@@ -88,10 +88,21 @@ class RefundListInternal(Page):
     owner_id: str
 
 
+# What a payment's money is for: ``top_up`` credits the owner's wallet, ``invoice`` (billing)
+# credits the platform's revenue account.
+PaymentPurpose = Literal["top_up", "invoice"]
+INVOICE: PaymentPurpose = "invoice"
+
+
 class PaymentCreateInternal(PaymentCreate):
     owner_id: str = Field(min_length=1, max_length=60)
     # The owner's Idempotency-Key: the payment id is derived from (owner, key).
     idempotency_key: str = Field(min_length=1, max_length=255)
+    # Only components set these (billing charging an invoice); the public body refuses them.
+    purpose: PaymentPurpose = "top_up"
+    reference: str | None = Field(default=None, min_length=1, max_length=100)
+    # The customer is not there (a renewal): a saved payment method only.
+    off_session: bool = False
 
 
 class RefundCreateInternal(RefundCreate):
@@ -116,6 +127,8 @@ _PAYMENT_EXAMPLE: dict[str, JsonValue] = {
     "failure_code": None,
     "failure_message": None,
     "provider": "sandbox",
+    "purpose": "top_up",
+    "reference": None,
     "created_at": "2025-01-31T12:00:00+00:00",
     "updated_at": "2025-01-31T12:00:01+00:00",
 }
@@ -138,6 +151,10 @@ class Payment(BaseModel):
     failure_code: str | None
     failure_message: str | None
     provider: str
+    purpose: PaymentPurpose = Field(
+        description="top_up: the money went to your wallet; invoice: it paid an invoice."
+    )
+    reference: str | None = Field(description="What the payment paid: the invoice's id.")
     created_at: str
     updated_at: str
 

@@ -54,6 +54,8 @@ def payment_view(row: Row[Any] | Any) -> dict[str, Any]:
         "failure_code": row.failure_code,
         "failure_message": row.failure_message,
         "provider": row.provider,
+        "purpose": row.purpose,
+        "reference": row.reference,
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }
@@ -120,10 +122,14 @@ async def create(
     now: datetime,
     psp_customer_id: str | None = None,
     psp_payment_method: str | None = None,
+    purpose: str = "top_up",
+    reference: str | None = None,
+    off_session: bool = False,
 ) -> Row[Any]:
     """The payment named by (owner, Idempotency-Key): created once; a retry of the same request
     gets the payment the first one made, a different request with that key is refused. A
-    saved payment method comes with the PSP's customer and payment method ids."""
+    saved payment method comes with the PSP's customer and payment method ids. ``purpose``
+    says whose account the money reaches (the ledger reads it from the events)."""
     payment_id = derive_id("pay", owner_id, idempotency_key)
     result = await conn.execute(
         insert_ignore(conn, payments, returning=True),
@@ -142,6 +148,9 @@ async def create(
             "provider": provider,
             "psp_customer_id": psp_customer_id,
             "psp_payment_method": psp_payment_method,
+            "purpose": purpose,
+            "reference": reference,
+            "off_session": off_session,
             "created_at": now,
             "updated_at": now,
         },
@@ -149,7 +158,17 @@ async def create(
     row = result.first()  # RETURNING: no second round trip to read it back
     if row is None:
         existing = await get(conn, payment_id)
-        asked = (amount_minor, currency, payment_method, capture_method, description, metadata)
+        asked = (
+            amount_minor,
+            currency,
+            payment_method,
+            capture_method,
+            description,
+            metadata,
+            purpose,
+            reference,
+            off_session,
+        )
         if asked != (
             existing.amount_minor,
             existing.currency,
@@ -157,6 +176,9 @@ async def create(
             existing.capture_method,
             existing.description,
             existing.metadata,
+            existing.purpose,
+            existing.reference,
+            existing.off_session,
         ):
             raise KeyReused("This Idempotency-Key already made a payment with other details.")
         return existing

@@ -78,6 +78,7 @@ async def authorize(ctx: Ctx, pid: str, *, resume: bool = False) -> None:
                 idempotency_key=authorize_key(pid),
                 metadata={"payment_id": p.id},
                 customer=p.psp_customer_id,
+                off_session=p.off_session,
             )
     except PspDeclined as exc:
         await _declined(ctx, pid, exc.code, str(exc), exc.intent_id)

@@ -30,10 +30,11 @@ from pocketpay.kit.ids import derive_id
 from pocketpay.kit.money import Money
 from pocketpay.kit.outbox import add_event, claim_inbox
 from pocketpay.payments import attempts, service
-from pocketpay.payments.errors import InvalidTransition, RefundExceedsCaptured
+from pocketpay.payments.errors import InvalidTransition, NotRefundable, RefundExceedsCaptured
 from pocketpay.payments.flows.context import Ctx
 from pocketpay.payments.models import outbox, payments, psp_events, refunds
 from pocketpay.payments.providers.base import PspDeclined, PspRejected, PspUnavailable
+from pocketpay.payments.schemas import INVOICE
 from pocketpay.payments.states import PaymentStatus as S
 from pocketpay.payments.states import RefundStatus as R
 from pocketpay.payments.states import can_refund_transition
@@ -92,6 +93,8 @@ async def _reserve(
     now = ctx.clock.now()
     async with ctx.engine.begin() as conn:
         p = await service.get(conn, pid, owner_id)
+        if p.purpose == INVOICE:
+            raise NotRefundable("This payment paid an invoice: refund the invoice instead.")
         existing = (await conn.execute(select(refunds).where(refunds.c.id == refund_id))).first()
         if existing is not None:
             same = (
