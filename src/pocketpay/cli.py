@@ -27,7 +27,14 @@ from pocketpay.settings import COMPONENTS, Settings
 
 log = structlog.get_logger(__name__)
 
-SCALE_PORTS = {"gateway": 8011, "ledger": 8012, "payments": 8013, "sandbox": 8014, "monitor": 8015}
+SCALE_PORTS = {
+    "gateway": 8011,
+    "ledger": 8012,
+    "payments": 8013,
+    "sandbox": 8014,
+    "monitor": 8015,
+    "billing": 8016,
+}
 
 
 def _serve(
@@ -89,7 +96,7 @@ POLL_SECONDS = 0.2
 MAX_WORKERS = 64
 # What one app worker of ``up --workers`` runs: the request path, with direct calls between
 # the components (no HTTP hop). The sandbox and the monitor run once each, beside them.
-WORKER_COMPONENTS = ("gateway", "payments", "ledger")
+WORKER_COMPONENTS = ("gateway", "payments", "ledger", "billing")
 
 
 def _scale_problem(settings: Settings, mode: str) -> str | None:
@@ -163,7 +170,7 @@ def _up_workers(settings: Settings, args: argparse.Namespace) -> int:
     ports = _scale_ports(args) | {"gateway": args.port or settings.port}
     public = f"http://{settings.host}:{ports['gateway']}"
     env = _shared_env(settings)
-    monitor_urls = {n: f"{public}/components/{n}" for n in ("payments", "ledger")}
+    monitor_urls = {n: f"{public}/components/{n}" for n in ("payments", "ledger", "billing")}
     monitor_urls["gateway"] = public
     # The sandbox plays the PSP only when no PSP is configured (real Stripe, or a sandbox
     # elsewhere, is used as it is).

@@ -22,6 +22,7 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pocketpay.billing.client import BillingClient, HttpBillingClient
 from pocketpay.kit.bus import Bus, EmbeddedBus
 from pocketpay.kit.client import InternalClient
 from pocketpay.kit.clock import Clock, SystemClock
@@ -36,7 +37,7 @@ from pocketpay.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-EMBEDDED = ("gateway", "payments", "ledger", "sandbox", "monitor")
+EMBEDDED = ("gateway", "payments", "ledger", "billing", "sandbox", "monitor")
 
 
 def make_bus(settings: Settings, engine: AsyncEngine, clock: Clock) -> Bus:
@@ -118,6 +119,16 @@ class Runtime:
             return api
         return HttpLedgerClient(self._http("ledger"))
 
+    def _billing(self) -> BillingClient | None:
+        """Billing is optional at scale: a deployment without it (no process, no URL) serves
+        the billing routes as 503 ``billing.unavailable``."""
+        if "billing" in self.components:
+            api: BillingClient = self.components["billing"].state["api"]
+            return api
+        if "billing" not in self.settings.urls:
+            return None
+        return HttpBillingClient(self._http("billing"))
+
     def provider(self) -> StripeProvider:
         s = self.settings
         base = s.psp.api_base or (
@@ -146,6 +157,12 @@ class Runtime:
             self.components["payments"] = build_payments(
                 s, e, c, self.bus, self.provider(), self._ledger()
             )
+        if "billing" in self.names:
+            from pocketpay.billing.app import build as build_billing
+
+            self.components["billing"] = build_billing(
+                s, e, c, self.bus, self._payments(), self._ledger()
+            )
         if "gateway" in self.names:
             from pocketpay.gateway.app import build as build_gateway
 
@@ -155,6 +172,7 @@ class Runtime:
                 c,
                 self._payments(),
                 self._ledger(),
+                self._billing(),
                 self.bus,
             )
         if "sandbox" in self.names:
@@ -174,7 +192,9 @@ class Runtime:
             return dict(s.monitor.targets)
         base = s.resolved_public_url()
         targets: dict[str, str] = {
-            n: f"{base}/components/{n}" for n in ("payments", "ledger") if n in self.names
+            n: f"{base}/components/{n}"
+            for n in ("payments", "ledger", "billing")
+            if n in self.names
         }
         if "gateway" in self.names:
             targets["gateway"] = base

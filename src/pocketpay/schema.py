@@ -12,12 +12,13 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 
 # Schemas in search_path order; ``bus`` holds the bus tables every component dead-letters to.
-SCHEMAS = ("gateway", "payments", "ledger", "monitor", "bus")
+SCHEMAS = ("gateway", "payments", "ledger", "monitor", "billing", "bus")
 # Components that run against the database, each with its login role.
-ROLES = {c: f"pocketpay_{c}" for c in ("gateway", "payments", "ledger", "monitor")}
+ROLES = {c: f"pocketpay_{c}" for c in ("gateway", "payments", "ledger", "monitor", "billing")}
 
 
 def metadata_by_schema() -> dict[str, MetaData]:
+    from pocketpay.billing.models import metadata as billing
     from pocketpay.gateway.models import metadata as gateway
     from pocketpay.kit.bus import metadata as bus
     from pocketpay.ledger.models import metadata as ledger
@@ -30,6 +31,7 @@ def metadata_by_schema() -> dict[str, MetaData]:
         "payments": payments,
         "ledger": ledger,
         "monitor": monitor,
+        "billing": billing,
     }
 
 

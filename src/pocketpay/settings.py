@@ -15,7 +15,15 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-COMPONENTS = ("gateway", "payments", "ledger", "notifications", "monitor", "sandbox")
+COMPONENTS = (
+    "gateway",
+    "payments",
+    "ledger",
+    "billing",
+    "notifications",
+    "monitor",
+    "sandbox",
+)
 
 
 class AuthSettings(BaseModel):
@@ -114,6 +122,25 @@ class BusSettings(BaseModel):
     publish_max_failures: int = 10
 
 
+class BillingSettings(BaseModel):
+    """Billing (``pocketpay.billing``): the scheduler, dunning and the test clock."""
+
+    # How often the scheduler looks for due renewals, retries and expiries (billing time).
+    scheduler_interval_seconds: float = Field(default=5.0, gt=0)
+    # Dunning: waits in days, each from the previous failed charge (Stripe's custom schedule).
+    dunning_schedule_days: list[int] = Field(default_factory=lambda: [2, 5, 7, 7])
+    # After the last retry fails: canceled (the invoice is written off) or unpaid.
+    dunning_final_state: Literal["canceled", "unpaid"] = "canceled"
+    # A subscription whose first invoice is not paid this long after it started expires.
+    incomplete_expire_hours: float = Field(default=23.0, gt=0)
+    # A charge whose answer was not applied (a crash, a timeout) is asked again, with the
+    # same ids, once it has been pending this long (wall time).
+    resume_after_seconds: float = Field(default=60.0, ge=0)
+    # POST /api/v1/admin/test-clock/advance: only with the sandbox PSP and this on.
+    test_clock: bool = True
+    issuer_name: str = "PocketPay"
+
+
 class MonitorSettings(BaseModel):
     interval_seconds: float = 15.0
     poll_timeout_seconds: float = 5.0
@@ -174,6 +201,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     check: CheckSettings = Field(default_factory=CheckSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pocketpay.billing.client import BillingClient
 from pocketpay.gateway.admin import admin_router
 from pocketpay.gateway.api_keys import ApiKeyService, api_keys_router
 from pocketpay.gateway.auth import AuthService
@@ -39,6 +40,7 @@ def build(
     clock: Clock,
     payments: PaymentsClient,
     ledger: LedgerClient,
+    billing: BillingClient | None,
     bus: Bus,
 ) -> Component:
     tokens = TokenCodec(
@@ -64,6 +66,7 @@ def build(
         idem,
         payments,
         ledger,
+        billing,
         settings.psp.webhook_secret,
         settings.psp.webhook_tolerance_seconds,
     )

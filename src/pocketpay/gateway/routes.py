@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from pocketpay.billing.client import BillingClient
 from pocketpay.gateway.auth import AuthService
+from pocketpay.gateway.billing_routes import billing_routes
 from pocketpay.gateway.conventions import PublicRoute, operation_id, refuse_other_methods
 from pocketpay.gateway.idempotency import IdempotencyStore, check_key, fingerprint
 from pocketpay.gateway.problems import (
@@ -88,6 +90,7 @@ class Gateway:
         idem: IdempotencyStore,
         payments: PaymentsClient,
         ledger: LedgerClient,
+        billing: BillingClient | None,
         webhook_secret: str,
         webhook_tolerance: int,
     ) -> None:
@@ -95,6 +98,7 @@ class Gateway:
         self.idem = idem
         self.payments = payments
         self.ledger = ledger
+        self.billing = billing
         self.webhook_secret = webhook_secret
         self.webhook_tolerance = webhook_tolerance
 
@@ -145,6 +149,7 @@ def build_router(gw: Gateway) -> APIRouter:
     _payment_routes(r, gw, principal, once)
     _wallet_routes(r, gw, principal, once)
     _webhook_routes(r, gw)
+    billing_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     refuse_other_methods(r)
     return r
 
@@ -361,6 +366,7 @@ def _payment_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> No
             *_MOVE_MONEY,
             *flow_errors,
             "payments.refund_exceeds_captured",
+            "payments.not_refundable",
             "ledger.insufficient_funds",
         ),
     )

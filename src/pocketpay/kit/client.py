@@ -62,6 +62,24 @@ class InternalClient:
         params: dict[str, Any] | None = None,
         request_id: str | None = None,
     ) -> Any:
+        """The JSON answer; an error answer raises its ``AppError``."""
+        resp = await self._checked(method, path, json, params, request_id)
+        return resp.json()
+
+    async def request_bytes(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None
+    ) -> bytes:
+        """The raw answer (a PDF, ...); an error answer raises its ``AppError``."""
+        return (await self._checked(method, path, None, params, None)).content
+
+    async def _checked(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        params: dict[str, Any] | None,
+        request_id: str | None,
+    ) -> httpx.Response:
         headers = current_trace_context()
         request_id = request_id or structlog.contextvars.get_contextvars().get("request_id")
         if request_id:
@@ -91,7 +109,7 @@ class InternalClient:
             if "retry-after" in resp.headers:  # overload and in-progress answers keep their hint
                 err.headers["Retry-After"] = resp.headers["retry-after"]
             raise err
-        return resp.json()
+        return resp
 
     async def _send(
         self, method: str, path: str, json: Any, params: dict[str, Any], headers: dict[str, str]

@@ -1,0 +1,254 @@
+"""The billing API as one typed object (``BillingClient`` in this process; the internal routes
+serve it over HTTP at scale)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pocketpay.billing import service
+from pocketpay.billing.documents import InvoiceDocument, InvoiceLine
+from pocketpay.billing.errors import InvalidTransition, PaymentMethodRequired, TestClockDisabled
+from pocketpay.billing.flows import BillingFlows
+from pocketpay.billing.models import invoices
+from pocketpay.billing.pdf import render_invoice
+from pocketpay.billing.schemas import (
+    Invoice,
+    InvoiceList,
+    Plan,
+    PlanCreate,
+    PlanList,
+    Subscription,
+    SubscriptionCancel,
+    SubscriptionCreate,
+    SubscriptionList,
+    TestClock,
+    TestClockAdvance,
+)
+from pocketpay.billing.states import RENEWING, InvoiceStatus, SubscriptionEvent
+from pocketpay.billing.states import SubscriptionStatus as St
+from pocketpay.kit.clock import aware
+from pocketpay.kit.db import single_statements
+from pocketpay.kit.listing import Page, next_cursor
+from pocketpay.payments.client import PaymentsClient
+
+
+class BillingApi:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        flows: BillingFlows,
+        payments: PaymentsClient,
+        *,
+        test_clock: bool,
+        issuer: str,
+    ) -> None:
+        self._engine = engine
+        self._reads = single_statements(engine)
+        self._flows = flows
+        self._clock = flows.ctx.clock
+        self._payments = payments
+        self._test_clock = test_clock
+        self._issuer = issuer
+
+    async def ping(self) -> float:
+        return 0.0
+
+    # -- plans -----------------------------------------------------------------------------
+
+    async def create_plan(self, body: dict[str, Any]) -> Plan:
+        req = PlanCreate.model_validate(body)
+        now = await self._clock.refresh()
+        async with self._engine.begin() as conn:
+            row = await service.create_plan(conn, req.model_dump(mode="json"), now)
+        return Plan.model_validate(service.plan_view(row))
+
+    async def list_plans(self, page: Page, active_only: bool) -> PlanList:
+        async with self._reads.connect() as conn:
+            rows, more = await service.list_plans(conn, page, active_only=active_only)
+        data = [Plan.model_validate(service.plan_view(r)) for r in rows]
+        return PlanList(
+            data=data, has_more=more, next_cursor=next_cursor(page, [p.id for p in data], more)
+        )
+
+    async def get_plan(self, plan_id: str) -> Plan:
+        async with self._reads.connect() as conn:
+            return Plan.model_validate(service.plan_view(await service.get_plan(conn, plan_id)))
+
+    async def archive_plan(self, plan_id: str) -> Plan:
+        now = await self._clock.refresh()
+        async with self._engine.begin() as conn:
+            row = await service.archive_plan(conn, plan_id, now)
+        return Plan.model_validate(service.plan_view(row))
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    async def subscribe(
+        self, owner_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> Subscription:
+        req = SubscriptionCreate.model_validate(body)
+        if req.payment_source == "card":
+            if req.payment_method is None:
+                raise PaymentMethodRequired(
+                    "Give payment_method: a saved card (POST /api/v1/payment-methods), or "
+                    'use "payment_source": "wallet".'
+                )
+            # The card must be a saved, active method of the user (404/422 from payments).
+            await self._payments.get_payment_method(owner_id, req.payment_method)
+        now = await self._clock.refresh()
+        async with self._engine.begin() as conn:
+            plan = await service.get_plan(conn, req.plan_id)
+            sub, _made = await service.create_subscription(
+                conn,
+                owner_id=owner_id,
+                idempotency_key=idempotency_key,
+                plan=plan,
+                payment_source=req.payment_source,
+                payment_method=req.payment_method if req.payment_source == "card" else None,
+                metadata=req.metadata,
+                now=now,
+            )
+            first = await service.latest_invoice(conn, sub.id)
+        if first is not None:
+            await self._flows.charge(first)  # a retry of the request resumes the same charge
+        return await self.get_subscription(owner_id, sub.id)
+
+    async def get_subscription(self, owner_id: str, sub_id: str) -> Subscription:
+        async with self._reads.connect() as conn:
+            sub = await service.get_subscription(conn, sub_id, owner_id)
+            latest = await service.latest_invoice(conn, sub_id)
+        return Subscription.model_validate(service.subscription_view(sub, latest))
+
+    async def list_subscriptions(self, owner_id: str, page: Page) -> SubscriptionList:
+        async with self._reads.connect() as conn:
+            rows, more = await service.list_subscriptions(conn, owner_id, page)
+            data = [
+                Subscription.model_validate(
+                    service.subscription_view(r, await service.latest_invoice(conn, r.id))
+                )
+                for r in rows
+            ]
+        cursor = next_cursor(page, [s.id for s in data], more)
+        return SubscriptionList(data=data, has_more=more, next_cursor=cursor)
+
+    async def cancel(self, owner_id: str, sub_id: str, body: dict[str, Any]) -> Subscription:
+        req = SubscriptionCancel.model_validate(body)
+        now = await self._clock.refresh()
+        async with self._engine.begin() as conn:
+            sub = await service.get_subscription(conn, sub_id, owner_id, lock=True)
+            if req.at_period_end:
+                if St(sub.status) not in RENEWING:
+                    raise InvalidTransition(
+                        f"A {sub.status} subscription has no period end to cancel at."
+                    )
+                await service.cancel_at_period_end(conn, sub, now)
+            else:
+                await service.move_subscription(
+                    conn, sub, SubscriptionEvent.CANCEL, now, canceled_at=now, next_action_at=None
+                )
+                # No more charges of its open invoices (they stay open: the customer may pay).
+                await conn.execute(
+                    invoices.update()
+                    .where(
+                        invoices.c.subscription_id == sub_id,
+                        invoices.c.status == InvoiceStatus.OPEN.value,
+                    )
+                    .values(next_attempt_at=None)
+                )
+        return await self.get_subscription(owner_id, sub_id)
+
+    # -- invoices --------------------------------------------------------------------------
+
+    async def _invoice(self, conn: Any, invoice_id: str, owner_id: str) -> Invoice:
+        row = await service.get_invoice(conn, invoice_id, owner_id)
+        lines = await service.lines_of(conn, invoice_id)
+        return Invoice.model_validate(service.invoice_view(row, lines))
+
+    async def get_invoice(self, owner_id: str, invoice_id: str) -> Invoice:
+        async with self._reads.connect() as conn:
+            return await self._invoice(conn, invoice_id, owner_id)
+
+    async def list_invoices(
+        self, owner_id: str, page: Page, subscription_id: str | None
+    ) -> InvoiceList:
+        async with self._reads.connect() as conn:
+            rows, more = await service.list_invoices(conn, owner_id, page, subscription_id)
+            data = [
+                Invoice.model_validate(service.invoice_view(r, await service.lines_of(conn, r.id)))
+                for r in rows
+            ]
+        cursor = next_cursor(page, [i.id for i in data], more)
+        return InvoiceList(data=data, has_more=more, next_cursor=cursor)
+
+    async def pay_invoice(self, owner_id: str, invoice_id: str) -> Invoice:
+        """Charge an open invoice now (a card's outcome follows asynchronously)."""
+        async with self._reads.connect() as conn:
+            inv = await service.get_invoice(conn, invoice_id, owner_id)
+        if inv.status != InvoiceStatus.OPEN.value:
+            raise InvalidTransition(f"A {inv.status} invoice cannot be paid.")
+        await self._flows.charge(invoice_id)
+        return await self.get_invoice(owner_id, invoice_id)
+
+    async def invoice_pdf(self, owner_id: str, invoice_id: str, email: str, name: str) -> bytes:
+        inv = await self.get_invoice(owner_id, invoice_id)
+        if inv.number is None:
+            raise InvalidTransition("A draft invoice has no PDF yet.")
+        doc = InvoiceDocument(
+            number=inv.number,
+            status=inv.status.value,
+            currency=inv.currency,
+            created_at=_dt(inv.created_at),
+            period_start=_dt(inv.period_start),
+            period_end=_dt(inv.period_end),
+            customer_email=email,
+            customer_name=name,
+            issuer_name=self._issuer,
+            lines=tuple(
+                InvoiceLine(
+                    description=line.description,
+                    amount_minor=line.amount_minor,
+                    period_start=_dt(line.period_start) if line.period_start else None,
+                    period_end=_dt(line.period_end) if line.period_end else None,
+                    kind=line.kind,
+                )
+                for line in inv.lines
+            ),
+            total_minor=inv.total_minor,
+            amount_paid_minor=inv.amount_paid_minor,
+            paid_at=_dt(inv.paid_at) if inv.paid_at else None,
+        )
+        return render_invoice(doc)
+
+    # -- the test clock --------------------------------------------------------------------
+
+    def _clock_allowed(self) -> None:
+        if not self._test_clock:
+            raise TestClockDisabled(
+                "The test clock exists only with the sandbox PSP and billing.test_clock on."
+            )
+
+    async def test_clock(self) -> TestClock:
+        self._clock_allowed()
+        now = await self._clock.refresh()
+        return TestClock(now=now.isoformat(), offset_seconds=self._clock.offset_seconds)
+
+    async def advance_clock(self, body: dict[str, Any]) -> TestClock:
+        """Move billing time forward, then run every renewal, trial end and retry that falls
+        due (passes until none is left, bounded)."""
+        self._clock_allowed()
+        req = TestClockAdvance.model_validate(body)
+        now = await self._clock.refresh()
+        seconds = float(req.seconds) if req.seconds is not None else 0.0
+        if req.to is not None:
+            seconds = (req.to - now).total_seconds()
+        await self._clock.advance(seconds)
+        for _ in range(1000):
+            if not await self._flows.run_due():
+                break
+        return await self.test_clock()
+
+
+def _dt(value: str) -> datetime:
+    return aware(datetime.fromisoformat(value))
