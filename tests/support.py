@@ -26,12 +26,16 @@ from pocketpay.settings import Settings
 from tests.kit.services import NATS_URL, require_nats, require_postgres
 
 T = TypeVar("T")
+# A run without POCKETPAY_TEST_DATABASE_URL uses a database of its own, never CI's
+# (.ci/run names pocketpay_test explicitly): a developer's forgotten variable must not drop
+# the database of a CI run going on beside it.
 _PG_ENV = os.environ.get(
-    "POCKETPAY_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/pocketpay_test"
+    "POCKETPAY_TEST_DATABASE_URL",
+    "postgresql+asyncpg://postgres@127.0.0.1:5432/pocketpay_test_local",
 )
 # The database name in POCKETPAY_TEST_DATABASE_URL is honoured, so parallel runs can be kept
 # apart (each run drops, migrates and truncates its own database).
-PG_TEST_DB = _PG_ENV.rsplit("/", 1)[1] or "pocketpay_test"
+PG_TEST_DB = _PG_ENV.rsplit("/", 1)[1] or "pocketpay_test_local"
 PASSWORD = "correct-horse-battery"
 
 

@@ -178,3 +178,65 @@ async def test_a_card_subscription_and_refusals(billing: Stack) -> None:
     assert (await _sub(stack, alice, sub["id"]))["status"] == "canceled"
     assert len(await _invoices(stack, alice)) == 1  # canceled at the period's end: no renewal
     assert await stack.ledger_problems() == []
+
+
+async def test_a_declining_card_goes_through_dunning_to_canceled(billing: Stack) -> None:
+    """The README's promise: subscribe with a test card, switch to a card that declines,
+    advance through the dunning schedule, watch past_due then canceled."""
+    stack = billing
+    admin = await stack.user(ADMIN)
+    plan = await _plan(stack, admin, amount_minor=1500)
+    alice = await stack.user()
+
+    async def save(card: str) -> str:
+        r = await stack.post(alice, "/api/v1/payment-methods", {"payment_method": card})
+        assert r.status_code == 200, r.text
+        return str(r.json()["id"])
+
+    sub = (
+        await stack.post(
+            alice,
+            "/api/v1/subscriptions",
+            {"plan_id": plan["id"], "payment_method": await save("pm_card_visa")},
+        )
+    ).json()
+
+    async def status(*wanted: str) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            got = await _sub(stack, alice, sub["id"])
+            return got if got["status"] in wanted else None
+
+        return await eventually(check, timeout=30)
+
+    await status("active")
+    failing = await save("pm_card_chargeCustomerFail")
+    switched = await stack.post(
+        alice, f"/api/v1/subscriptions/{sub['id']}", {"payment_method": failing}, key=None
+    )
+    assert switched.status_code == 200 and switched.json()["payment_method"] == failing
+
+    async def attempts(n: int) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            inv = (await _invoices(stack, alice))[0]
+            done = inv["attempts"] == n and inv["last_decline_code"] == "generic_decline"
+            return inv if done and (inv["next_attempt_at"] or inv["status"] != "open") else None
+
+        return await eventually(check, timeout=30)
+
+    await _advance(stack, admin, 31)
+    renewal = await attempts(1)
+    assert renewal["status"] == "open"
+    await status("past_due")
+    for n, days in ((2, 2), (3, 5), (4, 7)):
+        await _advance(stack, admin, days)
+        await attempts(n)
+        assert (await _sub(stack, alice, sub["id"]))["status"] == "past_due"
+    await _advance(stack, admin, 7)
+    last = await attempts(5)
+    assert last["status"] == "uncollectible"
+    await status("canceled")
+    payments = (await stack.get(alice, "/api/v1/payments", limit=100)).json()["data"]
+    statuses = [p["status"] for p in payments]  # the first invoice's, then five declines
+    assert len(statuses) == 6 and statuses.count("failed") == 5, statuses
+    assert set(statuses) - {"failed"} <= {"captured", "settled"}, statuses
+    assert await stack.ledger_problems() == []

@@ -163,7 +163,9 @@ def test_top_up_transfer_and_refund_across_processes(fleet: Fleet, http: httpx.C
     timeline = alice.get(f"/payments/{payment['id']}/events")["data"]
     assert [e["to_status"] for e in timeline] == ["created", "authorized", "captured", "settled"]
     wallet = alice.available(5000)
-    assert wallet | {"currency": "USD"} == {
+    assert wallet == {
+        "id": f"wal_{alice.id}_USD",
+        "object": "wallet",
         "currency": "USD",
         "available_minor": 5000,
         "pending_minor": 0,

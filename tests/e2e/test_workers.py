@@ -180,7 +180,7 @@ def wait_ready(up: Up) -> None:
             public.status_code == 200
             and sandbox.status_code == 200
             and {n: c.get("status") for n, c in components.items()}
-            == {n: "ok" for n in ("gateway", "payments", "ledger", "sandbox")}
+            == {n: "ok" for n in ("gateway", "payments", "ledger", "billing", "sandbox")}
         )
 
     try:

@@ -24,13 +24,15 @@ from pocketpay.billing.schemas import (
     SubscriptionCancel,
     SubscriptionCreate,
     SubscriptionList,
+    SubscriptionUpdate,
     TestClock,
     TestClockAdvance,
 )
-from pocketpay.billing.states import RENEWING, InvoiceStatus, SubscriptionEvent
+from pocketpay.billing.states import RENEWING, TERMINAL, InvoiceStatus, SubscriptionEvent
 from pocketpay.billing.states import SubscriptionStatus as St
 from pocketpay.kit.clock import aware
 from pocketpay.kit.db import single_statements
+from pocketpay.kit.errors import AppError
 from pocketpay.kit.listing import Page, next_cursor
 from pocketpay.payments.client import PaymentsClient
 
@@ -95,8 +97,7 @@ class BillingApi:
                     "Give payment_method: a saved card (POST /api/v1/payment-methods), or "
                     'use "payment_source": "wallet".'
                 )
-            # The card must be a saved, active method of the user (404/422 from payments).
-            await self._payments.get_payment_method(owner_id, req.payment_method)
+            await self._active_method(owner_id, req.payment_method)
         now = await self._clock.refresh()
         async with self._engine.begin() as conn:
             plan = await service.get_plan(conn, req.plan_id)
@@ -115,6 +116,16 @@ class BillingApi:
             await self._flows.charge(first)  # a retry of the request resumes the same charge
         return await self.get_subscription(owner_id, sub.id)
 
+    async def _active_method(self, owner_id: str, method_id: str) -> None:
+        """A saved card of the user's that is not detached (404 when not theirs)."""
+        method = await self._payments.get_payment_method(owner_id, method_id)
+        if method.status != "active":
+            raise AppError(
+                f"The payment method {method_id} is detached: save a card again.",
+                code="payments.invalid_payment_method",
+                status=422,
+            )
+
     async def get_subscription(self, owner_id: str, sub_id: str) -> Subscription:
         async with self._reads.connect() as conn:
             sub = await service.get_subscription(conn, sub_id, owner_id)
@@ -132,6 +143,18 @@ class BillingApi:
             ]
         cursor = next_cursor(page, [s.id for s in data], more)
         return SubscriptionList(data=data, has_more=more, next_cursor=cursor)
+
+    async def update(self, owner_id: str, sub_id: str, body: dict[str, Any]) -> Subscription:
+        """Change the card a subscription is charged with."""
+        req = SubscriptionUpdate.model_validate(body)
+        await self._active_method(owner_id, req.payment_method)
+        now = await self._clock.refresh()
+        async with self._engine.begin() as conn:
+            sub = await service.get_subscription(conn, sub_id, owner_id, lock=True)
+            if St(sub.status) in TERMINAL:
+                raise InvalidTransition(f"A {sub.status} subscription cannot be changed.")
+            await service.set_payment_method(conn, sub, req.payment_method, now)
+        return await self.get_subscription(owner_id, sub_id)
 
     async def cancel(self, owner_id: str, sub_id: str, body: dict[str, Any]) -> Subscription:
         req = SubscriptionCancel.model_validate(body)

@@ -39,6 +39,8 @@ class BillingClient(Protocol):
 
     async def list_subscriptions(self, owner_id: str, page: Page) -> SubscriptionList: ...
 
+    async def update(self, owner_id: str, sub_id: str, body: dict[str, Any]) -> Subscription: ...
+
     async def cancel(self, owner_id: str, sub_id: str, body: dict[str, Any]) -> Subscription: ...
 
     async def get_invoice(self, owner_id: str, invoice_id: str) -> Invoice: ...
@@ -102,6 +104,11 @@ class HttpBillingClient:
         params = page.model_dump(exclude_none=True) | {"owner_id": owner_id}
         answer = await self._req("GET", "/subscriptions", params=params)
         return SubscriptionList.model_validate(answer)
+
+    async def update(self, owner_id: str, sub_id: str, body: dict[str, Any]) -> Subscription:
+        path = f"/subscriptions/{_q(sub_id)}"
+        answer = await self._req("POST", path, params={"owner_id": owner_id}, json=body)
+        return Subscription.model_validate(answer)
 
     async def cancel(self, owner_id: str, sub_id: str, body: dict[str, Any]) -> Subscription:
         path = f"/subscriptions/{_q(sub_id)}/cancel"

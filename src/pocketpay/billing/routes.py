@@ -54,6 +54,10 @@ def build_router(api: BillingApi) -> APIRouter:
     async def get_subscription(sub_id: str, owner_id: str) -> Subscription:
         return await api.get_subscription(owner_id, sub_id)
 
+    @r.post("/subscriptions/{sub_id}", response_model=Subscription)
+    async def update(sub_id: str, owner_id: str, body: dict[str, Any]) -> Subscription:
+        return await api.update(owner_id, sub_id, body)
+
     @r.post("/subscriptions/{sub_id}/cancel", response_model=Subscription)
     async def cancel(sub_id: str, owner_id: str, body: dict[str, Any]) -> Subscription:
         return await api.cancel(owner_id, sub_id, body)

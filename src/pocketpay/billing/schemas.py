@@ -86,6 +86,14 @@ class SubscriptionCreate(_Strict):
     metadata: Metadata = Field(default_factory=dict)
 
 
+class SubscriptionUpdate(_Strict):
+    payment_method: str = Field(
+        pattern=r"^pm_[A-Za-z0-9_]{1,90}$",
+        description="Charge this saved card from now on (the subscription becomes a card "
+        "subscription). Open invoices are retried with it on their schedule.",
+    )
+
+
 class SubscriptionCancel(_Strict):
     at_period_end: bool = Field(
         False, description="Keep it until the current period ends instead of now."

@@ -274,6 +274,19 @@ async def move_subscription(
     return moved
 
 
+async def set_payment_method(
+    conn: AsyncConnection, sub: Row[Any], payment_method: str, now: datetime
+) -> None:
+    await conn.execute(
+        update(subscriptions)
+        .where(subscriptions.c.id == sub.id)
+        .values(payment_source="card", payment_method=payment_method, updated_at=now)
+    )
+    moved = await get_subscription(conn, sub.id)
+    data = _event(moved) | {"previous_status": sub.status, "cause": "payment_method_changed"}
+    await add_event(conn, outbox, "billing.subscription.updated", data, now)
+
+
 async def cancel_at_period_end(conn: AsyncConnection, sub: Row[Any], now: datetime) -> None:
     """Keep the subscription until its period ends; the scheduler cancels it then."""
     await conn.execute(

@@ -21,6 +21,7 @@ from pocketpay.billing.schemas import (
     SubscriptionCancel,
     SubscriptionCreate,
     SubscriptionList,
+    SubscriptionUpdate,
     TestClock,
     TestClockAdvance,
 )
@@ -139,6 +140,24 @@ def billing_routes(
     @r.get("/subscriptions/{sub_id}", tags=["billing"], responses=problems(*AUTH, "not_found"))
     async def get_subscription(sub_id: str, who: Principal = Depends(principal)) -> Subscription:
         return await b.get_subscription(who.user_id, object_id(sub_id, "subscription"))
+
+    @r.post(
+        "/subscriptions/{sub_id}",
+        tags=["billing"],
+        responses=problems(
+            *AUTH,
+            *BODY,
+            "not_found",
+            "billing.invalid_transition",
+            "payments.invalid_payment_method",
+        ),
+    )
+    async def update_subscription(
+        sub_id: str, body: SubscriptionUpdate, who: Principal = Depends(principal)
+    ) -> Subscription:
+        """Change the saved card the subscription is charged with."""
+        data = body.model_dump()
+        return await b.update(who.user_id, object_id(sub_id, "subscription"), data)
 
     @r.post(
         "/subscriptions/{sub_id}/cancel",
