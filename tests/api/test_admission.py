@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from pocketpay.kit.client import InternalClient
 from pocketpay.kit.errors import AppError
 from pocketpay.payments import client as client_module
+from pocketpay.payments.admission import Admission
 from pocketpay.payments.client import HttpPaymentsClient
 from pocketpay.payments.errors import PaymentsBusy
 from pocketpay.payments.models import payments
@@ -102,3 +103,20 @@ async def test_the_http_client_remembers_a_busy_answer_for_its_retry_after(
     now[0] += 0.2
     payments_client.admit()  # Retry-After has passed: ask payments again
     assert seen == ["/payments"]
+
+
+async def test_a_sample_never_forgets_creates_still_in_flight(sqlite_stack: Stack) -> None:
+    """The sampler's count cannot see creates whose transaction has not ended: they are added,
+    so a sample taken in that window cannot let the limit slip (it did once, in CI)."""
+    admission = Admission(sqlite_stack.runtime.engine, 2)
+    admission.admit()
+    admission.admit()  # two creates in flight, none committed yet
+    await admission.sample()
+    assert admission.waiting == 2
+    with pytest.raises(PaymentsBusy):
+        admission.check()
+    admission.done()
+    admission.done()  # both ended without a payment (e.g. refused): nothing is waiting
+    await admission.sample()
+    assert admission.waiting == 0
+    admission.check()

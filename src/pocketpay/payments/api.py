@@ -74,38 +74,41 @@ class PaymentsApi:
             body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
         )
         self._admission.admit()
-        customer = saved = None
-        if methods.is_saved_id(req.payment_method):
-            async with self._reads.connect() as conn:
-                m = await methods.chargeable(conn, req.payment_method, req.owner_id)
-            customer, saved = m.psp_customer_id, m.psp_payment_method
-        elif req.off_session:
-            raise UnknownPaymentMethod(
-                "An off-session charge needs a saved payment method (pm_ + 26 characters)."
-            )
-        with client_span("payments POST /payments"):
-            async with self._engine.begin() as conn:
-                row = await service.create(
-                    conn,
-                    idempotency_key=req.idempotency_key,
-                    owner_id=req.owner_id,
-                    amount_minor=req.amount_minor,
-                    currency=req.currency,
-                    payment_method=req.payment_method,
-                    capture_method=req.capture_method,
-                    description=req.description,
-                    metadata=req.metadata,
-                    provider=self._provider.name,
-                    now=self._clock.now(),
-                    psp_customer_id=customer,
-                    psp_payment_method=saved,
-                    purpose=req.purpose,
-                    reference=req.reference,
-                    off_session=req.off_session,
+        try:
+            customer = saved = None
+            if methods.is_saved_id(req.payment_method):
+                async with self._reads.connect() as conn:
+                    m = await methods.chargeable(conn, req.payment_method, req.owner_id)
+                customer, saved = m.psp_customer_id, m.psp_payment_method
+            elif req.off_session:
+                raise UnknownPaymentMethod(
+                    "An off-session charge needs a saved payment method (pm_ + 26 characters)."
                 )
-            self._flows.relay.notify()
-            await failpoint("payments.create.after_commit")
-            return Payment.model_validate(service.payment_view(row))
+            with client_span("payments POST /payments"):
+                async with self._engine.begin() as conn:
+                    row = await service.create(
+                        conn,
+                        idempotency_key=req.idempotency_key,
+                        owner_id=req.owner_id,
+                        amount_minor=req.amount_minor,
+                        currency=req.currency,
+                        payment_method=req.payment_method,
+                        capture_method=req.capture_method,
+                        description=req.description,
+                        metadata=req.metadata,
+                        provider=self._provider.name,
+                        now=self._clock.now(),
+                        psp_customer_id=customer,
+                        psp_payment_method=saved,
+                        purpose=req.purpose,
+                        reference=req.reference,
+                        off_session=req.off_session,
+                    )
+                self._flows.relay.notify()
+                await failpoint("payments.create.after_commit")
+                return Payment.model_validate(service.payment_view(row))
+        finally:
+            self._admission.done()
 
     async def get(self, owner_id: str, payment_id: str) -> Payment:
         async with self._reads.connect() as conn:
