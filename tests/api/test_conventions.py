@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from tests.api.helpers import assert_problem, funded, post_raw
-from tests.support import Stack
+from tests.support import Stack, eventually
 
 LISTS = ("/api/v1/payments", "/api/v1/transfers")
 
@@ -51,7 +51,14 @@ async def test_payment_lists_page_both_ways_and_filter(stack: Stack) -> None:
 
     assert await ids(stack, alice, path, currency="eur") == newest_first[:1]
     assert await ids(stack, alice, path, currency="USD") == newest_first[1:]
-    statuses = {p["status"] for p in (await stack.get(alice, path)).json()["data"]}
+
+    # Wait until every payment rests (settled): a status filter is checked against statuses
+    # that no longer move under it.
+    async def resting() -> set[str] | None:
+        found = {p["status"] for p in (await stack.get(alice, path)).json()["data"]}
+        return found if found <= {"settled", "failed", "canceled"} else None
+
+    statuses = await eventually(resting)
     for status in statuses:
         listed = (await stack.get(alice, path, status=status)).json()["data"]
         assert listed and {p["status"] for p in listed} == {status}
