@@ -43,6 +43,10 @@ class BillingClient(Protocol):
 
     async def cancel(self, owner_id: str, sub_id: str, body: dict[str, Any]) -> Subscription: ...
 
+    async def pause(self, owner_id: str, sub_id: str) -> Subscription: ...
+
+    async def resume(self, owner_id: str, sub_id: str) -> Subscription: ...
+
     async def get_invoice(self, owner_id: str, invoice_id: str) -> Invoice: ...
 
     async def list_invoices(
@@ -113,6 +117,16 @@ class HttpBillingClient:
     async def cancel(self, owner_id: str, sub_id: str, body: dict[str, Any]) -> Subscription:
         path = f"/subscriptions/{_q(sub_id)}/cancel"
         answer = await self._req("POST", path, params={"owner_id": owner_id}, json=body)
+        return Subscription.model_validate(answer)
+
+    async def pause(self, owner_id: str, sub_id: str) -> Subscription:
+        path = f"/subscriptions/{_q(sub_id)}/pause"
+        answer = await self._req("POST", path, params={"owner_id": owner_id}, json={})
+        return Subscription.model_validate(answer)
+
+    async def resume(self, owner_id: str, sub_id: str) -> Subscription:
+        path = f"/subscriptions/{_q(sub_id)}/resume"
+        answer = await self._req("POST", path, params={"owner_id": owner_id}, json={})
         return Subscription.model_validate(answer)
 
     async def get_invoice(self, owner_id: str, invoice_id: str) -> Invoice:

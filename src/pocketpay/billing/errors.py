@@ -17,6 +17,12 @@ class InvalidTransition(AppError):
     title = "The subscription's or invoice's status does not allow this"
 
 
+class CurrencyMismatch(AppError):
+    code = "billing.currency_mismatch"
+    status = 422
+    title = "The plan's currency is not the subscription's"
+
+
 class PaymentMethodRequired(AppError):
     code = "billing.payment_method_required"
     status = 422

@@ -186,7 +186,7 @@ class BillingFlows:
                 last_decline_code=None,
             )
             await add_event(conn, outbox, "billing.invoice.paid", service.invoice_event(inv), now)
-            if sub.status != St.ACTIVE.value:
+            if sub.status not in (St.ACTIVE.value, St.PAUSED.value):  # a paused one stays so
                 await service.move_subscription(conn, sub, Ev.PAYMENT_SUCCEEDED, now)
             return
         first = sub.status == St.INCOMPLETE.value
@@ -252,7 +252,13 @@ class BillingFlows:
             )
             order = c.next_action_at
         else:
-            q = select(c.id).where(c.next_attempt_at <= now, c.status == Inv.OPEN.value)
+            # A paused subscription's open invoices wait: their retries run after the resume.
+            paused = select(subscriptions.c.id).where(subscriptions.c.status == St.PAUSED.value)
+            q = select(c.id).where(
+                c.next_attempt_at <= now,
+                c.status == Inv.OPEN.value,
+                c.subscription_id.not_in(paused),
+            )
             order = c.next_attempt_at
         async with self.ctx.engine.connect() as conn:
             return list((await conn.scalars(q.order_by(order).limit(PASS_LIMIT))).all())

@@ -108,11 +108,28 @@ invoice_lines = Table(
     metadata,
     seq_column(),
     Column("invoice_id", String(40), nullable=False, index=True),
-    Column("kind", String(12), nullable=False),  # subscription | proration | one_off
+    Column("kind", String(12), nullable=False),  # subscription | proration | credit | one_off
     Column("description", String(200), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
     Column("period_start", DateTime(timezone=True), nullable=True),
     Column("period_end", DateTime(timezone=True), nullable=True),
+)
+
+# Lines waiting for the subscription's next invoice: a plan change's prorations
+# (``create_prorations``) and the credit an invoice whose lines sum below zero carries forward.
+# ``open_invoice`` adds them and sets ``invoice_id`` in the transaction that makes the invoice.
+pending_lines = Table(
+    "billing_pending_lines",
+    metadata,
+    seq_column(),
+    Column("subscription_id", String(40), nullable=False, index=True),
+    Column("kind", String(12), nullable=False),  # proration | credit
+    Column("description", String(200), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=True),
+    Column("period_end", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("invoice_id", String(40), nullable=True),  # NULL until an invoice takes it
 )
 
 # Each charge of an invoice: its id is ``<invoice>:<n>``; the payment or ledger transfer made

@@ -62,6 +62,14 @@ def build_router(api: BillingApi) -> APIRouter:
     async def cancel(sub_id: str, owner_id: str, body: dict[str, Any]) -> Subscription:
         return await api.cancel(owner_id, sub_id, body)
 
+    @r.post("/subscriptions/{sub_id}/pause", response_model=Subscription)
+    async def pause(sub_id: str, owner_id: str) -> Subscription:
+        return await api.pause(owner_id, sub_id)
+
+    @r.post("/subscriptions/{sub_id}/resume", response_model=Subscription)
+    async def resume(sub_id: str, owner_id: str) -> Subscription:
+        return await api.resume(owner_id, sub_id)
+
     @r.get("/invoices", response_model=InvoiceList)
     async def list_invoices(
         query: Annotated[OwnerPage, Query()], subscription_id: str | None = None

@@ -86,12 +86,35 @@ class SubscriptionCreate(_Strict):
     metadata: Metadata = Field(default_factory=dict)
 
 
+ProrationBehavior = Literal["create_prorations", "always_invoice", "none"]
+
+
 class SubscriptionUpdate(_Strict):
-    payment_method: str = Field(
+    payment_method: str | None = Field(
+        None,
         pattern=r"^pm_[A-Za-z0-9_]{1,90}$",
         description="Charge this saved card from now on (the subscription becomes a card "
         "subscription). Open invoices are retried with it on their schedule.",
     )
+    plan_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=40,
+        description="Switch to this active plan (same currency). A different interval or "
+        "interval_count starts a new billing cycle now, its first period invoiced at once.",
+    )
+    proration_behavior: ProrationBehavior = Field(
+        "create_prorations",
+        description="For a plan of the same interval: create_prorations adds the credit for "
+        "the unused time and the charge for the rest of the period to the next invoice; "
+        "always_invoice invoices them now; none only switches the plan for the next period.",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> SubscriptionUpdate:
+        if self.payment_method is None and self.plan_id is None:
+            raise ValueError("send payment_method, plan_id or both")
+        return self
 
 
 class SubscriptionCancel(_Strict):
@@ -127,7 +150,7 @@ class SubscriptionList(BaseModel):
 
 
 class InvoiceLine(BaseModel):
-    kind: Literal["subscription", "proration", "one_off"]
+    kind: Literal["subscription", "proration", "credit", "one_off"]
     description: str
     amount_minor: int
     period_start: str | None

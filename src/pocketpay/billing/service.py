@@ -17,6 +17,7 @@ from pocketpay.billing.models import (
     invoice_lines,
     invoices,
     outbox,
+    pending_lines,
     plans,
     subscriptions,
 )
@@ -274,29 +275,35 @@ async def move_subscription(
     return moved
 
 
+async def touch_subscription(
+    conn: AsyncConnection, sub: Row[Any], cause: str, now: datetime, **values: Any
+) -> Row[Any]:
+    """A change that is no status move (``cause`` says what), with its
+    ``billing.subscription.updated`` event."""
+    values = {"updated_at": now} | values
+    await conn.execute(update(subscriptions).where(subscriptions.c.id == sub.id).values(**values))
+    moved = await get_subscription(conn, sub.id)
+    data = _event(moved) | {"previous_status": sub.status, "cause": cause}
+    await add_event(conn, outbox, "billing.subscription.updated", data, now)
+    return moved
+
+
 async def set_payment_method(
     conn: AsyncConnection, sub: Row[Any], payment_method: str, now: datetime
-) -> None:
-    await conn.execute(
-        update(subscriptions)
-        .where(subscriptions.c.id == sub.id)
-        .values(payment_source="card", payment_method=payment_method, updated_at=now)
+) -> Row[Any]:
+    return await touch_subscription(
+        conn,
+        sub,
+        "payment_method_changed",
+        now,
+        payment_source="card",
+        payment_method=payment_method,
     )
-    moved = await get_subscription(conn, sub.id)
-    data = _event(moved) | {"previous_status": sub.status, "cause": "payment_method_changed"}
-    await add_event(conn, outbox, "billing.subscription.updated", data, now)
 
 
 async def cancel_at_period_end(conn: AsyncConnection, sub: Row[Any], now: datetime) -> None:
     """Keep the subscription until its period ends; the scheduler cancels it then."""
-    await conn.execute(
-        update(subscriptions)
-        .where(subscriptions.c.id == sub.id)
-        .values(cancel_at_period_end=True, updated_at=now)
-    )
-    moved = await get_subscription(conn, sub.id)
-    data = _event(moved) | {"previous_status": sub.status, "cause": "cancel_at_period_end"}
-    await add_event(conn, outbox, "billing.subscription.updated", data, now)
+    await touch_subscription(conn, sub, "cancel_at_period_end", now, cancel_at_period_end=True)
 
 
 # -- invoices ---------------------------------------------------------------------------------
@@ -331,9 +338,16 @@ async def open_invoice(
     start: datetime,
     end: datetime,
     now: datetime,
+    *,
+    plan_line: bool = True,
 ) -> Row[Any]:
-    """The invoice of ``sub``'s period starting at ``start``: made, finalized and numbered once
-    (a retry, or a second scheduler, finds it by (subscription, period start))."""
+    """The invoice of ``sub`` starting at ``start`` (a period, or a plan change's moment):
+    made, finalized and numbered once (a retry, or a second scheduler, finds it by
+    (subscription, period start)). It takes the plan's line for ``[start, end)`` (unless
+    ``plan_line`` is off: a plan change invoiced at once) and every pending line of the
+    subscription, in the same transaction. Its total is the sum of its lines; a total of
+    zero or less is settled by being issued, and a negative one first gets a line carrying
+    the credit to the next invoice (a pending line), so no credit is lost."""
     invoice_id = derive_id("in", sub.id, start.isoformat())
     made = (
         await conn.execute(
@@ -360,20 +374,22 @@ async def open_invoice(
         )
     ).rowcount == 1
     if made:
-        lines = [
-            {
-                "invoice_id": invoice_id,
-                "kind": "subscription",
-                "description": f"{plan.name} ({_every(plan)})",
-                "amount_minor": plan.amount_minor,
-                "period_start": start,
-                "period_end": end,
-            }
-        ]
-        await conn.execute(invoice_lines.insert(), lines)
+        lines = [_plan_line(plan, start, end)] if plan_line else []
+        lines += await _take_pending(conn, sub.id, invoice_id)
         total = sum(int(line["amount_minor"]) for line in lines)
         number = await _next_number(conn, sub.owner_id)
-        done = total == 0  # a free period is paid by being issued
+        if total < 0:
+            carried = {
+                "kind": "credit",
+                "description": f"Credit carried to the next invoice (from {number})",
+                "period_start": None,
+                "period_end": None,
+            }
+            lines.append(carried | {"amount_minor": -total})
+            await add_pending(conn, sub.id, [carried | {"amount_minor": total}], now)
+            total = 0
+        await conn.execute(invoice_lines.insert(), [{"invoice_id": invoice_id} | x for x in lines])
+        done = total == 0  # a free period, or one paid by credits: paid by being issued
         await conn.execute(
             update(invoices)
             .where(invoices.c.id == invoice_id)
@@ -389,6 +405,61 @@ async def open_invoice(
         row = await get_invoice(conn, invoice_id)
         await add_event(conn, outbox, "billing.invoice.finalized", invoice_event(row), now)
     return await get_invoice(conn, invoice_id)
+
+
+def _plan_line(plan: Row[Any], start: datetime, end: datetime) -> dict[str, Any]:
+    return {
+        "kind": "subscription",
+        "description": f"{plan.name} ({_every(plan)})",
+        "amount_minor": plan.amount_minor,
+        "period_start": start,
+        "period_end": end,
+    }
+
+
+async def add_pending(
+    conn: AsyncConnection, sub_id: str, lines: list[dict[str, Any]], now: datetime
+) -> None:
+    """Lines for the subscription's next invoice (lines of zero are left out)."""
+    rows = [
+        line | {"subscription_id": sub_id, "created_at": now, "invoice_id": None}
+        for line in lines
+        if line["amount_minor"] != 0
+    ]
+    if rows:
+        await conn.execute(pending_lines.insert(), rows)
+
+
+async def _take_pending(
+    conn: AsyncConnection, sub_id: str, invoice_id: str
+) -> list[dict[str, Any]]:
+    """The subscription's pending lines, now the invoice's (the caller holds the
+    subscription's row or is its only writer, so two invoices never take the same line)."""
+    p = pending_lines.c
+    q = (
+        select(p.seq, p.kind, p.description, p.amount_minor, p.period_start, p.period_end)
+        .where(p.subscription_id == sub_id, p.invoice_id.is_(None))
+        .order_by(p.seq)
+    )
+    rows = (await conn.execute(q)).all()
+    if not rows:
+        return []
+    taken = await conn.execute(
+        update(pending_lines)
+        .where(p.seq.in_([r.seq for r in rows]), p.invoice_id.is_(None))
+        .values(invoice_id=invoice_id)
+    )
+    assert taken.rowcount == len(rows), "a pending line was taken by two invoices"
+    return [
+        {
+            "kind": r.kind,
+            "description": r.description,
+            "amount_minor": r.amount_minor,
+            "period_start": r.period_start,
+            "period_end": r.period_end,
+        }
+        for r in rows
+    ]
 
 
 def _every(plan: Row[Any]) -> str:

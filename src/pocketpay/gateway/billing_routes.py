@@ -149,14 +149,21 @@ def billing_routes(
             *BODY,
             "not_found",
             "billing.invalid_transition",
+            "billing.plan_archived",
+            "billing.currency_mismatch",
             "payments.invalid_payment_method",
         ),
     )
     async def update_subscription(
         sub_id: str, body: SubscriptionUpdate, who: Principal = Depends(principal)
     ) -> Subscription:
-        """Change the saved card the subscription is charged with."""
-        data = body.model_dump()
+        """Change the saved card the subscription is charged with, or its plan (same
+        currency) with a `proration_behavior`: `create_prorations` (the unused time credited
+        and the rest of the period at the new price, on the next invoice), `always_invoice`
+        (those lines invoiced and charged now) or `none`. A plan with another interval starts
+        a new billing cycle now, its first period invoiced at once. Sending the current plan
+        again changes nothing, so a retried request is safe."""
+        data = body.model_dump(exclude_none=True)
         return await b.update(who.user_id, object_id(sub_id, "subscription"), data)
 
     @r.post(
@@ -170,6 +177,26 @@ def billing_routes(
         """Cancel now (no more charges), or at the end of the current period."""
         data = (body or SubscriptionCancel()).model_dump()
         return await b.cancel(who.user_id, object_id(sub_id, "subscription"), data)
+
+    @r.post(
+        "/subscriptions/{sub_id}/pause",
+        tags=["billing"],
+        responses=problems(*AUTH, "not_found", "billing.invalid_transition"),
+    )
+    async def pause_subscription(sub_id: str, who: Principal = Depends(principal)) -> Subscription:
+        """Pause a trialing or active subscription: nothing renews and nothing is charged
+        until it is resumed."""
+        return await b.pause(who.user_id, object_id(sub_id, "subscription"))
+
+    @r.post(
+        "/subscriptions/{sub_id}/resume",
+        tags=["billing"],
+        responses=problems(*AUTH, "not_found", "billing.invalid_transition"),
+    )
+    async def resume_subscription(sub_id: str, who: Principal = Depends(principal)) -> Subscription:
+        """Resume a paused subscription: a new billing cycle starts now and its first
+        invoice is charged at once (`past_due` if that charge fails)."""
+        return await b.resume(who.user_id, object_id(sub_id, "subscription"))
 
     @r.get("/invoices", tags=["billing"], responses=problems(*AUTH, *LIST))
     async def list_invoices(

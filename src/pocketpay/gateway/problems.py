@@ -45,6 +45,7 @@ CODES: dict[str, tuple[int, str]] = {
     "transfers.recipient_not_found": (404, "no PocketPay user has the recipient's email"),
     "payments.attempt_not_stuck": (404, "no stuck attempt of that operation"),
     "billing.payment_method_required": (422, "a card subscription needs a saved payment_method"),
+    "billing.currency_mismatch": (422, "the new plan's currency is not the subscription's"),
     "billing.test_clock_backwards": (422, "the test clock only moves forward"),
     "billing.plan_archived": (409, "the plan takes no new subscriptions"),
     "billing.invalid_transition": (
