@@ -27,7 +27,10 @@ DAY = 86400
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def billing(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
     failpoints.disarm()
-    extra: dict[str, Any] = {"auth": {"admin_emails": [ADMIN]}}
+    extra: dict[str, Any] = {
+        "auth": {"admin_emails": [ADMIN]},
+        "billing": {"resume_after_seconds": 0.0},  # a pending charge is resumed by the next pass
+    }
     async with running_stack(request.param, tmp_path, **extra) as stack:
         yield stack
     failpoints.disarm()
@@ -283,6 +286,32 @@ async def test_refusals_none_and_an_interval_change(billing: Stack) -> None:
     assert (await _invoices(stack, alice))[0]["id"] == first["id"]
     spent = 1000 + 3000 + first["total_minor"]
     assert (await stack.wallet(alice))["available_minor"] == 20000 - spent
+    assert await stack.ledger_problems() == []
+
+
+async def test_a_charge_in_flight_when_paused_completes_and_it_stays_paused(
+    billing: Stack,
+) -> None:
+    """A renewal's charge asked the ledger, then the process died; the user pauses. The
+    resumed charge gets the ledger's replay (one transfer): the invoice is paid, the
+    subscription stays paused."""
+    stack = billing
+    admin = await stack.user(ADMIN)
+    plan = await _plan(stack, admin)
+    alice = await funded(stack, 5000)
+    sub = await _subscribe(stack, alice, plan)
+    failpoints.arm("billing.charge.after_ask", "raise", count=1)
+    r = await stack.post(admin, "/api/v1/admin/test-clock/advance", {"seconds": 31 * DAY}, key=None)
+    assert r.status_code >= 500
+    assert (await _invoices(stack, alice))[0]["status"] == "open"
+    assert (await _act(stack, alice, sub["id"], "pause")).json()["status"] == "paused"
+    await _advance(stack, admin, 0.0001)
+    renewal = (await _invoices(stack, alice))[0]
+    assert renewal["status"] == "paid" and renewal["attempts"] == 1
+    assert (await _sub(stack, alice, sub["id"]))["status"] == "paused"
+    assert (await stack.wallet(alice))["available_minor"] == 3000
+    await _advance(stack, admin, 40)
+    assert len(await _invoices(stack, alice)) == 2
     assert await stack.ledger_problems() == []
 
 
