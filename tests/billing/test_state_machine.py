@@ -299,14 +299,7 @@ class BillingMachine(RuleBasedStateMachine):
     def pay_open_invoice_now(self, data: st.DataObject) -> None:
         """``POST /invoices/{id}/pay`` of an open invoice: the customer retries it now."""
         i, sub = invoices.c, subscriptions.c
-        # Not those of canceled subscriptions: paying one is a known bug (see the xfail test
-        # below); take this filter away with its fix.
-        q = (
-            select(i.id, i.owner_id)
-            .join(subscriptions, sub.id == i.subscription_id)
-            .where(i.status == "open", sub.status != SubscriptionStatus.CANCELED.value)
-            .order_by(i.seq)
-        )
+        q = select(i.id, i.owner_id).where(i.status == "open").order_by(i.seq)
         found = self.run(self._rows(q))
         if not found:
             return
@@ -446,18 +439,11 @@ class _Draw:
         return self.value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="billing bug: paying an open invoice of a canceled subscription takes the money "
-    "(the ledger's collect, or a card capture) but the charge's apply raises "
-    "billing.invalid_transition (canceled + payment_succeeded is not in the state table), so "
-    "the charge stays pending, the invoice open, and revenue exceeds the paid invoices",
-)
 def test_paying_an_open_invoice_of_a_canceled_subscription() -> None:
-    """The machine's steps: subscribe from an empty wallet (incomplete, its first invoice
-    open), cancel now (the invoice stays open: \"the customer may pay\"), top the wallet up, pay
-    the invoice now. When this passes, drop the filter in ``pay_open_invoice_now``."""
+    """Found by the machine: subscribe from an empty wallet (incomplete, its first invoice
+    open), cancel now (the invoice stays open: the customer may pay), top the wallet up, pay
+    the invoice now. The money was taken and the invoice stayed open (the canceled
+    subscription could not move); now the invoice is paid and the subscription stays canceled."""
     machine = BillingMachine()
     machine.quiet_timeout = 3.0
     try:

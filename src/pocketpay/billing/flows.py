@@ -31,7 +31,7 @@ from pocketpay.billing import service
 from pocketpay.billing.clock import BillingClock
 from pocketpay.billing.dunning import next_attempt
 from pocketpay.billing.models import charges, invoices, outbox, subscriptions
-from pocketpay.billing.states import RENEWING, InvoiceStatus, SubscriptionEvent
+from pocketpay.billing.states import RENEWING, InvoiceStatus, SubscriptionEvent, next_status
 from pocketpay.billing.states import SubscriptionStatus as St
 from pocketpay.kit.errors import AppError
 from pocketpay.kit.failpoints import failpoint
@@ -186,7 +186,10 @@ class BillingFlows:
                 last_decline_code=None,
             )
             await add_event(conn, outbox, "billing.invoice.paid", service.invoice_event(inv), now)
-            if sub.status not in (St.ACTIVE.value, St.PAUSED.value):  # a paused one stays so
+            # An active or paused subscription stays so; one that ended (canceled, expired:
+            # the customer paid what was owed) moves nothing; the others are active again.
+            moves = next_status(St(sub.status), Ev.PAYMENT_SUCCEEDED) is not None
+            if sub.status not in (St.ACTIVE.value, St.PAUSED.value) and moves:
                 await service.move_subscription(conn, sub, Ev.PAYMENT_SUCCEEDED, now)
             return
         first = sub.status == St.INCOMPLETE.value
