@@ -153,7 +153,7 @@ def _up_processes(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _up_workers(settings: Settings, args: argparse.Namespace) -> int:
-    """N identical app workers (gateway + payments + ledger in each, direct calls between
+    """N identical app workers (gateway + payments + ledger + billing in each, direct calls between
     them) serving one public port, plus the sandbox PSP and the monitor, once each.
 
     This process binds the public port once and hands the listening socket to every worker
@@ -468,8 +468,8 @@ def parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         metavar="N",
-        help="N app processes (gateway + payments + ledger each) sharing the public port, "
-        "plus the sandbox and the monitor once each (PostgreSQL + NATS)",
+        help="N app processes (gateway + payments + ledger + billing each) sharing the public "
+        "port, plus the sandbox and the monitor once each (PostgreSQL + NATS)",
     )
     up.add_argument("--port", type=int, default=0, help="the public port (default: settings)")
     up.add_argument("--sandbox-port", type=int, default=0, help="scale modes: the sandbox's port")

@@ -298,7 +298,7 @@ class BillingMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def pay_open_invoice_now(self, data: st.DataObject) -> None:
         """``POST /invoices/{id}/pay`` of an open invoice: the customer retries it now."""
-        i, sub = invoices.c, subscriptions.c
+        i = invoices.c
         q = select(i.id, i.owner_id).where(i.status == "open").order_by(i.seq)
         found = self.run(self._rows(q))
         if not found:

@@ -288,7 +288,7 @@ def usd_wallet(http: httpx.Client, auth: dict[str, str]) -> dict[str, Any]:
 def test_the_parent_supervises_two_workers_the_sandbox_and_the_monitor(up: Up) -> None:
     children = up.children()
     commands = sorted(" ".join(cmd[cmd.index("serve") :]) for cmd in children.values())
-    worker = f"serve gateway,payments,ledger --port {up.port} --fd "
+    worker = f"serve gateway,payments,ledger,billing --port {up.port} --fd "
     assert len(commands) == WORKERS + 2, commands
     assert sum(c.startswith(worker) for c in commands) == WORKERS, commands
     assert f"serve sandbox --port {up.sandbox_port}" in commands
