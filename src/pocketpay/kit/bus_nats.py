@@ -76,6 +76,7 @@ from pocketpay.kit.bus import (
     try_dead_letter,
 )
 from pocketpay.kit.clock import Clock
+from pocketpay.kit.db import is_unavailable
 from pocketpay.kit.metrics import BUS_CONSUMED, BUS_MAX_DELIVERIES, BUS_PUBLISHED
 
 log = structlog.get_logger(__name__)
@@ -822,15 +823,19 @@ class NatsBus:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._handler_failed(sub, msg, env, f"{type(exc).__name__}: {exc}", delivered)
+            await self._handler_failed(sub, msg, env, exc, delivered)
             return
         await self._settle(msg, "ack", sub.durable)
         BUS_CONSUMED.labels(sub.durable).inc()
 
     async def _handler_failed(
-        self, sub: _NatsSubscription, msg: Msg, env: Envelope, error: str, delivered: int
+        self, sub: _NatsSubscription, msg: Msg, env: Envelope, exc: Exception, delivered: int
     ) -> None:
-        """Nak for a retry, or dead-letter and ack; ack only once the dead letter committed."""
+        """Nak for a retry, or dead-letter and ack; ack only once the dead letter committed.
+        A failure because the database was unavailable never dead-letters: at the end of an
+        outage the handler may fail on the last connection refused while the dead letter, a
+        moment later, already commits (the event would wait for an operator for nothing)."""
+        error = f"{type(exc).__name__}: {exc}"
         delay = retry_delay_seconds(delivered, self._retry_delay_ms, self._retry_cap_ms)
         log.warning(
             "bus.handler_failed",
@@ -839,7 +844,7 @@ class NatsBus:
             attempt=delivered,
             error=error,
         )
-        if delivered < self._max_deliver:
+        if delivered < self._max_deliver or is_unavailable(exc):
             await self._settle(msg, "nak", sub.durable, delay=delay)
             return
         written = await try_dead_letter(

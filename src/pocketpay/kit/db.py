@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Column, Integer, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
@@ -113,3 +114,27 @@ def _insert_ignore(dialect_name: str, table: Any, returning: bool) -> Any:
 
         stmt = sqlite_insert(table).on_conflict_do_nothing()
     return stmt.returning(*table.c) if returning else stmt
+
+
+# SQLSTATEs that say the database could not be used, not that the statement was wrong:
+# connection exceptions (08...), shutdowns and start-ups (57P01-57P03), too many connections.
+_UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database (or the way to it) was unavailable: a failure worth
+    retrying later, never a reason to dead-letter an event or call a request bad."""
+    if isinstance(exc, OSError):  # ConnectionError, TimeoutError, refused, reset
+        return True
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
+        if state.startswith(_UNAVAILABLE_STATES):
+            return True
+        # A database closed to connections (ALTER DATABASE ... ALLOW_CONNECTIONS false) is
+        # 55000, a state too broad to match on its own.
+        return "not currently accepting connections" in str(exc.orig)
+    return False
