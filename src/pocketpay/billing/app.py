@@ -4,8 +4,6 @@ serving its internal API (``billing.routes``)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.billing import routes
@@ -18,7 +16,7 @@ from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component, internal_auth
 from pocketpay.kit.health import Health, health_router
 from pocketpay.kit.httpapp import new_app
-from pocketpay.kit.jobs import PeriodicJob
+from pocketpay.kit.jobs import PeriodicJob, full_pass
 from pocketpay.kit.outbox import OutboxRelay, claim_inbox
 from pocketpay.kit.tracing import traced_consumer
 from pocketpay.ledger.client import LedgerClient
@@ -90,7 +88,9 @@ def build(
 
     bus.subscribe("billing", list(OUTCOMES), traced_consumer("billing", on_payment))
     scheduler = PeriodicJob(
-        "billing-scheduler", lambda: _more(flows.run_due()), b.scheduler_interval_seconds
+        "billing-scheduler",
+        lambda: full_pass(flows.run_due(), PASS_LIMIT),
+        b.scheduler_interval_seconds,
     )
     return Component(
         "billing",
@@ -100,8 +100,3 @@ def build(
         on_stop=[scheduler.stop, relay.stop],
         state={"api": api, "flows": flows, "relay": relay},
     )
-
-
-async def _more(work: Awaitable[int]) -> bool:
-    """A pass that did a full batch has more to do."""
-    return await work >= PASS_LIMIT

@@ -29,7 +29,7 @@ from pocketpay.billing.states import (
     can_invoice_transition,
     next_status,
 )
-from pocketpay.kit.clock import aware
+from pocketpay.kit.clock import aware, iso
 from pocketpay.kit.db import insert_ignore
 from pocketpay.kit.errors import KeyReused, NotFound
 from pocketpay.kit.ids import derive_id, new_id
@@ -37,10 +37,6 @@ from pocketpay.kit.listing import Page, fetch_page
 from pocketpay.kit.outbox import add_event
 
 St, Ev, Inv = SubscriptionStatus, SubscriptionEvent, InvoiceStatus
-
-
-def iso(value: datetime | None) -> str | None:
-    return aware(value).isoformat() if value is not None else None
 
 
 # -- views -----------------------------------------------------------------------------------

@@ -58,3 +58,8 @@ def utcnow() -> datetime:
 def aware(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything we store is UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A stored time as the API writes it: ISO 8601 with its UTC offset (None stays None)."""
+    return aware(value).isoformat() if value is not None else None

@@ -79,3 +79,9 @@ def task_stacks() -> dict[str, list[str]]:
         for t in asyncio.all_tasks()
         if t is not asyncio.current_task()
     }
+
+
+async def full_pass(work: Awaitable[int], limit: int) -> bool:
+    """For a job whose pass handles at most ``limit`` objects and returns how many it did: a
+    full pass has more to do (``PeriodicJob`` runs it again at once)."""
+    return await work >= limit

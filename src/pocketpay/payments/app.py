@@ -4,8 +4,6 @@ health checks (including the PSP behind its breaker), and the app serving its in
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -14,7 +12,7 @@ from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component, internal_auth
 from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
-from pocketpay.kit.jobs import PeriodicJob
+from pocketpay.kit.jobs import PeriodicJob, full_pass
 from pocketpay.kit.metrics import PAYMENTS_STUCK_ATTEMPTS
 from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tracing import traced_consumer
@@ -104,9 +102,13 @@ def build(
         traced_consumer("payments-processor", on_created),
     )
     interval = settings.psp.settle_poll_seconds
-    settle = PeriodicJob("payments-settle", lambda: _more(flows.settle_due()), interval)
+    settle = PeriodicJob(
+        "payments-settle", lambda: full_pass(flows.settle_due(), PASS_LIMIT), interval
+    )
     flows.ctx.wake_settle = settle.wake
-    recover = PeriodicJob("payments-reconcile", lambda: _more(flows.reconcile()), interval)
+    recover = PeriodicJob(
+        "payments-reconcile", lambda: full_pass(flows.reconcile(), PASS_LIMIT), interval
+    )
     jobs = [settle, recover]
     if admission.limit:
         jobs.append(PeriodicJob("payments-admission", admission.sample, SAMPLE_SECONDS))
@@ -118,8 +120,3 @@ def build(
         on_stop=[*(job.stop for job in reversed(jobs)), relay.stop],
         state={"api": api, "flows": flows, "relay": relay},
     )
-
-
-async def _more(work: Awaitable[int]) -> bool:
-    """A pass that did a full batch has more to do."""
-    return await work >= PASS_LIMIT

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pocketpay.kit.clock import iso
 from pocketpay.kit.db import insert_ignore
 from pocketpay.kit.errors import KeyReused
 from pocketpay.kit.failpoints import failpoint
@@ -38,7 +39,6 @@ from pocketpay.payments.providers.base import (
     PspUnavailable,
     SavedCard,
 )
-from pocketpay.payments.service import iso
 
 # Our saved methods' ids: "pm_" and 26 Crockford base32 characters (derive_id). The PSP's
 # test tokens (pm_card_visa) have lower-case letters, so the two never collide.

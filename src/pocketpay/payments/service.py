@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pocketpay.kit.clock import aware
+from pocketpay.kit.clock import iso
 from pocketpay.kit.db import insert_ignore
 from pocketpay.kit.errors import KeyReused
 from pocketpay.kit.ids import derive_id
@@ -32,10 +32,6 @@ _MOVE = (
     .where(payments.c.id == bindparam("w_id"), payments.c.status == bindparam("w_status"))
     .returning(*payments.c)
 )
-
-
-def iso(value: datetime | None) -> str | None:
-    return aware(value).isoformat() if value else None
 
 
 def payment_view(row: Row[Any] | Any) -> dict[str, Any]:
