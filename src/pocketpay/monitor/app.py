@@ -21,9 +21,10 @@ from pocketpay.kit.errors import AppError, Unauthorized
 from pocketpay.kit.health import CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.tokens import Principal, TokenCodec
+from pocketpay.kit.web import new_nonce, security_headers
 from pocketpay.monitor.auth import COOKIE, admin_from_token, require_admin, safe_next, token_from
 from pocketpay.monitor.channels import Channel, Notifier, Sleep, channels_from_settings
-from pocketpay.monitor.dashboard import Dashboard, new_nonce, security_headers
+from pocketpay.monitor.dashboard import Dashboard
 from pocketpay.monitor.service import Monitor
 from pocketpay.monitor.store import AlertStore, SqlAlertPersistence
 from pocketpay.settings import MonitorSettings

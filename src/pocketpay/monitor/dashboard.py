@@ -7,11 +7,9 @@ and everything is escaped by Jinja2's autoescape.
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -37,30 +35,6 @@ def rule_title(rule: str) -> str:
 
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f} %"
-
-
-def new_nonce() -> str:
-    return secrets.token_urlsafe(16)
-
-
-def security_headers(nonce: str, login_url: str = "") -> dict[str, str]:
-    """A strict CSP: only this page's nonce'd inline script, fetch to self (and the login
-    service when it lives elsewhere)."""
-    connect = "'self'"
-    parts = urlsplit(login_url)
-    if parts.scheme in ("http", "https") and parts.netloc:
-        connect += f" {parts.scheme}://{parts.netloc}"
-    csp = (
-        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
-        f"connect-src {connect}; img-src 'self' data:; form-action 'self'; "
-        "base-uri 'none'; frame-ancestors 'none'"
-    )
-    return {
-        "Content-Security-Policy": csp,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "same-origin",
-        "Cache-Control": "no-store",
-    }
 
 
 class Dashboard:
