@@ -70,6 +70,12 @@ CODES: dict[str, tuple[int, str]] = {
     "payments.refund_exceeds_captured": (422, "more than what is left to refund"),
     "ledger.insufficient_funds": (422, "the wallet's available balance is too low"),
     "ledger.self_transfer": (422, "sender and recipient are the same user"),
+    "notifications.target_refused": (
+        422,
+        "the URL is not http(s) or its host resolves to a loopback, private, link-local, "
+        "metadata or other non-public address",
+    ),
+    "notifications.target_unresolved": (422, "the URL's host has no address in DNS"),
     "rate_limited": (429, "too many requests: wait Retry-After seconds"),
     "payments.provider_unavailable": (503, "the PSP did not answer: retry, same key"),
     "payments.busy": (503, "too many payments waiting for authorization: retry later"),
