@@ -80,6 +80,8 @@ class SandboxSettings(BaseModel):
     # Where the sandbox posts its signed webhooks. Empty: the gateway of this process.
     webhook_url: str = ""
     settle_delay_seconds: float = 3.0
+    # How long after evidence is submitted the sandbox decides a dispute (on its next tick).
+    dispute_decision_seconds: float = 0.0
     # /_sandbox/faults and /_sandbox/tick (fault injection, settlement on demand) exist only
     # when this is true: tests and benchmarks turn it on, a running PocketPay keeps it off.
     ops_enabled: bool = False
@@ -136,9 +138,23 @@ class BillingSettings(BaseModel):
     # A charge whose answer was not applied (a crash, a timeout) is asked again, with the
     # same ids, once it has been pending this long (wall time).
     resume_after_seconds: float = Field(default=60.0, ge=0)
+    # Renewals and charges one scheduler pass runs at once (PSP and ledger calls in flight).
+    max_concurrent_charges: int = Field(default=8, ge=1)
     # POST /api/v1/admin/test-clock/advance: only with the sandbox PSP and this on.
     test_clock: bool = True
     issuer_name: str = "PocketPay"
+
+
+class StreamSettings(BaseModel):
+    """Live updates (``gateway/streams.py``): the per-user event log and its SSE/WS streams."""
+
+    retention_hours: float = Field(default=24.0, gt=0)  # older log rows are purged
+    poll_seconds: float = Field(default=1.0, gt=0)  # safety net behind the fan-out wakes
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # Per user and per gateway process (connections are counted in memory).
+    max_connections_per_user: int = Field(default=5, ge=1)
+    queue_max: int = Field(default=256, ge=1)  # frames waiting per connection, then disconnect
+    fanout_prefix: str = "pocketpay.stream."  # NATS core subjects of the wakes (not JetStream)
 
 
 class MonitorSettings(BaseModel):
@@ -165,6 +181,42 @@ class MonitorSettings(BaseModel):
     email_to: list[str] = Field(default_factory=list)
     channel_timeout_seconds: float = 5.0
     channel_retries: int = 3
+
+
+class NotificationsSettings(BaseModel):
+    """Notifications (``pocketpay.notifications``): email over SMTP, Slack, webhooks out."""
+
+    # The default 127.0.0.1:1025 is where local mail catchers listen (Mailpit, MailHog,
+    # ``python -m aiosmtpd -n -l 127.0.0.1:1025``), so a newcomer needs no root and no MTA.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    # True: STARTTLS is required (the send fails if the server does not offer it);
+    # False: plain SMTP, never upgraded (a catcher's self-signed certificate cannot fail it).
+    smtp_starttls: bool = False
+    smtp_ca_file: str = ""  # PEM of a private CA to trust for STARTTLS; empty: system CAs
+    smtp_username: str = ""  # empty: no AUTH
+    smtp_password: str = ""
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    email_from: str = "PocketPay <no-reply@localhost>"
+    # Lets webhook and Slack targets on loopback and private ranges through (tests, local
+    # development). Link-local and cloud metadata addresses stay refused even then.
+    allow_private_targets: bool = False
+    # Webhook retries: the wait after the 1st, 2nd, ... failed attempt (the last step repeats),
+    # each spread by +-20 % (jitter), until retry_window_seconds after the first attempt.
+    webhook_retry_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
+    )
+    retry_window_seconds: float = Field(default=3 * 24 * 3600.0, gt=0)
+    # An endpoint whose every attempt failed for this long is disabled and its owner emailed.
+    disable_after_seconds: float = Field(default=3 * 24 * 3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # After a secret rotation the old secret signs too for this long (receivers switch over).
+    secret_overlap_hours: float = Field(default=24.0, ge=0, le=168)
+    max_endpoints_per_user: int = Field(default=20, ge=1)
+    # The delivery job: a pass every interval (and at once after the consumer wrote some),
+    # up to batch messages sent at once.
+    delivery_interval_seconds: float = Field(default=1.0, gt=0)
+    delivery_batch: int = Field(default=50, ge=1)
 
 
 class ObservabilitySettings(BaseModel):
@@ -205,6 +257,8 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     check: CheckSettings = Field(default_factory=CheckSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    notifications: NotificationsSettings = Field(default_factory=NotificationsSettings)
 
     @model_validator(mode="after")
     def _sandbox_database(self) -> Settings:

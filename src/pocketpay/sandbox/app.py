@@ -2,23 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.health import CheckResult, Health, Status, health_router
 from pocketpay.kit.httpapp import RequestContextMiddleware
-from pocketpay.sandbox.errors import StripeError, api_error, unrecognized_url
+from pocketpay.sandbox import disputes
+from pocketpay.sandbox.errors import StripeError, api_error, invalid_request, unrecognized_url
 from pocketpay.sandbox.faults import FaultMiddleware, FaultsUpdate
 from pocketpay.sandbox.routes import v1_router
 from pocketpay.sandbox.sandbox import Sandbox
+from pocketpay.sandbox.state import Store
 from pocketpay.settings import SandboxSettings
 
 log = structlog.get_logger(__name__)
+
+DisputeReason = Literal[
+    "bank_cannot_process",
+    "credit_not_processed",
+    "customer_initiated",
+    "debit_not_authorized",
+    "duplicate",
+    "fraudulent",
+    "general",
+    "incorrect_account_details",
+    "insufficient_funds",
+    "product_not_received",
+    "product_unacceptable",
+    "subscription_canceled",
+    "unrecognized",
+]
+
+
+class DisputeRequest(BaseModel):
+    payment_intent: str
+    reason: DisputeReason = "fraudulent"
+    inquiry: bool = False
 
 
 def create_app(settings: SandboxSettings, clock: Clock, *, webhook_url: str) -> FastAPI:
@@ -70,6 +95,23 @@ def ops_router(sandbox: Sandbox) -> APIRouter:
     @router.post("/tick")
     async def tick() -> dict[str, Any]:
         return {"available": await sandbox.tick()}
+
+    @router.post("/disputes")
+    async def open_dispute(body: DisputeRequest) -> JSONResponse:
+        """Dispute a captured payment intent's charge, as a cardholder's bank would."""
+
+        def op(store: Store) -> dict[str, Any]:
+            pi = store.payment_intent(body.payment_intent)
+            if pi.latest_charge is None:
+                raise invalid_request("This payment intent has no charge.", param="payment_intent")
+            charge = store.charge(pi.latest_charge)
+            found = disputes.open_for_charge(
+                store, charge, reason=body.reason, inquiry=body.inquiry
+            )
+            return found.to_stripe()
+
+        outcome = await sandbox.execute(op)
+        return JSONResponse(outcome.body, status_code=outcome.status)
 
     return router
 

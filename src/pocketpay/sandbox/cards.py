@@ -3,6 +3,10 @@
 Stripe checks a card when it is attached to a customer: the decline cards fail there already
 (``declines_on_attach``), except ``pm_card_chargeCustomerFail`` (4000 0000 0000 0341), which
 attaches and then declines every charge, the card for testing failed renewals.
+
+The dispute cards succeed and then open a dispute (``dispute_reason``) once the charge is
+captured: ``pm_card_createDispute`` (fraudulent), ``pm_card_createDisputeProductNotReceived``
+and ``pm_card_createDisputeInquiry`` (an inquiry, which moves no money).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ class CardSpec:
     message: str = ""
     exp_year: int = 2034
     declines_on_attach: bool = False
+    dispute_reason: str | None = None
+    dispute_inquiry: bool = False
 
 
 _DECLINED = "Your card was declined."
@@ -49,6 +55,13 @@ CARDS: dict[str, CardSpec] = {
         declines_on_attach=True,
     ),
     "pm_card_chargeCustomerFail": CardSpec("visa", "0341", "generic_decline", _DECLINED),
+    "pm_card_createDispute": CardSpec("visa", "0259", dispute_reason="fraudulent"),
+    "pm_card_createDisputeProductNotReceived": CardSpec(
+        "visa", "2685", dispute_reason="product_not_received"
+    ),
+    "pm_card_createDisputeInquiry": CardSpec(
+        "visa", "1976", dispute_reason="fraudulent", dispute_inquiry=True
+    ),
 }
 
 

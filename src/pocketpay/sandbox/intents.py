@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from pocketpay.sandbox import cards, payment_methods
+from pocketpay.sandbox import cards, disputes, payment_methods
 from pocketpay.sandbox.errors import invalid_request, unexpected_state
 from pocketpay.sandbox.forms import (
     Params,
@@ -190,6 +190,7 @@ def _confirm(store: Store, pi: PaymentIntent) -> None:
         description=pi.description,
         metadata=dict(pi.metadata),
         customer=pi.customer,
+        dispute_on_capture=card.dispute_reason is not None,
     )
     store.put(charge)
     pi.latest_charge = charge.id
@@ -227,3 +228,9 @@ def _settle_capture(store: Store, pi: PaymentIntent, charge: Charge, amount: int
     pi.amount_received = amount
     pi.amount_capturable = 0
     store.emit("payment_intent.succeeded", pi.to_stripe())
+    if charge.dispute_on_capture:
+        card, _details = payment_methods.charge_card(store, charge.payment_method)
+        assert card.dispute_reason is not None
+        disputes.open_for_charge(
+            store, charge, reason=card.dispute_reason, inquiry=card.dispute_inquiry
+        )

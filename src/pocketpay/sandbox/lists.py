@@ -1,10 +1,10 @@
-"""Stripe's list endpoints: ``GET /v1/payment_intents``, ``GET /v1/refunds`` and
-``GET /v1/customers/{id}/payment_methods``.
+"""Stripe's list endpoints: ``GET /v1/payment_intents``, ``GET /v1/refunds``,
+``GET /v1/disputes`` and ``GET /v1/customers/{id}/payment_methods``.
 
 Newest first, ``limit`` (1..100, default 10), cursor ``starting_after`` (the id of the last
 object of the previous page), ``created[gte|gt|lte|lt]`` (unix seconds, or ``created=<t>``),
-``customer`` for intents and ``payment_intent`` for refunds. The answer is Stripe's list
-object, which the SDK's ``auto_paging_iter`` walks.
+``customer`` for intents and ``payment_intent`` for refunds and disputes. The answer is
+Stripe's list object, which the SDK's ``auto_paging_iter`` walks.
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ from typing import Any, TypeVar
 
 from pocketpay.sandbox.errors import invalid_request, resource_missing
 from pocketpay.sandbox.forms import Params, check_known, get_int, get_str
-from pocketpay.sandbox.models import PaymentIntent, PaymentMethod, Refund
+from pocketpay.sandbox.models import Dispute, PaymentIntent, PaymentMethod, Refund
 from pocketpay.sandbox.state import Store
 
 _PAGING = frozenset({"limit", "starting_after", "ending_before", "created", "expand"})
 INTENT_PARAMS = _PAGING | {"customer"}
 REFUND_PARAMS = _PAGING | {"payment_intent", "charge"}
 PAYMENT_METHOD_PARAMS = _PAGING | {"type"}
+DISPUTE_PARAMS = _PAGING | {"payment_intent", "charge"}
 _CREATED_OPS = ("gt", "gte", "lt", "lte")
 
-Listed = TypeVar("Listed", PaymentIntent, Refund, PaymentMethod)
+Listed = TypeVar("Listed", PaymentIntent, Refund, PaymentMethod, Dispute)
 
 
 def list_payment_intents(store: Store, params: Params) -> dict[str, Any]:
@@ -60,6 +61,18 @@ def list_refunds(store: Store, params: Params) -> dict[str, Any]:
         if (pi_id is None or r.payment_intent == pi_id) and (ch_id is None or r.charge == ch_id)
     ]
     return _page(found, params, "/v1/refunds")
+
+
+def list_disputes(store: Store, params: Params) -> dict[str, Any]:
+    check_known(params, DISPUTE_PARAMS)
+    pi_id = get_str(params, "payment_intent")
+    ch_id = get_str(params, "charge")
+    found = [
+        d
+        for d in _filtered(store.disputes.values(), params)
+        if (pi_id is None or d.payment_intent == pi_id) and (ch_id is None or d.charge == ch_id)
+    ]
+    return _page(found, params, "/v1/disputes")
 
 
 def _filtered(objs: Iterable[Listed], params: Params) -> list[Listed]:

@@ -94,6 +94,9 @@ class Charge:
     description: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     customer: str | None = None
+    disputed: bool = False
+    # Not Stripe's: the test card asks for a dispute once the charge is captured.
+    dispute_on_capture: bool = False
 
     @property
     def refundable(self) -> int:
@@ -138,6 +141,7 @@ class Charge:
             "payment_intent": self.payment_intent,
             "payment_method": self.payment_method,
             "payment_method_details": {"type": "card", "card": dict(self.card)},
+            "disputed": self.disputed,
             "refunded": self.amount_captured > 0 and self.refundable == 0,
             "status": self.status,
         }
@@ -175,7 +179,7 @@ class Refund:
 @dataclass
 class BalanceTransaction:
     id: str
-    type: Literal["charge", "refund"]
+    type: Literal["charge", "refund", "adjustment"]
     source: str
     amount: int
     fee: int
@@ -303,4 +307,69 @@ class PaymentMethod:
         }
 
 
-SandboxObject = PaymentIntent | Charge | Refund | BalanceTransaction | Customer | PaymentMethod
+DisputeStatus = Literal[
+    "warning_needs_response",
+    "warning_under_review",
+    "warning_closed",
+    "needs_response",
+    "under_review",
+    "won",
+    "lost",
+]
+
+
+@dataclass
+class Dispute:
+    """A chargeback (or, with an ``warning_`` status, an inquiry that moves no money)."""
+
+    id: str
+    amount: int
+    currency: str
+    charge: str
+    payment_intent: str
+    created: int
+    status: DisputeStatus
+    reason: str
+    due_by: int
+    evidence: dict[str, str] = field(default_factory=dict)
+    submission_count: int = 0
+    submitted_at: int | None = None
+    balance_transactions: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_inquiry(self) -> bool:
+        return self.status.startswith("warning_")
+
+    @property
+    def closed(self) -> bool:
+        return self.status in ("won", "lost", "warning_closed")
+
+    def to_stripe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "dispute",
+            "amount": self.amount,
+            "balance_transactions": list(self.balance_transactions),
+            "charge": self.charge,
+            "created": self.created,
+            "currency": self.currency,
+            "evidence": dict(self.evidence),
+            "evidence_details": {
+                "due_by": self.due_by,
+                "has_evidence": bool(self.evidence),
+                "past_due": False,
+                "submission_count": self.submission_count,
+            },
+            "is_charge_refundable": False,
+            "livemode": False,
+            "metadata": dict(self.metadata),
+            "payment_intent": self.payment_intent,
+            "reason": self.reason,
+            "status": self.status,
+        }
+
+
+SandboxObject = (
+    PaymentIntent | Charge | Refund | BalanceTransaction | Customer | PaymentMethod | Dispute
+)

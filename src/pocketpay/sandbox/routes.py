@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from pocketpay.sandbox import customers, intents, lists, payment_methods, refunds
+from pocketpay.sandbox import customers, disputes, intents, lists, payment_methods, refunds
 from pocketpay.sandbox.auth import require_key
 from pocketpay.sandbox.errors import resource_missing, unrecognized_url
 from pocketpay.sandbox.forms import Params, check_known, fingerprint, get_expand, parse_form
@@ -146,6 +146,22 @@ def _other_routes(router: APIRouter, run: Run, sandbox: Sandbox) -> None:
     @router.get("/refunds/{re_id}")
     async def get_refund(request: Request, re_id: str) -> JSONResponse:
         return await run(request, _retrieve("re", re_id))
+
+    @router.get("/disputes")
+    async def list_disputes(request: Request) -> JSONResponse:
+        return await run(request, lists.list_disputes)
+
+    @router.get("/disputes/{dp_id}")
+    async def get_dispute(request: Request, dp_id: str) -> JSONResponse:
+        return await run(request, _retrieve("dp", dp_id))
+
+    @router.post("/disputes/{dp_id}")
+    async def update_dispute(request: Request, dp_id: str) -> JSONResponse:
+        return await run(request, lambda s, p: disputes.update(s, dp_id, p))
+
+    @router.post("/disputes/{dp_id}/close")
+    async def close_dispute(request: Request, dp_id: str) -> JSONResponse:
+        return await run(request, lambda s, p: disputes.close(s, dp_id, p))
 
     @router.get("/balance_transactions/{txn_id}")
     async def get_txn(request: Request, txn_id: str) -> JSONResponse:

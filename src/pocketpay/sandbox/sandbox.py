@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from pocketpay.kit.clock import Clock
+from pocketpay.sandbox import disputes
 from pocketpay.sandbox.errors import StripeError
 from pocketpay.sandbox.faults import Faults
 from pocketpay.sandbox.idempotency import IdempotencyStore, StoredResponse
@@ -90,10 +91,12 @@ class Sandbox:
         return outcome
 
     async def tick(self) -> list[str]:
-        """Settle due balance transactions now; their ids (``balance.available`` if any)."""
+        """Settle due balance transactions and close due disputes now; the ids of the balance
+        transactions settled (``balance.available`` if any)."""
         async with self.lock:
             await self._ensure_loaded()
             settled = self.store.settle_due()
+            disputes.decide_due(self.store, self.settings.dispute_decision_seconds)
             await self._commit(None)
             return settled
 

@@ -20,6 +20,7 @@ from pocketpay.sandbox.models import (
     BalanceTransaction,
     Charge,
     Customer,
+    Dispute,
     PaymentIntent,
     PaymentMethod,
     Refund,
@@ -29,7 +30,7 @@ from pocketpay.sandbox.models import (
 
 Emit = Callable[[str, dict[str, Any]], None]
 
-Kind = Literal["pi", "ch", "re", "txn", "cus", "pm"]
+Kind = Literal["pi", "ch", "re", "txn", "cus", "pm", "dp"]
 _KINDS = {
     "pi": "payment_intent",
     "ch": "charge",
@@ -37,6 +38,7 @@ _KINDS = {
     "txn": "balance_transaction",
     "cus": "customer",
     "pm": "PaymentMethod",
+    "dp": "dispute",
 }
 
 
@@ -56,6 +58,7 @@ class Store:
         self.balance_transactions: dict[str, BalanceTransaction] = {}
         self.customers: dict[str, Customer] = {}
         self.payment_methods: dict[str, PaymentMethod] = {}
+        self.disputes: dict[str, Dispute] = {}
         self.touched: dict[str, SandboxObject] = {}
 
     def load(self, objs: list[SandboxObject]) -> None:
@@ -83,6 +86,7 @@ class Store:
             self.balance_transactions,
             self.customers,
             self.payment_methods,
+            self.disputes,
         )
 
     def _table(self, obj: SandboxObject) -> dict[str, Any]:
@@ -96,6 +100,8 @@ class Store:
             return self.customers
         if isinstance(obj, PaymentMethod):
             return self.payment_methods
+        if isinstance(obj, Dispute):
+            return self.disputes
         return self.balance_transactions
 
     def now(self) -> float:
@@ -143,6 +149,7 @@ class Store:
             or self.refunds.get(obj_id)
             or self.customers.get(obj_id)
             or self.payment_methods.get(obj_id)
+            or self.disputes.get(obj_id)
         )
         if obj is not None:
             return obj.to_stripe()
@@ -183,10 +190,16 @@ class Store:
         return min(amount, round(amount * self.fee_percent / 100) + self.fee_fixed)
 
     def add_balance_transaction(
-        self, kind: Literal["charge", "refund"], source: str, amount: int, currency: str
+        self,
+        kind: Literal["charge", "refund", "adjustment"],
+        source: str,
+        amount: int,
+        currency: str,
+        fee: int | None = None,
     ) -> BalanceTransaction:
         created = self.timestamp()
-        fee = self.fee_for(amount) if kind == "charge" else 0
+        if fee is None:
+            fee = self.fee_for(amount) if kind == "charge" else 0
         available_on = created + math.ceil(self.settle_delay_seconds)
         txn = BalanceTransaction(
             new_id("txn"), kind, source, amount, fee, currency, created, available_on

@@ -42,6 +42,7 @@ from pocketpay.sandbox.models import (
     BalanceTransaction,
     Charge,
     Customer,
+    Dispute,
     PaymentIntent,
     PaymentMethod,
     Refund,
@@ -82,6 +83,7 @@ KINDS: dict[str, type[SandboxObject]] = {
     "balance_transaction": BalanceTransaction,
     "customer": Customer,
     "payment_method": PaymentMethod,
+    "dispute": Dispute,
 }
 _KIND_OF = {cls: kind for kind, cls in KINDS.items()}
 
