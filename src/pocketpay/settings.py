@@ -82,6 +82,9 @@ class SandboxSettings(BaseModel):
     settle_delay_seconds: float = 3.0
     # How long after evidence is submitted the sandbox decides a dispute (on its next tick).
     dispute_decision_seconds: float = 0.0
+    # A payout goes in transit, then arrives (paid or failed), this long after it is made.
+    payout_transit_seconds: float = 1.0
+    payout_arrival_seconds: float = 3.0
     # /_sandbox/faults and /_sandbox/tick (fault injection, settlement on demand) exist only
     # when this is true: tests and benchmarks turn it on, a running PocketPay keeps it off.
     ops_enabled: bool = False

@@ -1,5 +1,5 @@
 """Stripe's list endpoints: ``GET /v1/payment_intents``, ``GET /v1/refunds``,
-``GET /v1/disputes`` and ``GET /v1/customers/{id}/payment_methods``.
+``GET /v1/disputes``, ``GET /v1/payouts`` and ``GET /v1/customers/{id}/payment_methods``.
 
 Newest first, ``limit`` (1..100, default 10), cursor ``starting_after`` (the id of the last
 object of the previous page), ``created[gte|gt|lte|lt]`` (unix seconds, or ``created=<t>``),
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pocketpay.sandbox.errors import invalid_request, resource_missing
 from pocketpay.sandbox.forms import Params, check_known, get_int, get_str
-from pocketpay.sandbox.models import Dispute, PaymentIntent, PaymentMethod, Refund
+from pocketpay.sandbox.models import Dispute, PaymentIntent, PaymentMethod, Payout, Refund
 from pocketpay.sandbox.state import Store
 
 _PAGING = frozenset({"limit", "starting_after", "ending_before", "created", "expand"})
@@ -22,9 +22,10 @@ INTENT_PARAMS = _PAGING | {"customer"}
 REFUND_PARAMS = _PAGING | {"payment_intent", "charge"}
 PAYMENT_METHOD_PARAMS = _PAGING | {"type"}
 DISPUTE_PARAMS = _PAGING | {"payment_intent", "charge"}
+PAYOUT_PARAMS = _PAGING | {"status", "destination"}
 _CREATED_OPS = ("gt", "gte", "lt", "lte")
 
-Listed = TypeVar("Listed", PaymentIntent, Refund, PaymentMethod, Dispute)
+Listed = TypeVar("Listed", PaymentIntent, Refund, PaymentMethod, Dispute, Payout)
 
 
 def list_payment_intents(store: Store, params: Params) -> dict[str, Any]:
@@ -73,6 +74,18 @@ def list_disputes(store: Store, params: Params) -> dict[str, Any]:
         if (pi_id is None or d.payment_intent == pi_id) and (ch_id is None or d.charge == ch_id)
     ]
     return _page(found, params, "/v1/disputes")
+
+
+def list_payouts(store: Store, params: Params) -> dict[str, Any]:
+    check_known(params, PAYOUT_PARAMS)
+    status = get_str(params, "status")
+    destination = get_str(params, "destination")
+    found = [
+        p
+        for p in _filtered(store.payouts.values(), params)
+        if status in (None, p.status) and destination in (None, p.destination)
+    ]
+    return _page(found, params, "/v1/payouts")
 
 
 def _filtered(objs: Iterable[Listed], params: Params) -> list[Listed]:

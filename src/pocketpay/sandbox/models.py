@@ -179,7 +179,7 @@ class Refund:
 @dataclass
 class BalanceTransaction:
     id: str
-    type: Literal["charge", "refund", "adjustment"]
+    type: Literal["charge", "refund", "adjustment", "payout"]
     source: str
     amount: int
     fee: int
@@ -370,6 +370,91 @@ class Dispute:
         }
 
 
+@dataclass
+class BankAccount:
+    """A bank account made from a ``btok_`` token (``POST /v1/tokens``), a payout destination.
+    Only the last four digits of the account number are kept, as Stripe shows them; the test
+    account's outcome (``failure_code``, None: paid) is decided when it is tokenized."""
+
+    id: str
+    created: int
+    token: str
+    country: str
+    currency: str
+    routing_number: str
+    last4: str
+    account_holder_name: str | None = None
+    failure_code: str | None = None
+
+    def to_stripe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "bank_account",
+            "account_holder_name": self.account_holder_name,
+            "account_holder_type": "individual",
+            "bank_name": "STRIPE TEST BANK",
+            "country": self.country,
+            "currency": self.currency,
+            "fingerprint": self.id.removeprefix("ba_")[:16],
+            "last4": self.last4,
+            "routing_number": self.routing_number,
+            "status": "new",
+        }
+
+
+PayoutStatus = Literal["pending", "in_transit", "paid", "failed", "canceled"]
+
+
+@dataclass
+class Payout:
+    id: str
+    amount: int
+    currency: str
+    destination: str
+    created: int
+    arrival_date: int
+    in_transit_at: int
+    status: PayoutStatus = "pending"
+    balance_transaction: str | None = None
+    failure_balance_transaction: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_stripe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "payout",
+            "amount": self.amount,
+            "arrival_date": self.arrival_date,
+            "automatic": False,
+            "balance_transaction": self.balance_transaction,
+            "created": self.created,
+            "currency": self.currency,
+            "description": self.description,
+            "destination": self.destination,
+            "failure_balance_transaction": self.failure_balance_transaction,
+            "failure_code": self.failure_code,
+            "failure_message": self.failure_message,
+            "livemode": False,
+            "metadata": dict(self.metadata),
+            "method": "standard",
+            "source_type": "card",
+            "statement_descriptor": None,
+            "status": self.status,
+            "type": "bank_account",
+        }
+
+
 SandboxObject = (
-    PaymentIntent | Charge | Refund | BalanceTransaction | Customer | PaymentMethod | Dispute
+    PaymentIntent
+    | Charge
+    | Refund
+    | BalanceTransaction
+    | Customer
+    | PaymentMethod
+    | Dispute
+    | BankAccount
+    | Payout
 )

@@ -10,7 +10,15 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from pocketpay.sandbox import customers, disputes, intents, lists, payment_methods, refunds
+from pocketpay.sandbox import (
+    customers,
+    disputes,
+    intents,
+    lists,
+    payment_methods,
+    payouts,
+    refunds,
+)
 from pocketpay.sandbox.auth import require_key
 from pocketpay.sandbox.errors import resource_missing, unrecognized_url
 from pocketpay.sandbox.forms import Params, check_known, fingerprint, get_expand, parse_form
@@ -162,6 +170,32 @@ def _other_routes(router: APIRouter, run: Run, sandbox: Sandbox) -> None:
     @router.post("/disputes/{dp_id}/close")
     async def close_dispute(request: Request, dp_id: str) -> JSONResponse:
         return await run(request, lambda s, p: disputes.close(s, dp_id, p))
+
+    @router.post("/tokens")
+    async def create_token(request: Request) -> JSONResponse:
+        return await run(request, payouts.create_token)
+
+    @router.post("/payouts")
+    async def create_payout(request: Request) -> JSONResponse:
+        cfg = sandbox.settings
+        return await run(
+            request,
+            lambda s, p: payouts.create(
+                s, p, cfg.payout_transit_seconds, cfg.payout_arrival_seconds
+            ),
+        )
+
+    @router.get("/payouts")
+    async def list_payouts(request: Request) -> JSONResponse:
+        return await run(request, lists.list_payouts)
+
+    @router.get("/payouts/{po_id}")
+    async def get_payout(request: Request, po_id: str) -> JSONResponse:
+        return await run(request, _retrieve("po", po_id))
+
+    @router.post("/payouts/{po_id}/cancel")
+    async def cancel_payout(request: Request, po_id: str) -> JSONResponse:
+        return await run(request, lambda s, p: payouts.cancel(s, po_id, p))
 
     @router.get("/balance_transactions/{txn_id}")
     async def get_txn(request: Request, txn_id: str) -> JSONResponse:

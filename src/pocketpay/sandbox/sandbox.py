@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from pocketpay.kit.clock import Clock
-from pocketpay.sandbox import disputes
+from pocketpay.sandbox import disputes, payouts
 from pocketpay.sandbox.errors import StripeError
 from pocketpay.sandbox.faults import Faults
 from pocketpay.sandbox.idempotency import IdempotencyStore, StoredResponse
@@ -91,12 +91,13 @@ class Sandbox:
         return outcome
 
     async def tick(self) -> list[str]:
-        """Settle due balance transactions and close due disputes now; the ids of the balance
-        transactions settled (``balance.available`` if any)."""
+        """Settle due balance transactions, close due disputes, move due payouts now; the ids
+        of the balance transactions settled (``balance.available`` if any)."""
         async with self.lock:
             await self._ensure_loaded()
             settled = self.store.settle_due()
             disputes.decide_due(self.store, self.settings.dispute_decision_seconds)
+            payouts.advance_due(self.store)
             await self._commit(None)
             return settled
 

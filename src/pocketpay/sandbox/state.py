@@ -18,11 +18,13 @@ from pocketpay.sandbox import cards
 from pocketpay.sandbox.errors import invalid_request, resource_missing
 from pocketpay.sandbox.models import (
     BalanceTransaction,
+    BankAccount,
     Charge,
     Customer,
     Dispute,
     PaymentIntent,
     PaymentMethod,
+    Payout,
     Refund,
     SandboxObject,
     new_id,
@@ -30,7 +32,7 @@ from pocketpay.sandbox.models import (
 
 Emit = Callable[[str, dict[str, Any]], None]
 
-Kind = Literal["pi", "ch", "re", "txn", "cus", "pm", "dp"]
+Kind = Literal["pi", "ch", "re", "txn", "cus", "pm", "dp", "po"]
 _KINDS = {
     "pi": "payment_intent",
     "ch": "charge",
@@ -39,6 +41,7 @@ _KINDS = {
     "cus": "customer",
     "pm": "PaymentMethod",
     "dp": "dispute",
+    "po": "payout",
 }
 
 
@@ -59,6 +62,8 @@ class Store:
         self.customers: dict[str, Customer] = {}
         self.payment_methods: dict[str, PaymentMethod] = {}
         self.disputes: dict[str, Dispute] = {}
+        self.bank_accounts: dict[str, BankAccount] = {}
+        self.payouts: dict[str, Payout] = {}
         self.touched: dict[str, SandboxObject] = {}
 
     def load(self, objs: list[SandboxObject]) -> None:
@@ -87,6 +92,8 @@ class Store:
             self.customers,
             self.payment_methods,
             self.disputes,
+            self.bank_accounts,
+            self.payouts,
         )
 
     def _table(self, obj: SandboxObject) -> dict[str, Any]:
@@ -102,6 +109,10 @@ class Store:
             return self.payment_methods
         if isinstance(obj, Dispute):
             return self.disputes
+        if isinstance(obj, BankAccount):
+            return self.bank_accounts
+        if isinstance(obj, Payout):
+            return self.payouts
         return self.balance_transactions
 
     def now(self) -> float:
@@ -150,6 +161,8 @@ class Store:
             or self.customers.get(obj_id)
             or self.payment_methods.get(obj_id)
             or self.disputes.get(obj_id)
+            or self.bank_accounts.get(obj_id)
+            or self.payouts.get(obj_id)
         )
         if obj is not None:
             return obj.to_stripe()
@@ -191,7 +204,7 @@ class Store:
 
     def add_balance_transaction(
         self,
-        kind: Literal["charge", "refund", "adjustment"],
+        kind: Literal["charge", "refund", "adjustment", "payout"],
         source: str,
         amount: int,
         currency: str,
@@ -200,12 +213,23 @@ class Store:
         created = self.timestamp()
         if fee is None:
             fee = self.fee_for(amount) if kind == "charge" else 0
-        available_on = created + math.ceil(self.settle_delay_seconds)
+        # Funds come in after the settlement delay; payouts and dispute adjustments move
+        # available funds at once, as Stripe's do.
+        immediate = kind in ("payout", "adjustment")
+        available_on = created if immediate else created + math.ceil(self.settle_delay_seconds)
         txn = BalanceTransaction(
             new_id("txn"), kind, source, amount, fee, currency, created, available_on
         )
         self.put(txn)
         return txn
+
+    def available(self, currency: str) -> int:
+        now = self.now()
+        return sum(
+            t.net
+            for t in self.balance_transactions.values()
+            if t.currency == currency and t.is_available(now)
+        )
 
     def balance(self) -> dict[str, Any]:
         now = self.now()

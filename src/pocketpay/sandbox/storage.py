@@ -40,11 +40,13 @@ from pocketpay.kit.db import create_engine
 from pocketpay.sandbox.idempotency import StoredResponse
 from pocketpay.sandbox.models import (
     BalanceTransaction,
+    BankAccount,
     Charge,
     Customer,
     Dispute,
     PaymentIntent,
     PaymentMethod,
+    Payout,
     Refund,
     SandboxObject,
 )
@@ -84,6 +86,8 @@ KINDS: dict[str, type[SandboxObject]] = {
     "customer": Customer,
     "payment_method": PaymentMethod,
     "dispute": Dispute,
+    "bank_account": BankAccount,
+    "payout": Payout,
 }
 _KIND_OF = {cls: kind for kind, cls in KINDS.items()}
 
