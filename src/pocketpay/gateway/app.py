@@ -13,6 +13,7 @@ from pocketpay.gateway.idempotency import IdempotencyStore
 from pocketpay.gateway.problems import install as install_openapi
 from pocketpay.gateway.ratelimit import RateLimits
 from pocketpay.gateway.routes import Gateway, build_router
+from pocketpay.gateway.web.routes import install as install_web
 from pocketpay.kit.bus import Bus
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component
@@ -99,6 +100,7 @@ def build(
     app.include_router(api, dependencies=[Depends(limits.per_ip(PER_IP_ROUTES))])
     app.include_router(api_keys_router(keys, auth))
     app.include_router(admin_router(engine, bus, clock, tokens, payments))
+    install_web(app, gw, settings, limits)
 
     async def purge() -> bool:
         return await idem.purge() >= PURGE_BATCH

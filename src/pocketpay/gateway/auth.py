@@ -168,6 +168,20 @@ class AuthService:
             )
         return await self._session(row, rt.family, now)
 
+    async def revoke(self, token: str) -> None:
+        """Log out: the refresh token's whole family stops working (idempotent; an unknown
+        token revokes nothing). Access tokens already issued live out their short TTL."""
+        async with self._engine.begin() as conn:
+            family = (
+                await conn.execute(
+                    select(refresh_tokens.c.family).where(
+                        refresh_tokens.c.token_hash == _sha(token)
+                    )
+                )
+            ).scalar()
+            if family is not None:
+                await conn.execute(delete(refresh_tokens).where(refresh_tokens.c.family == family))
+
     async def _session(self, row: Any, family: str, now: datetime) -> dict[str, Any]:
         refresh = secrets.token_urlsafe(32)
         async with self._engine.begin() as conn:

@@ -102,6 +102,28 @@ class Gateway:
         self.webhook_secret = webhook_secret
         self.webhook_tolerance = webhook_tolerance
 
+    async def send_money(self, who: Principal, idem_key: str, body: TransferCreate) -> Transfer:
+        """A wallet transfer to the user whose email is ``body.recipient`` (the API's and the
+        web app's send)."""
+        recipient = await self.auth.find_by_email(str(body.recipient))
+        if recipient is None:
+            raise NotFound(
+                "No PocketPay user has this email.", code="transfers.recipient_not_found"
+            )
+        return await self.ledger.send(
+            {
+                "idempotency_key": idem_key,
+                "sender_id": who.user_id,
+                "recipient_id": recipient["id"],
+                "sender_email": who.email,
+                "recipient_email": recipient["email"],
+                "amount_minor": body.amount_minor,
+                "currency": body.currency,
+                "note": body.note,
+                "metadata": body.metadata,
+            }
+        )
+
 
 def build_router(gw: Gateway) -> APIRouter:
     # operationId = the handler's name (create_payment, list_transfers...): the method names
@@ -521,28 +543,7 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> Non
     ) -> JSONResponse:
         """Send money from your wallet to another PocketPay user, by email."""
         data = body.model_dump(mode="json")
-
-        async def op(idem_key: str) -> Transfer:
-            recipient = await gw.auth.find_by_email(str(body.recipient))
-            if recipient is None:
-                raise NotFound(
-                    "No PocketPay user has this email.", code="transfers.recipient_not_found"
-                )
-            return await gw.ledger.send(
-                {
-                    "idempotency_key": idem_key,
-                    "sender_id": who.user_id,
-                    "recipient_id": recipient["id"],
-                    "sender_email": who.email,
-                    "recipient_email": recipient["email"],
-                    "amount_minor": body.amount_minor,
-                    "currency": body.currency,
-                    "note": body.note,
-                    "metadata": body.metadata,
-                }
-            )
-
-        return await once(request, who, key, data, op, 201)
+        return await once(request, who, key, data, lambda k: gw.send_money(who, k, body), 201)
 
     @r.get("/transfers", tags=["transfers"], responses=problems(*AUTH, *LIST))
     async def list_transfers(

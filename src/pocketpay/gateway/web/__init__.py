@@ -1,0 +1,1 @@
+"""The users' web app: server-rendered pages served by the gateway (see routes.py)."""
