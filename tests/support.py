@@ -17,6 +17,7 @@ import httpx
 import uvicorn
 from sqlalchemy import text
 
+from pocketpay.kit.clock import Clock
 from pocketpay.kit.db import create_engine
 from pocketpay.kit.jobs import task_stacks
 from pocketpay.migrate import upgrade
@@ -278,11 +279,15 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    backend: str, var_dir: Path, components: tuple[str, ...] = EMBEDDED, **extra: Any
+    backend: str,
+    var_dir: Path,
+    components: tuple[str, ...] = EMBEDDED,
+    clock: Clock | None = None,
+    **extra: Any,
 ) -> AsyncIterator[Stack]:
     port = free_port()
     settings = await make_settings(backend, var_dir, port, **extra)
-    runtime = Runtime(settings, components)
+    runtime = Runtime(settings, components, clock)
     try:
         async with (
             serving(runtime.app, port) as base_url,

@@ -34,6 +34,7 @@ SCALE_PORTS = {
     "sandbox": 8014,
     "monitor": 8015,
     "billing": 8016,
+    "notifications": 8017,
 }
 
 
@@ -96,7 +97,7 @@ POLL_SECONDS = 0.2
 MAX_WORKERS = 64
 # What one app worker of ``up --workers`` runs: the request path, with direct calls between
 # the components (no HTTP hop). The sandbox and the monitor run once each, beside them.
-WORKER_COMPONENTS = ("gateway", "payments", "ledger", "billing")
+WORKER_COMPONENTS = ("gateway", "payments", "ledger", "billing", "notifications")
 
 
 def _scale_problem(settings: Settings, mode: str) -> str | None:
@@ -153,8 +154,8 @@ def _up_processes(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _up_workers(settings: Settings, args: argparse.Namespace) -> int:
-    """N identical app workers (gateway + payments + ledger + billing in each, direct calls between
-    them) serving one public port, plus the sandbox PSP and the monitor, once each.
+    """N identical app workers (gateway, payments, ledger, billing, notifications in each, direct
+    calls between them) serving one public port, plus the sandbox PSP and the monitor, once each.
 
     This process binds the public port once and hands the listening socket to every worker
     (an inherited descriptor): the kernel gives each new connection to one worker. The
@@ -170,7 +171,7 @@ def _up_workers(settings: Settings, args: argparse.Namespace) -> int:
     ports = _scale_ports(args) | {"gateway": args.port or settings.port}
     public = f"http://{settings.host}:{ports['gateway']}"
     env = _shared_env(settings)
-    monitor_urls = {n: f"{public}/components/{n}" for n in ("payments", "ledger", "billing")}
+    monitor_urls = {n: f"{public}/components/{n}" for n in WORKER_COMPONENTS if n != "gateway"}
     monitor_urls["gateway"] = public
     # The sandbox plays the PSP only when no PSP is configured (real Stripe, or a sandbox
     # elsewhere, is used as it is).
@@ -468,8 +469,8 @@ def parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         metavar="N",
-        help="N app processes (gateway + payments + ledger + billing each) sharing the public "
-        "port, plus the sandbox and the monitor once each (PostgreSQL + NATS)",
+        help="N app processes (gateway, payments, ledger, billing, notifications each) sharing "
+        "the public port, plus the sandbox and the monitor once each (PostgreSQL + NATS)",
     )
     up.add_argument("--port", type=int, default=0, help="the public port (default: settings)")
     up.add_argument("--sandbox-port", type=int, default=0, help="scale modes: the sandbox's port")

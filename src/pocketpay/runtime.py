@@ -31,13 +31,14 @@ from pocketpay.kit.db import create_engine
 from pocketpay.kit.failpoints import arm_from_env
 from pocketpay.kit.jobs import task_stacks
 from pocketpay.ledger.client import HttpLedgerClient, LedgerClient
+from pocketpay.notifications.client import HttpNotificationsClient, NotificationsClient
 from pocketpay.payments.client import HttpPaymentsClient, PaymentsClient
 from pocketpay.payments.providers.stripe import StripeProvider
 from pocketpay.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-EMBEDDED = ("gateway", "payments", "ledger", "billing", "sandbox", "monitor")
+EMBEDDED = ("gateway", "payments", "ledger", "billing", "notifications", "sandbox", "monitor")
 
 
 def make_bus(settings: Settings, engine: AsyncEngine, clock: Clock) -> Bus:
@@ -129,6 +130,16 @@ class Runtime:
             return None
         return HttpBillingClient(self._http("billing"))
 
+    def _notifications(self) -> NotificationsClient | None:
+        """Optional like billing: without it the notification routes answer 503
+        ``notifications.unavailable``."""
+        if "notifications" in self.components:
+            api: NotificationsClient = self.components["notifications"].state["api"]
+            return api
+        if "notifications" not in self.settings.urls:
+            return None
+        return HttpNotificationsClient(self._http("notifications"))
+
     def provider(self) -> StripeProvider:
         s = self.settings
         base = s.psp.api_base or (
@@ -163,6 +174,10 @@ class Runtime:
             self.components["billing"] = build_billing(
                 s, e, c, self.bus, self._payments(), self._ledger()
             )
+        if "notifications" in self.names:
+            from pocketpay.notifications.app import build as build_notifications
+
+            self.components["notifications"] = build_notifications(s, e, c, self.bus)
         if "gateway" in self.names:
             from pocketpay.gateway.app import build as build_gateway
 
@@ -174,6 +189,7 @@ class Runtime:
                 self._ledger(),
                 self._billing(),
                 self.bus,
+                notifications=self._notifications(),
             )
         if "sandbox" in self.names:
             from pocketpay.sandbox import create_app as sandbox_app
@@ -193,7 +209,7 @@ class Runtime:
         base = s.resolved_public_url()
         targets: dict[str, str] = {
             n: f"{base}/components/{n}"
-            for n in ("payments", "ledger", "billing")
+            for n in ("payments", "ledger", "billing", "notifications")
             if n in self.names
         }
         if "gateway" in self.names:

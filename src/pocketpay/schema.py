@@ -12,9 +12,12 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 
 # Schemas in search_path order; ``bus`` holds the bus tables every component dead-letters to.
-SCHEMAS = ("gateway", "payments", "ledger", "monitor", "billing", "bus")
+SCHEMAS = ("gateway", "payments", "ledger", "monitor", "billing", "notifications", "bus")
 # Components that run against the database, each with its login role.
-ROLES = {c: f"pocketpay_{c}" for c in ("gateway", "payments", "ledger", "monitor", "billing")}
+ROLES = {
+    c: f"pocketpay_{c}"
+    for c in ("gateway", "payments", "ledger", "monitor", "billing", "notifications")
+}
 
 
 def metadata_by_schema() -> dict[str, MetaData]:
@@ -23,6 +26,7 @@ def metadata_by_schema() -> dict[str, MetaData]:
     from pocketpay.kit.bus import metadata as bus
     from pocketpay.ledger.models import metadata as ledger
     from pocketpay.monitor.models import metadata as monitor
+    from pocketpay.notifications.models import metadata as notifications
     from pocketpay.payments.models import metadata as payments
 
     return {
@@ -32,6 +36,7 @@ def metadata_by_schema() -> dict[str, MetaData]:
         "ledger": ledger,
         "monitor": monitor,
         "billing": billing,
+        "notifications": notifications,
     }
 
 

@@ -180,7 +180,10 @@ def wait_ready(up: Up) -> None:
             public.status_code == 200
             and sandbox.status_code == 200
             and {n: c.get("status") for n, c in components.items()}
-            == {n: "ok" for n in ("gateway", "payments", "ledger", "billing", "sandbox")}
+            == {
+                n: "ok"
+                for n in ("gateway", "payments", "ledger", "billing", "notifications", "sandbox")
+            }
         )
 
     try:
@@ -288,7 +291,7 @@ def usd_wallet(http: httpx.Client, auth: dict[str, str]) -> dict[str, Any]:
 def test_the_parent_supervises_two_workers_the_sandbox_and_the_monitor(up: Up) -> None:
     children = up.children()
     commands = sorted(" ".join(cmd[cmd.index("serve") :]) for cmd in children.values())
-    worker = f"serve gateway,payments,ledger,billing --port {up.port} --fd "
+    worker = f"serve gateway,payments,ledger,billing,notifications --port {up.port} --fd "
     assert len(commands) == WORKERS + 2, commands
     assert sum(c.startswith(worker) for c in commands) == WORKERS, commands
     assert f"serve sandbox --port {up.sandbox_port}" in commands

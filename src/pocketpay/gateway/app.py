@@ -10,6 +10,7 @@ from pocketpay.gateway.admin import admin_router
 from pocketpay.gateway.api_keys import ApiKeyService, api_keys_router
 from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.idempotency import IdempotencyStore
+from pocketpay.gateway.models import outbox
 from pocketpay.gateway.problems import install as install_openapi
 from pocketpay.gateway.ratelimit import RateLimits
 from pocketpay.gateway.routes import Gateway, build_router
@@ -20,8 +21,10 @@ from pocketpay.kit.component import Component
 from pocketpay.kit.health import CheckFn, CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.jobs import PeriodicJob
+from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tokens import TokenCodec
 from pocketpay.ledger.client import LedgerClient
+from pocketpay.notifications.client import NotificationsClient
 from pocketpay.payments.client import PaymentsClient
 from pocketpay.settings import Settings
 
@@ -43,6 +46,7 @@ def build(
     ledger: LedgerClient,
     billing: BillingClient | None,
     bus: Bus,
+    notifications: NotificationsClient | None = None,
 ) -> Component:
     tokens = TokenCodec(
         settings.resolved_jwt_secret(),
@@ -70,6 +74,7 @@ def build(
         billing,
         settings.psp.webhook_secret,
         settings.psp.webhook_tolerance_seconds,
+        notifications,
     )
     health = Health("gateway")
 
@@ -107,11 +112,21 @@ def build(
 
     # Keys are kept 24 h; every process of the gateway may purge (deletes are idempotent).
     purge_job = PeriodicJob("idempotency-purge", purge, PURGE_INTERVAL_SECONDS)
+    relay = OutboxRelay(
+        engine,
+        outbox,
+        bus,
+        clock,
+        source="gateway",
+        poll_seconds=settings.bus.relay_poll_seconds,
+        batch=settings.bus.relay_batch,
+        publish_max_failures=settings.bus.publish_max_failures,
+    )
     return Component(
         "gateway",
         app,
         health,
-        on_start=[purge_job.start],
-        on_stop=[purge_job.stop],
+        on_start=[purge_job.start, relay.start],
+        on_stop=[purge_job.stop, relay.stop],
         state={"tokens": tokens, "auth": auth, "idempotency": idem},
     )

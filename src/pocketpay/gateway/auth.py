@@ -19,16 +19,17 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Request
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pocketpay.gateway.api_keys import ApiKeyService, is_api_key
-from pocketpay.gateway.models import refresh_tokens, users
+from pocketpay.gateway.models import outbox, refresh_tokens, users
 from pocketpay.gateway.ratelimit import RateLimits
 from pocketpay.kit.clock import Clock, aware
 from pocketpay.kit.db import single_statements
 from pocketpay.kit.errors import AppError, Unauthorized
 from pocketpay.kit.ids import new_id
 from pocketpay.kit.logging import bind_principal
+from pocketpay.kit.outbox import add_event
 from pocketpay.kit.tokens import Principal, TokenCodec
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -46,6 +47,13 @@ class EmailTaken(AppError):
 
 def _sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def user_created(conn: AsyncConnection, user_id: str, email: str, now: datetime) -> None:
+    """``gateway.user.created``, in the sign-up's transaction: how notifications learns where
+    to email the user (it keeps its own copy; components never read each other's tables)."""
+    data = {"user_id": user_id, "email": email}
+    await add_event(conn, outbox, "gateway.user.created", data, now, event_id=f"evt_{user_id}")
 
 
 def user_view(row: Any) -> dict[str, Any]:
@@ -114,6 +122,7 @@ class AuthService:
                         created_at=now,
                     )
                 )
+                await user_created(conn, uid, email, now)
                 row = (await conn.execute(select(users).where(users.c.id == uid))).one()
         except IntegrityError as exc:
             raise EmailTaken("An account with this email exists; log in instead.") from exc

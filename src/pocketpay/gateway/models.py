@@ -1,4 +1,5 @@
-"""Tables owned by the gateway: users, refresh tokens, idempotency keys, API keys."""
+"""Tables owned by the gateway: users, refresh tokens, idempotency keys, API keys, the
+outbox."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from sqlalchemy import (
     String,
 )
 from sqlalchemy import Table as _Table
+
+from pocketpay.kit.outbox import outbox_table
 
 metadata = MetaData()
 
@@ -66,3 +69,7 @@ api_keys = _Table(
     Column("expires_at", DateTime(timezone=True), nullable=True),  # set by a roll with overlap
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
+
+# The gateway's events (``gateway.user.created`` at sign-up, which gives notifications the
+# user's email), written in the transaction of the change and relayed to the bus.
+outbox = outbox_table(metadata, "gateway")

@@ -18,6 +18,7 @@ from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.billing_routes import billing_routes
 from pocketpay.gateway.conventions import PublicRoute, operation_id, refuse_other_methods
 from pocketpay.gateway.idempotency import IdempotencyStore, check_key, fingerprint
+from pocketpay.gateway.notifications_routes import notifications_routes
 from pocketpay.gateway.problems import (
     AUTH,
     BEARER,
@@ -45,6 +46,7 @@ from pocketpay.kit.money import MoneyError, normalize_currency
 from pocketpay.kit.tokens import Principal
 from pocketpay.ledger.client import LedgerClient
 from pocketpay.ledger.schemas import EntryList, Transfer, TransferList, TransferListQuery
+from pocketpay.notifications.client import NotificationsClient
 from pocketpay.payments.client import PaymentsClient
 from pocketpay.payments.schemas import (
     CancelIn,
@@ -93,6 +95,7 @@ class Gateway:
         billing: BillingClient | None,
         webhook_secret: str,
         webhook_tolerance: int,
+        notifications: NotificationsClient | None = None,
     ) -> None:
         self.auth = auth
         self.idem = idem
@@ -101,6 +104,7 @@ class Gateway:
         self.billing = billing
         self.webhook_secret = webhook_secret
         self.webhook_tolerance = webhook_tolerance
+        self.notifications = notifications
 
     async def send_money(self, who: Principal, idem_key: str, body: TransferCreate) -> Transfer:
         """A wallet transfer to the user whose email is ``body.recipient`` (the API's and the
@@ -172,6 +176,7 @@ def build_router(gw: Gateway) -> APIRouter:
     _wallet_routes(r, gw, principal, once)
     _webhook_routes(r, gw)
     billing_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
+    notifications_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     refuse_other_methods(r)
     return r
 

@@ -17,7 +17,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pocketpay.gateway.auth import EmailTaken, user_view
+from pocketpay.gateway.auth import EmailTaken, user_created, user_view
 from pocketpay.gateway.models import refresh_tokens, users
 from pocketpay.gateway.schemas import SignupIn
 from pocketpay.kit.clock import Clock
@@ -51,7 +51,7 @@ class UserAdmin:
         except ValidationError as exc:
             raise _invalid(exc) from exc
         password_hash = await asyncio.to_thread(_hasher.hash, valid.password)
-        uid = new_id("usr")
+        uid, now = new_id("usr"), self._clock.now()
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(
@@ -61,9 +61,10 @@ class UserAdmin:
                         name=valid.name,
                         password_hash=password_hash,
                         role=role,
-                        created_at=self._clock.now(),
+                        created_at=now,
                     )
                 )
+                await user_created(conn, uid, valid.email.lower(), now)
                 row = (await conn.execute(select(users).where(users.c.id == uid))).one()
         except IntegrityError as exc:
             raise EmailTaken(f"{valid.email} has an account already; use grant-admin.") from exc

@@ -1,0 +1,1 @@
+"""The notifications component: webhook endpoints, email and Slack, per user preferences."""

@@ -1,0 +1,173 @@
+"""Outgoing webhooks end to end, on SQLite and on PostgreSQL + NATS: a real receiver checks
+the Standard Webhooks signature with the ``standardwebhooks`` verifier; failures are retried
+with backoff (the clock jumps, nothing sleeps), redelivered on demand, signed with both
+secrets during a rotation; an endpoint failing for 3 days is disabled and its owner emailed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.notifications.helpers import (
+    BACKENDS,
+    JumpingClock,
+    Receiver,
+    deliveries,
+    endpoint,
+    notifying_stack,
+    receiver,
+    smtp,
+    wake,
+)
+from tests.support import Stack, eventually
+
+CAPTURED = "payments.payment.captured"
+PREFS = "/api/v1/notification-preferences"
+DEFAULT = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
+
+
+def verified(secret: str, request: tuple[dict[str, str], bytes]) -> Any:
+    headers, body = request
+    return Webhook(secret).verify(body, headers)
+
+
+async def retry(stack: Stack, clock: JumpingClock, seconds: float, hook: Receiver, n: int) -> None:
+    clock.advance(seconds)
+    wake(stack)
+    await hook.count(n)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_signed_delivery_retried_until_success_then_redelivered(
+    backend: str, tmp_path: Path
+) -> None:
+    clock = JumpingClock()
+    async with (
+        smtp() as (_box, port),
+        receiver(500, 500, 200) as hook,
+        notifying_stack(backend, tmp_path, clock, port) as stack,
+    ):
+        user = await stack.user()
+        ep = await endpoint(stack, user, hook.url, [CAPTURED])
+        assert ep["secret"].startswith("whsec_") and ep["status"] == "enabled"
+        payment = await stack.pay(user)
+        await hook.count(1)
+        body = verified(ep["secret"], hook.requests[0])
+        assert body["type"] == CAPTURED and body["data"]["payment_id"] == payment["id"]
+        await retry(stack, clock, 7, hook, 2)  # first step 5 s (+-20 %)
+        await retry(stack, clock, 13, hook, 3)  # then 10 s
+        ids = {h["webhook-id"] for h, _ in hook.requests}
+        assert len(ids) == 1, "every attempt carries the delivery's id"
+        for request in hook.requests:
+            assert verified(ep["secret"], request) == body
+
+        async def settled() -> list[Any] | None:
+            found = await deliveries(stack, user, ep["id"])
+            return found if found and found[0]["status"] == "succeeded" else None
+
+        (delivery,) = await eventually(settled)
+        assert delivery["id"] in ids and delivery["event_type"] == CAPTURED
+        assert [a["status_code"] for a in delivery["attempts"]] == [500, 500, 200]
+        assert delivery["attempts"][2]["response_excerpt"] == "answer 3"
+        assert all(a["latency_ms"] >= 0 for a in delivery["attempts"])
+
+        path = f"/api/v1/webhook-endpoints/{ep['id']}/deliveries/{delivery['id']}/redeliver"
+        r = await stack.post(user, path, key=None)
+        assert r.status_code == 200, r.text
+        await hook.count(4)
+        assert hook.requests[3][0]["webhook-id"] == delivery["id"]
+        assert verified(ep["secret"], hook.requests[3]) == body
+        # Nothing further: a succeeded delivery is not retried.
+        clock.advance(60)
+        await stack.runtime.components["notifications"].state["job"].run_once()
+        assert len(hook.requests) == 4
+
+
+async def test_rotation_signs_with_both_secrets_during_the_overlap(tmp_path: Path) -> None:
+    clock = JumpingClock()
+    async with (
+        smtp() as (_box, port),
+        receiver(200) as hook,
+        notifying_stack("sqlite", tmp_path, clock, port) as stack,
+    ):
+        user = await stack.user()
+        ep = await endpoint(stack, user, hook.url, ["*"])
+        await stack.pay(user, until="settled")
+
+        async def sent() -> list[Any] | None:
+            found = await deliveries(stack, user, ep["id"])
+            done = {d["event_type"] for d in found if d["status"] == "succeeded"}
+            return found if {CAPTURED, "payments.payment.settled"} <= done else None
+
+        first = await eventually(sent)
+
+        r = await stack.post(user, f"/api/v1/webhook-endpoints/{ep['id']}/rotate-secret", {})
+        assert r.status_code == 200, r.text
+        rotated = r.json()
+        assert rotated["secret"] != ep["secret"] and rotated["previous_secret_expires_at"]
+        seen = len(hook.requests)
+        redeliver = f"/api/v1/webhook-endpoints/{ep['id']}/deliveries/{first[0]['id']}/redeliver"
+        assert (await stack.post(user, redeliver, key=None)).status_code == 200
+        await hook.count(seen + 1)
+        request = hook.requests[-1]
+        assert len(request[0]["webhook-signature"].split(" ")) == 2
+        assert verified(ep["secret"], request) == verified(rotated["secret"], request)
+
+        # No overlap: the old secret stops at once.
+        path = f"/api/v1/webhook-endpoints/{ep['id']}/rotate-secret"
+        third = (await stack.post(user, path, {"overlap_hours": 0})).json()
+        assert (await stack.post(user, redeliver, key=None)).status_code == 200
+        await hook.count(seen + 2)
+        verified(third["secret"], hook.requests[-1])
+        with pytest.raises(WebhookVerificationError):
+            verified(rotated["secret"], hook.requests[-1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_failing_for_three_days_disables_the_endpoint_and_emails_the_owner(
+    backend: str, tmp_path: Path
+) -> None:
+    clock = JumpingClock()
+    async with (
+        smtp() as (box, port),
+        receiver(503) as hook,
+        # Default schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h...) and 3-day window.
+        notifying_stack(backend, tmp_path, clock, port, webhook_retry_seconds=DEFAULT) as stack,
+    ):
+        user = await stack.user()
+        prefs = {"email": False, "slack_webhook_url": None}  # only the disabling email
+        r = await stack.http.put(PREFS, json=prefs, headers=user["headers"])
+        assert r.status_code == 200, r.text
+        ep = await endpoint(stack, user, hook.url, [CAPTURED])
+        await stack.pay(user)
+        await hook.count(1)
+        for n in range(2, 8):  # 13 h steps (past every step and its jitter): 13 h ... 78 h
+            await retry(stack, clock, 13 * 3600, hook, n)
+
+        async def disabled() -> Any:
+            got = (await stack.get(user, f"/api/v1/webhook-endpoints/{ep['id']}")).json()
+            return got if got["status"] == "disabled" else None
+
+        assert "3 days" in (await eventually(disabled))["disabled_reason"]
+        (delivery,) = await deliveries(stack, user, ep["id"])
+        assert delivery["status"] == "failed" and delivery["next_attempt_at"] is None
+        assert all(a["status_code"] == 503 for a in delivery["attempts"])
+
+        async def mailed() -> bool:
+            return any(hook.url in t for t in box.texts())
+
+        await eventually(mailed)
+        assert box.mails[-1].rcpt_tos == [user["user"]["email"]]
+        # Disabled: nothing more is sent, and redeliver says why.
+        clock.advance(24 * 3600)
+        await stack.runtime.components["notifications"].state["job"].run_once()
+        assert len(hook.requests) == 7
+        path = f"/api/v1/webhook-endpoints/{ep['id']}/deliveries/{delivery['id']}/redeliver"
+        r = await stack.post(user, path, key=None)
+        assert r.status_code == 409 and r.json()["code"] == "notifications.endpoint_disabled"
+        body = json.loads(hook.requests[0][1])
+        assert body["type"] == CAPTURED
