@@ -17,6 +17,8 @@ from pocketpay.billing.models import invoices
 from pocketpay.billing.pdf import render_invoice
 from pocketpay.billing.schemas import (
     Invoice,
+    InvoiceItem,
+    InvoiceItemCreate,
     InvoiceList,
     Plan,
     PlanCreate,
@@ -35,6 +37,7 @@ from pocketpay.kit.clock import aware
 from pocketpay.kit.db import single_statements
 from pocketpay.kit.errors import AppError
 from pocketpay.kit.failpoints import failpoint
+from pocketpay.kit.ids import derive_id
 from pocketpay.kit.listing import Page, next_cursor
 from pocketpay.payments.client import PaymentsClient
 
@@ -137,12 +140,11 @@ class BillingApi:
     async def list_subscriptions(self, owner_id: str, page: Page) -> SubscriptionList:
         async with self._reads.connect() as conn:
             rows, more = await service.list_subscriptions(conn, owner_id, page)
-            data = [
-                Subscription.model_validate(
-                    service.subscription_view(r, await service.latest_invoice(conn, r.id))
-                )
-                for r in rows
-            ]
+            latest = await service.latest_invoices(conn, [r.id for r in rows])
+        data = [
+            Subscription.model_validate(service.subscription_view(r, latest.get(r.id)))
+            for r in rows
+        ]
         cursor = next_cursor(page, [s.id for s in data], more)
         return SubscriptionList(data=data, has_more=more, next_cursor=cursor)
 
@@ -233,10 +235,8 @@ class BillingApi:
     ) -> InvoiceList:
         async with self._reads.connect() as conn:
             rows, more = await service.list_invoices(conn, owner_id, page, subscription_id)
-            data = [
-                Invoice.model_validate(service.invoice_view(r, await service.lines_of(conn, r.id)))
-                for r in rows
-            ]
+            lines = await service.lines_by_invoice(conn, [r.id for r in rows])
+        data = [Invoice.model_validate(service.invoice_view(r, lines[r.id])) for r in rows]
         cursor = next_cursor(page, [i.id for i in data], more)
         return InvoiceList(data=data, has_more=more, next_cursor=cursor)
 
@@ -250,34 +250,41 @@ class BillingApi:
         return await self.get_invoice(owner_id, invoice_id)
 
     async def invoice_pdf(self, owner_id: str, invoice_id: str, email: str, name: str) -> bytes:
-        inv = await self.get_invoice(owner_id, invoice_id)
+        async with self._reads.connect() as conn:
+            inv = await service.get_invoice(conn, invoice_id, owner_id)
+            lines = await service.lines_of(conn, invoice_id)
         if inv.number is None:
             raise InvalidTransition("A draft invoice has no PDF yet.")
-        doc = InvoiceDocument(
-            number=inv.number,
-            status=inv.status.value,
-            currency=inv.currency,
-            created_at=_dt(inv.created_at),
-            period_start=_dt(inv.period_start),
-            period_end=_dt(inv.period_end),
-            customer_email=email,
-            customer_name=name,
-            issuer_name=self._issuer,
-            lines=tuple(
-                InvoiceLine(
-                    description=line.description,
-                    amount_minor=line.amount_minor,
-                    period_start=_dt(line.period_start) if line.period_start else None,
-                    period_end=_dt(line.period_end) if line.period_end else None,
-                    kind=line.kind,
-                )
-                for line in inv.lines
-            ),
-            total_minor=inv.total_minor,
-            amount_paid_minor=inv.amount_paid_minor,
-            paid_at=_dt(inv.paid_at) if inv.paid_at else None,
-        )
-        return render_invoice(doc)
+        return render_invoice(_document(inv, lines, email, name, self._issuer))
+
+    # -- admin: one-off lines, voids -------------------------------------------------------
+
+    async def add_invoice_item(
+        self, admin_id: str, idempotency_key: str, sub_id: str, body: dict[str, Any]
+    ) -> InvoiceItem:
+        """A one-off line (any user's subscription) for its next invoice."""
+        req = InvoiceItemCreate.model_validate(body)
+        now = await self._clock.refresh()
+        async with self._engine.begin() as conn:
+            sub = await service.get_subscription(conn, sub_id, lock=True)
+            line = await service.add_one_off(
+                conn,
+                sub,
+                line_id=derive_id("ii", admin_id, idempotency_key),
+                description=req.description,
+                amount_minor=req.amount_minor,
+                now=now,
+            )
+        return InvoiceItem.model_validate(service.invoice_item_view(line, sub.currency))
+
+    async def void_invoice(self, invoice_id: str) -> Invoice:
+        """Void any user's draft or open invoice: it is never charged again."""
+        now = await self._clock.refresh()
+        async with self._engine.begin() as conn:
+            inv = await service.get_invoice(conn, invoice_id, lock=True)
+            inv = await service.void_invoice(conn, inv, now)
+            lines = await service.lines_of(conn, invoice_id)
+        return Invoice.model_validate(service.invoice_view(inv, lines))
 
     # -- the test clock --------------------------------------------------------------------
 
@@ -308,5 +315,33 @@ class BillingApi:
         return await self.test_clock()
 
 
-def _dt(value: str) -> datetime:
-    return aware(datetime.fromisoformat(value))
+def _document(
+    inv: Row[Any], lines: list[Row[Any]], email: str, name: str, issuer: str
+) -> InvoiceDocument:
+    def at(moment: datetime | None) -> datetime | None:
+        return None if moment is None else aware(moment)
+
+    return InvoiceDocument(
+        number=inv.number,
+        status=inv.status,
+        currency=inv.currency,
+        created_at=aware(inv.created_at),
+        period_start=aware(inv.period_start),
+        period_end=aware(inv.period_end),
+        customer_email=email,
+        customer_name=name,
+        issuer_name=issuer,
+        lines=tuple(
+            InvoiceLine(
+                description=line.description,
+                amount_minor=line.amount_minor,
+                period_start=at(line.period_start),
+                period_end=at(line.period_end),
+                kind=line.kind,
+            )
+            for line in lines
+        ),
+        total_minor=inv.total_minor,
+        amount_paid_minor=inv.amount_paid_minor,
+        paid_at=at(inv.paid_at),
+    )

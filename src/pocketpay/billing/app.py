@@ -56,6 +56,7 @@ def build(
             final_state=b.dunning_final_state,
             incomplete_expire_hours=b.incomplete_expire_hours,
             resume_after_seconds=b.resume_after_seconds,
+            max_concurrent_charges=b.max_concurrent_charges,
         )
     )
     api = BillingApi(

@@ -3,7 +3,7 @@ subscription's row locked by the caller). Each returns the invoice it opened, if
 caller to charge once the transaction has committed (``BillingApi``).
 
 * **Pause** (trialing or active): no renewal while paused; open invoices keep their dunning
-  time but the scheduler skips them until the subscription is resumed (``flows._due``).
+  time but the scheduler skips them until the subscription is resumed (``flows._due_invoices``).
 * **Resume**: a new billing cycle from now (anchor = now, period 0), its first invoice opened
   at once, as Stripe's resume with ``billing_cycle_anchor=now``.
 * **Plan change** (trialing: the plan is switched, the trial's end invoices the new one;

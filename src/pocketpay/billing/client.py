@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from pocketpay.billing.schemas import (
     Invoice,
+    InvoiceItem,
     InvoiceList,
     Plan,
     PlanList,
@@ -56,6 +57,12 @@ class BillingClient(Protocol):
     async def pay_invoice(self, owner_id: str, invoice_id: str) -> Invoice: ...
 
     async def invoice_pdf(self, owner_id: str, invoice_id: str, email: str, name: str) -> bytes: ...
+
+    async def add_invoice_item(
+        self, admin_id: str, idempotency_key: str, sub_id: str, body: dict[str, Any]
+    ) -> InvoiceItem: ...
+
+    async def void_invoice(self, invoice_id: str) -> Invoice: ...
 
     async def test_clock(self) -> TestClock: ...
 
@@ -152,6 +159,17 @@ class HttpBillingClient:
         path = f"/invoices/{_q(invoice_id)}/pdf"
         params = {"owner_id": owner_id, "email": email, "name": name}
         return await self.http.request_bytes("GET", path, params=params)
+
+    async def add_invoice_item(
+        self, admin_id: str, idempotency_key: str, sub_id: str, body: dict[str, Any]
+    ) -> InvoiceItem:
+        params = {"admin_id": admin_id, "idempotency_key": idempotency_key}
+        path = f"/subscriptions/{_q(sub_id)}/lines"
+        return InvoiceItem.model_validate(await self._req("POST", path, params=params, json=body))
+
+    async def void_invoice(self, invoice_id: str) -> Invoice:
+        path = f"/invoices/{_q(invoice_id)}/void"
+        return Invoice.model_validate(await self._req("POST", path, json={}))
 
     async def test_clock(self) -> TestClock:
         return TestClock.model_validate(await self._req("GET", "/test-clock"))

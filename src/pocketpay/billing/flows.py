@@ -18,6 +18,8 @@ never two). Failpoints: ``billing.charge.before_ask``, ``billing.charge.after_as
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,6 +58,7 @@ class BillingCtx:
     final_state: str  # canceled | unpaid
     incomplete_expire_hours: float
     resume_after_seconds: float  # a charge pending this long (wall time) is asked again
+    max_concurrent_charges: int = 8  # renewals and charges one scheduler pass runs at once
 
 
 class BillingFlows:
@@ -233,38 +236,65 @@ class BillingFlows:
         """One pass: renewals and period-end cancellations, due charges (first tries and
         dunning retries), expired first invoices, charges left pending. Returns the work done."""
         now = await self.ctx.clock.refresh()
-        done = 0
-        for sub_id in await self._due(subscriptions, now):
-            invoice_id = await self._renew(sub_id, now)
-            if invoice_id is not None:
-                await self.charge(invoice_id)
-            done += 1
-        for invoice_id in await self._due(invoices, now):
-            await self.charge(invoice_id)
-            done += 1
+        sub_ids = await self._due_subscriptions(now)
+        await self._bounded(sub_ids, lambda sub_id: self._renew_and_charge(sub_id, now))
+        invoice_ids = await self._due_invoices(now)
+        await self._bounded(invoice_ids, self.charge)
+        done = len(sub_ids) + len(invoice_ids)
         done += await self._expire_incomplete(now)
         done += await self._resume_pending()
         self.ctx.relay.notify()
         return done
 
-    async def _due(self, table: Any, now: datetime) -> list[str]:
-        c = table.c
-        if table is subscriptions:
-            q = select(c.id).where(
-                c.next_action_at <= now, c.status.in_([s.value for s in RENEWING])
+    async def _bounded(self, ids: list[str], work: Callable[[str], Awaitable[None]]) -> None:
+        """``work`` for each id, at most ``max_concurrent_charges`` at once: a pass over
+        thousands of due invoices never has thousands of PSP or ledger calls in flight. Every
+        id is worked on even when one fails; then the first failure is raised."""
+        gate = asyncio.Semaphore(self.ctx.max_concurrent_charges)
+
+        async def one(item: str) -> None:
+            async with gate:
+                await work(item)
+
+        results = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _renew_and_charge(self, sub_id: str, now: datetime) -> None:
+        invoice_id = await self._renew(sub_id, now)
+        if invoice_id is not None:
+            await self.charge(invoice_id)
+
+    async def _due_subscriptions(self, now: datetime) -> list[str]:
+        """Subscriptions whose period ended (renewal, or cancellation at period end)."""
+        s = subscriptions.c
+        q = (
+            select(s.id)
+            .where(s.next_action_at <= now, s.status.in_([st.value for st in RENEWING]))
+            .order_by(s.next_action_at)
+        )
+        return await self._ids(q)
+
+    async def _due_invoices(self, now: datetime) -> list[str]:
+        """Open invoices whose charge is due (first tries and dunning retries). A paused
+        subscription's open invoices wait: their retries run after the resume."""
+        i = invoices.c
+        paused = select(subscriptions.c.id).where(subscriptions.c.status == St.PAUSED.value)
+        q = (
+            select(i.id)
+            .where(
+                i.next_attempt_at <= now,
+                i.status == Inv.OPEN.value,
+                i.subscription_id.not_in(paused),
             )
-            order = c.next_action_at
-        else:
-            # A paused subscription's open invoices wait: their retries run after the resume.
-            paused = select(subscriptions.c.id).where(subscriptions.c.status == St.PAUSED.value)
-            q = select(c.id).where(
-                c.next_attempt_at <= now,
-                c.status == Inv.OPEN.value,
-                c.subscription_id.not_in(paused),
-            )
-            order = c.next_attempt_at
+            .order_by(i.next_attempt_at)
+        )
+        return await self._ids(q)
+
+    async def _ids(self, q: Any) -> list[str]:
         async with self.ctx.engine.connect() as conn:
-            return list((await conn.scalars(q.order_by(order).limit(PASS_LIMIT))).all())
+            return list((await conn.scalars(q.limit(PASS_LIMIT))).all())
 
     async def _renew(self, sub_id: str, now: datetime) -> str | None:
         """One period forward (its invoice made, numbered, open) or the cancellation at the
@@ -332,14 +362,15 @@ class BillingFlows:
     async def _resume_pending(self) -> int:
         stale = self.ctx.clock.wall.now() - timedelta(seconds=self.ctx.resume_after_seconds)
         q = select(charges.c.id).where(charges.c.status == "pending", charges.c.updated_at <= stale)
-        async with self.ctx.engine.connect() as conn:
-            ids = list((await conn.scalars(q.limit(PASS_LIMIT))).all())
-        for charge_id in ids:
-            async with self.ctx.engine.begin() as conn:
-                await conn.execute(
-                    update(charges)
-                    .where(charges.c.id == charge_id)
-                    .values(updated_at=self.ctx.clock.wall.now())
-                )
-            await self._ask(charge_id)
+        ids = await self._ids(q)
+        await self._bounded(ids, self._ask_again)
         return len(ids)
+
+    async def _ask_again(self, charge_id: str) -> None:
+        async with self.ctx.engine.begin() as conn:
+            await conn.execute(
+                update(charges)
+                .where(charges.c.id == charge_id)
+                .values(updated_at=self.ctx.clock.wall.now())
+            )
+        await self._ask(charge_id)

@@ -116,20 +116,23 @@ invoice_lines = Table(
 )
 
 # Lines waiting for the subscription's next invoice: a plan change's prorations
-# (``create_prorations``) and the credit an invoice whose lines sum below zero carries forward.
+# (``create_prorations``), the credit an invoice whose lines sum below zero carries forward,
+# and an admin's one-off lines (with an ``id``, derived from the admin's Idempotency-Key).
 # ``open_invoice`` adds them and sets ``invoice_id`` in the transaction that makes the invoice.
 pending_lines = Table(
     "billing_pending_lines",
     metadata,
     seq_column(),
+    Column("id", String(40), nullable=True),  # one_off lines only (ii_...)
     Column("subscription_id", String(40), nullable=False, index=True),
-    Column("kind", String(12), nullable=False),  # proration | credit
+    Column("kind", String(12), nullable=False),  # proration | credit | one_off
     Column("description", String(200), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
     Column("period_start", DateTime(timezone=True), nullable=True),
     Column("period_end", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("invoice_id", String(40), nullable=True),  # NULL until an invoice takes it
+    Index("uq_billing_pending_lines_id", "id", unique=True),
 )
 
 # Each charge of an invoice: its id is ``<invoice>:<n>``; the payment or ledger transfer made

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 from pocketpay.billing.api import BillingApi
 from pocketpay.billing.schemas import (
     Invoice,
+    InvoiceItem,
     InvoiceList,
     OwnerPage,
     Plan,
@@ -69,6 +70,16 @@ def build_router(api: BillingApi) -> APIRouter:
     @r.post("/subscriptions/{sub_id}/resume", response_model=Subscription)
     async def resume(sub_id: str, owner_id: str) -> Subscription:
         return await api.resume(owner_id, sub_id)
+
+    @r.post("/subscriptions/{sub_id}/lines", response_model=InvoiceItem)
+    async def add_invoice_item(
+        sub_id: str, admin_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> InvoiceItem:
+        return await api.add_invoice_item(admin_id, idempotency_key, sub_id, body)
+
+    @r.post("/invoices/{invoice_id}/void", response_model=Invoice)
+    async def void_invoice(invoice_id: str) -> Invoice:
+        return await api.void_invoice(invoice_id)
 
     @r.get("/invoices", response_model=InvoiceList)
     async def list_invoices(

@@ -12,18 +12,11 @@ from pocketpay.billing.periods import MAX_COUNT, Interval
 from pocketpay.billing.states import InvoiceStatus, SubscriptionStatus
 from pocketpay.kit.listing import Page
 from pocketpay.kit.metadata import Metadata
-from pocketpay.kit.money import MAX_AMOUNT_MINOR, MoneyError, normalize_currency
+from pocketpay.kit.money import MAX_AMOUNT_MINOR, normalize_currency
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _currency(value: str) -> str:
-    try:
-        return normalize_currency(value)
-    except MoneyError as exc:
-        raise ValueError(str(exc)) from exc
 
 
 class PlanCreate(_Strict):
@@ -37,7 +30,8 @@ class PlanCreate(_Strict):
     trial_days: StrictInt = Field(0, ge=0, le=730)
     metadata: Metadata = Field(default_factory=dict)
 
-    _cur = field_validator("currency")(_currency)
+    # A MoneyError is a ValueError: pydantic reports it as the field's validation error.
+    _cur = field_validator("currency")(normalize_currency)
 
     @model_validator(mode="after")
     def _at_most_a_year(self) -> PlanCreate:
@@ -184,6 +178,36 @@ class InvoiceList(BaseModel):
     data: list[Invoice]
     has_more: bool
     next_cursor: str | None
+
+
+class InvoiceItemCreate(_Strict):
+    description: str = Field(
+        min_length=1, max_length=200, pattern=r"^[^\x00]*$", examples=["Setup fee"]
+    )
+    amount_minor: StrictInt = Field(
+        ge=-MAX_AMOUNT_MINOR,
+        le=MAX_AMOUNT_MINOR,
+        description="In the subscription's currency, minor units; negative for a credit.",
+        examples=[2500],
+    )
+
+    @model_validator(mode="after")
+    def _not_zero(self) -> InvoiceItemCreate:
+        if self.amount_minor == 0:
+            raise ValueError("amount_minor must not be 0")
+        return self
+
+
+class InvoiceItem(BaseModel):
+    id: str
+    object: Literal["invoice_item"]
+    subscription_id: str
+    kind: Literal["one_off"]
+    description: str
+    amount_minor: int
+    currency: str
+    invoice_id: str | None = Field(description="The invoice that took it; null until then.")
+    created_at: str
 
 
 class TestClock(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,6 +23,7 @@ from pocketpay.billing.models import (
 )
 from pocketpay.billing.periods import Interval, boundary
 from pocketpay.billing.states import (
+    TERMINAL,
     InvoiceStatus,
     SubscriptionEvent,
     SubscriptionStatus,
@@ -176,6 +177,16 @@ async def latest_invoice(conn: AsyncConnection, sub_id: str) -> str | None:
         .limit(1)
     )
     return await conn.scalar(q)
+
+
+async def latest_invoices(conn: AsyncConnection, sub_ids: list[str]) -> dict[str, str]:
+    """Each subscription's latest invoice id (those with one), in one query."""
+    if not sub_ids:
+        return {}
+    i = invoices.c
+    last = select(func.max(i.seq)).where(i.subscription_id.in_(sub_ids)).group_by(i.subscription_id)
+    rows = (await conn.execute(select(i.subscription_id, i.id).where(i.seq.in_(last)))).all()
+    return {r.subscription_id: r.id for r in rows}
 
 
 async def list_subscriptions(
@@ -426,6 +437,59 @@ async def add_pending(
         await conn.execute(pending_lines.insert(), rows)
 
 
+def invoice_item_view(line: Row[Any] | Any, currency: str) -> dict[str, Any]:
+    return {
+        "id": line.id,
+        "object": "invoice_item",
+        "subscription_id": line.subscription_id,
+        "kind": line.kind,
+        "description": line.description,
+        "amount_minor": line.amount_minor,
+        "currency": currency,
+        "invoice_id": line.invoice_id,
+        "created_at": iso(line.created_at),
+    }
+
+
+async def add_one_off(
+    conn: AsyncConnection,
+    sub: Row[Any],
+    *,
+    line_id: str,
+    description: str,
+    amount_minor: int,
+    now: datetime,
+) -> Row[Any]:
+    """An admin's one-off line for the subscription's next invoice, named ``line_id`` (derived
+    from the admin's Idempotency-Key): a retry finds it instead of adding it twice. The caller
+    holds the subscription's row, so the line lands on exactly one invoice."""
+    if St(sub.status) in TERMINAL:
+        raise InvalidTransition(f"A {sub.status} subscription has no next invoice.")
+    values = {
+        "id": line_id,
+        "subscription_id": sub.id,
+        "kind": "one_off",
+        "description": description,
+        "amount_minor": amount_minor,
+        "period_start": None,
+        "period_end": None,
+        "created_at": now,
+        "invoice_id": None,
+    }
+    made = (await conn.execute(insert_ignore(conn, pending_lines), values)).rowcount == 1
+    line = (await conn.execute(select(pending_lines).where(pending_lines.c.id == line_id))).one()
+    if (line.subscription_id, line.description, line.amount_minor) != (
+        sub.id,
+        description,
+        amount_minor,
+    ):
+        raise KeyReused("This Idempotency-Key already added another line.")
+    if made:
+        data = invoice_item_view(line, sub.currency) | {"owner_id": sub.owner_id}
+        await add_event(conn, outbox, "billing.invoice_item.created", data, now)
+    return line
+
+
 async def _take_pending(
     conn: AsyncConnection, sub_id: str, invoice_id: str
 ) -> list[dict[str, Any]]:
@@ -502,6 +566,22 @@ async def lines_of(conn: AsyncConnection, invoice_id: str) -> list[Row[Any]]:
     return list((await conn.execute(q)).all())
 
 
+async def lines_by_invoice(
+    conn: AsyncConnection, invoice_ids: list[str]
+) -> dict[str, list[Row[Any]]]:
+    """The lines of each of ``invoice_ids``, in one query (a page of invoices)."""
+    found: dict[str, list[Row[Any]]] = {i: [] for i in invoice_ids}
+    if invoice_ids:
+        q = (
+            select(invoice_lines)
+            .where(invoice_lines.c.invoice_id.in_(invoice_ids))
+            .order_by(invoice_lines.c.seq)
+        )
+        for line in (await conn.execute(q)).all():
+            found[line.invoice_id].append(line)
+    return found
+
+
 async def list_invoices(
     conn: AsyncConnection, owner_id: str, page: Page, subscription_id: str | None
 ) -> tuple[list[Row[Any]], bool]:
@@ -520,6 +600,22 @@ async def set_invoice(
         values["status"] = target.value
     await conn.execute(update(invoices).where(invoices.c.id == invoice.id).values(**values))
     return await get_invoice(conn, invoice.id)
+
+
+async def void_invoice(conn: AsyncConnection, inv: Row[Any], now: datetime) -> Row[Any]:
+    """An admin's void of a draft or open invoice (locked by the caller): never charged again.
+    Refused while a charge of it is in flight (its money could arrive for a void invoice), and
+    for paid, void and uncollectible (written off, still payable) invoices. The subscription's
+    status does not move (a past_due one stays so until another invoice is paid)."""
+    if inv.status not in (Inv.DRAFT.value, Inv.OPEN.value):
+        raise InvalidTransition(f"A {inv.status} invoice cannot be voided.")
+    if await pending_charge(conn, inv.id) is not None:
+        raise InvalidTransition(
+            f"A charge of the invoice {inv.id} is in flight: void it once it is answered."
+        )
+    voided = await set_invoice(conn, inv, Inv.VOID, voided_at=now, next_attempt_at=None)
+    await add_event(conn, outbox, "billing.invoice.voided", invoice_event(voided), now)
+    return voided
 
 
 # -- charges ----------------------------------------------------------------------------------

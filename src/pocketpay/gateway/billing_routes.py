@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from pocketpay.billing.client import BillingClient
 from pocketpay.billing.schemas import (
     Invoice,
+    InvoiceItem,
+    InvoiceItemCreate,
     InvoiceList,
     Plan,
     PlanCreate,
@@ -64,7 +66,9 @@ def billing_routes(
 
     async def admin(who: Principal = Depends(principal)) -> Principal:
         if not who.is_admin:
-            raise Forbidden("Plans and the test clock are for operators (role admin).")
+            raise Forbidden(
+                "Plans, one-off lines, voids and the test clock are for operators (role admin)."
+            )
         return who
 
     @r.post(
@@ -198,6 +202,31 @@ def billing_routes(
         invoice is charged at once (`past_due` if that charge fails)."""
         return await b.resume(who.user_id, object_id(sub_id, "subscription"))
 
+    @r.post(
+        "/subscriptions/{sub_id}/lines",
+        status_code=201,
+        response_model=InvoiceItem,
+        tags=["billing"],
+        responses=problems(
+            *ADMIN_ONLY, *BODY, *IDEMPOTENT, "not_found", "billing.invalid_transition"
+        ),
+    )
+    async def add_invoice_item(
+        request: Request,
+        sub_id: str,
+        body: InvoiceItemCreate,
+        who: Principal = Depends(admin),
+        key: str | None = idem_header,
+    ) -> JSONResponse:
+        """Add a one-off line (role admin) to a user's subscription, in its currency: it goes
+        on the subscription's next invoice (a renewal, or an invoice made now by a plan change
+        or a resume). A negative amount is a credit."""
+        data = body.model_dump(mode="json")
+        sub = object_id(sub_id, "subscription")
+        return await once(
+            request, who, key, data, lambda k: b.add_invoice_item(who.user_id, k, sub, data), 201
+        )
+
     @r.get("/invoices", tags=["billing"], responses=problems(*AUTH, *LIST))
     async def list_invoices(
         who: Principal = Depends(principal),
@@ -234,6 +263,18 @@ def billing_routes(
     async def pay_invoice(invoice_id: str, who: Principal = Depends(principal)) -> Invoice:
         """Charge an open invoice now (a card's outcome follows in a moment)."""
         return await b.pay_invoice(who.user_id, object_id(invoice_id, "invoice"))
+
+    @r.post(
+        "/invoices/{invoice_id}/void",
+        tags=["billing"],
+        responses=problems(*ADMIN_ONLY, "not_found", "billing.invalid_transition"),
+    )
+    async def void_invoice(invoice_id: str, _who: Principal = Depends(admin)) -> Invoice:
+        """Void a user's open (or draft) invoice (role admin): it is never charged again.
+        A paid, void or uncollectible invoice, or one with a charge in flight, is 409. The
+        subscription keeps its status (a past_due one stays past_due until another invoice
+        is paid)."""
+        return await b.void_invoice(object_id(invoice_id, "invoice"))
 
     @r.get("/admin/test-clock", tags=["billing"], responses=problems(*ADMIN_ONLY, "not_found"))
     async def test_clock(_who: Principal = Depends(admin)) -> TestClock:

@@ -15,19 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, field_v
 
 from pocketpay.kit.listing import Page
 from pocketpay.kit.metadata import Metadata
-from pocketpay.kit.money import MAX_AMOUNT_MINOR, MoneyError, normalize_currency
+from pocketpay.kit.money import MAX_AMOUNT_MINOR, normalize_currency
 from pocketpay.payments.states import PaymentStatus, RefundStatus
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _currency(value: str) -> str:
-    try:
-        return normalize_currency(value)
-    except MoneyError as exc:
-        raise ValueError(str(exc)) from exc
 
 
 class PaymentCreate(_Strict):
@@ -41,7 +34,8 @@ class PaymentCreate(_Strict):
     description: str | None = Field(default=None, max_length=500, examples=["Top-up"])
     metadata: Metadata = Field(default_factory=dict)
 
-    _cur = field_validator("currency")(_currency)
+    # A MoneyError is a ValueError: pydantic reports it as the field's validation error.
+    _cur = field_validator("currency")(normalize_currency)
 
     @field_validator("description")
     @classmethod
