@@ -169,6 +169,11 @@ def _refresh_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: object) -> 
     sessions = pages.sessions
 
     async def rotate(request: Request, response: Response) -> bool:
+        """A new session from the refresh cookie, unless the current one is still valid: a
+        refresh token is single use, and rotating it needlessly (a page that navigated away
+        and never got the new cookie, two tabs) would end the session as a reuse."""
+        if await sessions.principal(request) is not None:
+            return True
         token = request.cookies.get(REFRESH_COOKIE)
         if not token:
             return False

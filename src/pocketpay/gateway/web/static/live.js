@@ -40,13 +40,17 @@
   function connect() {
     if (source) { source.close(); }
     source = new EventSource("/api/v1/stream");
-    source.onopen = function () { failures = 0; say("on"); document.body.dataset.live = "on"; };
+    source.onopen = function () {
+      // Catch up on what happened before the stream was open (or while it was down).
+      failures = 0; refreshAll(); say("on"); document.body.dataset.live = "on";
+    };
     types.forEach(function (type) { source.addEventListener(type, refreshAll); });
     source.addEventListener("stream.token_expired", function () {
       source.close();
       renew().then(function (ok) { if (ok) { connect(); refreshAll(); } });
     });
     source.addEventListener("stream.resume_expired", refreshAll);
+    source.addEventListener("stream.slow_consumer", refreshAll);
     source.onerror = function () {
       if (source.readyState !== EventSource.CLOSED) { say("reconnecting"); return; }
       // Closed for good (e.g. 401 with an expired cookie): renew once, then reconnect and
