@@ -126,6 +126,14 @@ async def test_rotation_signs_with_both_secrets_during_the_overlap(tmp_path: Pat
         with pytest.raises(WebhookVerificationError):
             verified(rotated["secret"], hook.requests[-1])
 
+        ready = (await stack.http.get("/components/notifications/readyz")).json()
+        assert ready["status"] == "ready" and ready["checks"]["smtp"] == "ok", ready
+        metrics = (await stack.http.get("/components/notifications/metrics")).text
+        assert 'pocketpay_notification_deliveries_total{channel="webhook",outcome="succeeded"}' in (
+            metrics
+        )
+        assert "pocketpay_notification_queue_age_seconds" in metrics
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_failing_for_three_days_disables_the_endpoint_and_emails_the_owner(
