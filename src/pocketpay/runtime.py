@@ -29,6 +29,7 @@ from pocketpay.kit.clock import Clock, SystemClock
 from pocketpay.kit.component import Component, health_only
 from pocketpay.kit.db import create_engine
 from pocketpay.kit.failpoints import arm_from_env
+from pocketpay.kit.fanout import FanOut, LocalFanOut, NatsFanOut
 from pocketpay.kit.jobs import task_stacks
 from pocketpay.ledger.client import HttpLedgerClient, LedgerClient
 from pocketpay.notifications.client import HttpNotificationsClient, NotificationsClient
@@ -68,6 +69,15 @@ def make_bus(settings: Settings, engine: AsyncEngine, clock: Clock) -> Bus:
         poll_seconds=b.relay_poll_seconds,
         batch=b.relay_batch,
     )
+
+
+def make_fanout(settings: Settings) -> FanOut:
+    """Stream wakes: in this process (embedded), else NATS core subjects every gateway
+    process listens on (scale; the bus's subject prefix keeps test runs apart)."""
+    if settings.bus_url.startswith("nats://"):
+        prefix = settings.bus.subject_prefix + settings.stream.fanout_prefix
+        return NatsFanOut(settings.bus_url, prefix)
+    return LocalFanOut()
 
 
 class Runtime:
@@ -189,6 +199,7 @@ class Runtime:
                 self._ledger(),
                 self._billing(),
                 self.bus,
+                make_fanout(s),
                 notifications=self._notifications(),
             )
         if "sandbox" in self.names:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import Depends, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -14,15 +16,23 @@ from pocketpay.gateway.models import outbox
 from pocketpay.gateway.problems import install as install_openapi
 from pocketpay.gateway.ratelimit import RateLimits
 from pocketpay.gateway.routes import Gateway, build_router
+from pocketpay.gateway.stream_hub import StreamHub
+from pocketpay.gateway.stream_log import DURABLE as STREAM_DURABLE
+from pocketpay.gateway.stream_log import PURGE_BATCH as STREAM_PURGE_BATCH
+from pocketpay.gateway.stream_log import SUBJECTS as STREAM_SUBJECTS
+from pocketpay.gateway.stream_log import StreamConsumer, StreamLog
+from pocketpay.gateway.streams import build_router as build_stream_router
 from pocketpay.gateway.web.routes import install as install_web
 from pocketpay.kit.bus import Bus
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.component import Component
+from pocketpay.kit.fanout import FanOut, LocalFanOut
 from pocketpay.kit.health import CheckFn, CheckResult, Health, health_router
 from pocketpay.kit.httpapp import new_app
 from pocketpay.kit.jobs import PeriodicJob
 from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tokens import TokenCodec
+from pocketpay.kit.tracing import traced_consumer
 from pocketpay.ledger.client import LedgerClient
 from pocketpay.notifications.client import NotificationsClient
 from pocketpay.payments.client import PaymentsClient
@@ -46,6 +56,7 @@ def build(
     ledger: LedgerClient,
     billing: BillingClient | None,
     bus: Bus,
+    fanout: FanOut | None = None,
     notifications: NotificationsClient | None = None,
 ) -> Component:
     tokens = TokenCodec(
@@ -106,6 +117,8 @@ def build(
     app.include_router(api_keys_router(keys, auth))
     app.include_router(admin_router(engine, bus, clock, tokens, payments))
     install_web(app, gw, settings, limits)
+    streams = _streams(settings, engine, clock, bus, fanout or LocalFanOut())
+    app.include_router(build_stream_router(auth, streams.hub))
 
     async def purge() -> bool:
         return await idem.purge() >= PURGE_BATCH
@@ -126,7 +139,45 @@ def build(
         "gateway",
         app,
         health,
-        on_start=[purge_job.start, relay.start],
-        on_stop=[purge_job.stop, relay.stop],
-        state={"tokens": tokens, "auth": auth, "idempotency": idem},
+        on_start=[purge_job.start, streams.hub.start, streams.purge.start, relay.start],
+        on_stop=[purge_job.stop, streams.hub.stop, streams.purge.stop, relay.stop],
+        state={
+            "tokens": tokens,
+            "auth": auth,
+            "idempotency": idem,
+            "stream_hub": streams.hub,
+            "stream_log": streams.log,
+        },
     )
+
+
+@dataclass
+class _Streams:
+    log: StreamLog
+    hub: StreamHub
+    purge: PeriodicJob
+
+
+def _streams(
+    settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus, fanout: FanOut
+) -> _Streams:
+    """Live updates: the log, its bus consumer (every gateway process shares the durable)
+    and this process's hub of open streams."""
+    s = settings.stream
+    log = StreamLog(engine, clock, s.retention_hours)
+    hub = StreamHub(
+        log,
+        clock,
+        fanout,
+        max_per_user=s.max_connections_per_user,
+        queue_max=s.queue_max,
+        poll_seconds=s.poll_seconds,
+        heartbeat_seconds=s.heartbeat_seconds,
+    )
+    consumer = StreamConsumer(log, hub.wake_users)
+    bus.subscribe(STREAM_DURABLE, STREAM_SUBJECTS, traced_consumer(STREAM_DURABLE, consumer))
+
+    async def purge() -> bool:
+        return await log.purge() >= STREAM_PURGE_BATCH
+
+    return _Streams(log, hub, PeriodicJob("stream-purge", purge, PURGE_INTERVAL_SECONDS))

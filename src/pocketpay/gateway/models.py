@@ -1,5 +1,5 @@
 """Tables owned by the gateway: users, refresh tokens, idempotency keys, API keys, the
-outbox."""
+outbox, the per-user stream event log."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from sqlalchemy import (
     JSON,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
+    UniqueConstraint,
 )
 from sqlalchemy import Table as _Table
 
+from pocketpay.kit.db import seq_column
 from pocketpay.kit.outbox import outbox_table
 
 metadata = MetaData()
@@ -68,6 +71,25 @@ api_keys = _Table(
     Column("last_used_at", DateTime(timezone=True), nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=True),  # set by a roll with overlap
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# Live updates (gateway/stream_log.py): one row per (user, domain event). ``seq`` is the
+# streams' resume cursor; the unique (user_id, event_id) is the consumer's inbox.
+stream_events = _Table(
+    "gateway_stream_events",
+    metadata,
+    seq_column(),
+    Column("user_id", String(40), nullable=False),
+    Column("event_id", String(80), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("data", JSON, nullable=False),
+    UniqueConstraint("user_id", "event_id", name="uq_gateway_stream_events_user_event"),
+    Index("ix_gateway_stream_events_user_seq", "user_id", "seq"),
+    # A purged seq is never handed out again (SQLite would reuse the highest one otherwise,
+    # and an old cursor would name a new row).
+    sqlite_autoincrement=True,
 )
 
 # The gateway's events (``gateway.user.created`` at sign-up, which gives notifications the

@@ -4,6 +4,7 @@ replay that slipped past the inbox would be a no-op."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -137,15 +138,21 @@ HANDLERS = {
 
 
 class LedgerConsumer:
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, notify: Callable[[], None] | None = None
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        # Wakes the outbox relay after a commit: the wallet events go out without waiting
+        # for the relay's next poll (live updates).
+        self._notify = notify or (lambda: None)
 
     async def __call__(self, env: Envelope) -> None:
         if env.type not in HANDLERS:
             return  # e.g. payments.payment.created: nothing to post, no inbox row to write
         now = self._clock.now()
-        async with self._engine.begin() as conn:
+        async with service.unit(self._engine, now) as conn:
             if not await claim_inbox(conn, inbox, env.id, env.type, now):
                 return
             await HANDLERS[env.type](conn, env.data, now)
+        self._notify()

@@ -8,21 +8,24 @@ and are later posted (possibly for less) or voided.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, union_all, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pocketpay.kit.clock import aware
 from pocketpay.kit.db import insert_ignore
 from pocketpay.kit.listing import InvalidCursor, Page, created_filters
 from pocketpay.kit.metrics import LEDGER_TRANSFERS
 from pocketpay.kit.money import MAX_AMOUNT_MINOR
+from pocketpay.kit.outbox import add_event
 from pocketpay.ledger.chart import (
     AccountCode,
     TransferCode,
@@ -38,7 +41,7 @@ from pocketpay.ledger.errors import (
     TransferIdConflict,
     TransferNotFound,
 )
-from pocketpay.ledger.models import accounts, balances, transfers
+from pocketpay.ledger.models import accounts, balances, outbox, transfers
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ async def _apply(
 ) -> None:
     """Add ``deltas`` to one balance row. With ``guard_amount``, refuse (InsufficientFunds)
     unless the account's available balance covers it, in the same atomic UPDATE."""
+    if code == AccountCode.WALLET:
+        conn.info.setdefault(_TOUCHED, set()).add(account_id)
     guarded = guard_amount is not None and is_guarded(code)
     stmt = _balance_update(tuple(deltas), guarded)
     params: dict[str, Any] = {"w_account": account_id, "w_shard": shard}
@@ -145,6 +150,38 @@ async def _apply(
     if result.rowcount == 0:
         await ensure_account(conn, account_id, now)
         await conn.execute(stmt, params)
+
+
+# The wallets whose balance rows this connection's transaction changed (``unit`` reads it).
+_TOUCHED = "ledger.touched_wallets"
+
+
+@contextlib.asynccontextmanager
+async def unit(engine: AsyncEngine, now: datetime) -> AsyncIterator[AsyncConnection]:
+    """The ledger's unit of work: a transaction that, before it commits, writes one
+    ``ledger.wallet.updated`` event per user wallet whose balance it changed (however many
+    transfers touched it), carrying the wallet as the API shows it. Entrypoints that move
+    money open this instead of ``engine.begin()``."""
+    async with engine.begin() as conn:
+        conn.info.pop(_TOUCHED, None)  # a rolled-back transaction's leftovers
+        yield conn
+        for account_id in sorted(conn.info.pop(_TOUCHED, set())):
+            view = wallet_view(await balance(conn, account_id))
+            await add_event(conn, outbox, "ledger.wallet.updated", view, now)
+
+
+def wallet_view(b: Balance) -> dict[str, Any]:
+    """A wallet as ``GET /api/v1/wallets`` shows it, plus its owner (``ledger.wallet.updated``)."""
+    _, owner_id, _ = parse_account_id(b.account_id)
+    return {
+        "id": b.account_id,
+        "object": "wallet",
+        "owner_id": owner_id,
+        "currency": b.currency,
+        "available_minor": b.available_minor,
+        "pending_minor": b.pending_minor,
+        "posted_minor": b.posted_minor,
+    }
 
 
 @functools.cache

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -21,8 +20,6 @@ from pocketpay.kit.outbox import claim_inbox
 from pocketpay.notifications.models import contacts, deliveries, endpoints, inbox, preferences
 from pocketpay.notifications.templates import render
 from pocketpay.notifications.webhooks import wants
-
-log = structlog.get_logger(__name__)
 
 DURABLE = "notifications"
 SUBJECTS = ["payments.>", "ledger.>", "billing.>", "gateway.>"]
@@ -110,11 +107,7 @@ async def _personal(
         ).scalar_one_or_none()
     if address is None and slack is None:
         return []
-    try:
-        rendered = render(env.type, env.data, user_id=user_id)
-    except Exception as exc:  # a template that does not fit the data must not stop webhooks
-        log.error("notifications.render_failed", event_id=env.id, type=env.type, error=str(exc))
-        return []
+    rendered = render(env.type, env.data, user_id=user_id)
     if rendered is None:
         return []
     out = []
