@@ -245,6 +245,25 @@ walkthrough() {
   [ "$(balance "$ALICE" posted_minor)" -eq "$a1" ] || die "Alice's wallet still has money pending"
   echo "  Alice: $(money "$a0") -> $(money "$a1") USD"
   echo "  Bob:   $(money "$b0") -> $(money "$b1") USD"
+
+  echo "11. Bob converts 5.00 USD to yen: a quote, then the conversion (once)"
+  local quote jpy0 jpy1 buy
+  jpy0=$(call 200 GET "$API/wallets" -H "$(auth "$BOB")" |
+    jq -r '[.data[] | select(.currency == "JPY") | .available_minor] | first // 0')
+  out=$(call 201 POST "$API/fx/quotes" -H "$(auth "$BOB")" -H "$JSON" -H "Idempotency-Key: $(new_key)" \
+    -d '{"sell_currency":"USD","buy_currency":"JPY","sell_amount_minor":500}')
+  quote=$(jq -r .id <<<"$out")
+  buy=$(jq -r .buy_amount_minor <<<"$out")
+  jq -r '"  \(.id): \(.sell_amount_minor) USD cents -> \(.buy_amount_minor) JPY at \(.rate) (fee \(.fee_minor))"' <<<"$out"
+  call 201 POST "$API/conversions" -H "$(auth "$BOB")" -H "$JSON" -H "Idempotency-Key: $(new_key)" \
+    -d "{\"quote_id\":\"$quote\"}" | jq -r '"  \(.id): converted"'
+  call 409 POST "$API/conversions" -H "$(auth "$BOB")" -H "$JSON" -H "Idempotency-Key: $(new_key)" \
+    -d "{\"quote_id\":\"$quote\"}" | jq -r '"  the same quote again: \(.status) \(.code)"'
+  [ "$(balance "$BOB" available_minor)" -eq $((b1 - 500)) ] || die "Bob's USD did not drop by 5.00"
+  jpy1=$(call 200 GET "$API/wallets" -H "$(auth "$BOB")" |
+    jq -r '[.data[] | select(.currency == "JPY") | .available_minor] | first // 0')
+  [ "$jpy1" -eq $((jpy0 + buy)) ] || die "Bob has $jpy1 JPY, expected $((jpy0 + buy))"
+  echo "  Bob: $(money $((b1 - 500))) USD and $jpy1 JPY"
   echo "demo: OK"
 }
 

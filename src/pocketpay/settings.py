@@ -127,6 +127,16 @@ class BusSettings(BaseModel):
     publish_max_failures: int = 10
 
 
+class FxSettings(BaseModel):
+    """Currency conversions (``ledger/conversions.py``)."""
+
+    # An ECB reference rates file (eurofxref.csv or eurofxref-daily.xml), read again when it
+    # changes. Empty: the built-in table (``ledger.fx.STATIC``).
+    rates_file: str = ""
+    fee_bps: int = Field(default=50, ge=0, le=1000)  # of the amount converted, rounded up
+    quote_ttl_seconds: float = Field(default=300.0, gt=0)
+
+
 class BillingSettings(BaseModel):
     """Billing (``pocketpay.billing``): the scheduler, dunning and the test clock."""
 
@@ -257,6 +267,7 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    fx: FxSettings = Field(default_factory=FxSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     check: CheckSettings = Field(default_factory=CheckSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)

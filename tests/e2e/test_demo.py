@@ -58,7 +58,9 @@ def test_walkthrough_runs_twice_in_a_row(tmp_path: Path) -> None:
     assert output.count("alice@example.com exists: logged in") == 1
     assert "Alice: 0.00 -> 45.00 USD" in output
     assert "Alice: 45.00 -> 90.00 USD" in output
-    assert "Bob:   20.00 -> 40.00 USD" in output
+    # Each run Bob also converts 5.00 USD to yen, once: a second conversion of the quote is 409.
+    assert "Bob:   15.00 -> 35.00 USD" in output
+    assert output.count("the same quote again: 409 fx.quote_already_converted") == 2
     assert "the revoked key: 401 auth.api_key_revoked" in output
     assert "FAILED" not in output
     # The server is stopped once the runs are over: nothing listens on its port any more.

@@ -85,3 +85,20 @@ async def test_email_off_sends_nothing(tmp_path: Path) -> None:
         assert await consumer(_settled(uid, clock)) is False
         await stack.runtime.components["notifications"].state["job"].run_once()
         assert box.mails == []
+
+
+async def test_a_template_that_does_not_fit_still_lets_webhooks_through(tmp_path: Path) -> None:
+    clock = JumpingClock()
+    async with smtp() as (_box, port), notifying_stack("sqlite", tmp_path, clock, port) as stack:
+        user = await stack.user()
+        uid = user["user"]["id"]
+        await eventually(lambda: _contact(stack, uid))
+        hook = {"url": "http://127.0.0.1:9/h", "events": ["*"]}
+        assert (await stack.post(user, "/api/v1/webhook-endpoints", hook)).status_code == 201
+        consumer = stack.runtime.components["notifications"].state["consumer"]
+        # No amount: the captured email's template cannot render it.
+        env = Envelope(new_id("evt"), "payments.payment.captured", clock.now(), {"owner_id": uid})
+        assert await consumer(env) is True
+        async with stack.runtime.engine.connect() as conn:
+            q = select(deliveries.c.channel).where(deliveries.c.event_id == env.id)
+            assert list((await conn.execute(q)).scalars()) == ["webhook"]

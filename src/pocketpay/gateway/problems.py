@@ -73,6 +73,13 @@ CODES: dict[str, tuple[int, str]] = {
     "payments.capture_exceeds_authorized": (422, "more than the authorized amount"),
     "payments.refund_exceeds_captured": (422, "more than what is left to refund"),
     "ledger.insufficient_funds": (422, "the wallet's available balance is too low"),
+    "fx.unsupported_currency": (422, "no exchange rate for this currency"),
+    "fx.same_currency": (422, "sell and buy currencies are the same"),
+    "fx.amount_too_small": (422, "the amount buys less than one minor unit"),
+    "fx.amount_too_large": (422, "an amount is beyond 10^12 minor units"),
+    "fx.quote_expired": (409, "the quote expired: create a new one"),
+    "fx.quote_already_converted": (409, "the quote was converted already: create a new one"),
+    "fx.rates_unavailable": (503, "the rates file cannot be read"),
     "ledger.self_transfer": (422, "sender and recipient are the same user"),
     "notifications.target_refused": (
         422,

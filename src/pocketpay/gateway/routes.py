@@ -17,6 +17,7 @@ from pocketpay.billing.client import BillingClient
 from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.billing_routes import billing_routes
 from pocketpay.gateway.conventions import PublicRoute, operation_id, refuse_other_methods
+from pocketpay.gateway.fx_routes import fx_routes
 from pocketpay.gateway.idempotency import IdempotencyStore, check_key, fingerprint
 from pocketpay.gateway.notifications_routes import notifications_routes
 from pocketpay.gateway.problems import (
@@ -177,6 +178,7 @@ def build_router(gw: Gateway) -> APIRouter:
     _webhook_routes(r, gw)
     billing_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     notifications_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
+    fx_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     refuse_other_methods(r)
     return r
 

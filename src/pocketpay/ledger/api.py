@@ -22,15 +22,21 @@ from pocketpay.kit.metrics import CONSUMER_LAG, CONSUMER_PENDING
 from pocketpay.kit.money import MoneyError, normalize_currency
 from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tracing import client_span
-from pocketpay.ledger import service, wallet_transfers
+from pocketpay.ledger import conversions, service, wallet_transfers
+from pocketpay.ledger import fx as fx_rates
 from pocketpay.ledger.chart import wallet_account_id
 from pocketpay.ledger.errors import InvalidTransfer
 from pocketpay.ledger.schemas import (
     Backlog,
     Collection,
     CollectionIn,
+    Conversion,
+    ConversionList,
     Entry,
     EntryList,
+    FxQuote,
+    FxQuoteIn,
+    FxRates,
     RefundHeld,
     RefundHoldIn,
     Transfer,
@@ -40,6 +46,7 @@ from pocketpay.ledger.schemas import (
     WalletList,
     WalletTransferIn,
 )
+from pocketpay.settings import FxSettings
 
 DURABLE = "ledger"  # the durable name of the ledger's event consumer
 
@@ -62,8 +69,14 @@ def _invalid(exc: ValidationError) -> ValidationFailed:
 
 
 class LedgerApi:
-    def __init__(self, engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, relay: OutboxRelay, bus: Bus, fx: FxSettings
+    ) -> None:
         self._engine = engine
+        self._fx = fx
+        self._rates: fx_rates.RateSource = (
+            fx_rates.FileRates(fx.rates_file) if fx.rates_file else fx_rates.StaticRates()
+        )
         self._reads = single_statements(engine)  # reads: one round trip each on PostgreSQL
         self._clock = clock
         self._relay = relay
@@ -174,6 +187,67 @@ class LedgerApi:
         CONSUMER_LAG.labels(DURABLE).set(age)
         CONSUMER_PENDING.labels(DURABLE).set(pending)
         return Backlog(consumer=DURABLE, pending=pending, oldest_age_seconds=round(age, 3))
+
+    # -- currency conversions (ledger.conversions) -------------------------------------------
+
+    async def fx_rates(self) -> FxRates:
+        rates = self._rates.current()
+        return FxRates(
+            base=fx_rates.BASE,
+            as_of=rates.as_of,
+            source=rates.source,
+            rates={c: str(r) for c, r in sorted(rates.per_euro.items())},
+        )
+
+    async def create_fx_quote(self, owner_id: str, body: dict[str, Any]) -> FxQuote:
+        """A price for converting between two of the owner's wallets (``FxQuoteIn``), valid
+        for ``fx.quote_ttl_seconds``. ``fx.unsupported_currency``, ``fx.same_currency``,
+        ``fx.amount_too_small`` (buys less than one minor unit), ``validation.failed``."""
+        try:
+            req = FxQuoteIn.model_validate(body)
+        except ValidationError as exc:
+            raise _invalid(exc) from exc
+        req = req.model_copy(
+            update={
+                "sell_currency": _currency(req.sell_currency),
+                "buy_currency": _currency(req.buy_currency),
+            }
+        )
+        now = self._clock.now()
+        rates = self._rates.current()
+        async with self._engine.begin() as conn:
+            view = await conversions.create_quote(
+                conn, owner_id, req, rates, self._fx.fee_bps, self._fx.quote_ttl_seconds, now
+            )
+        return FxQuote.model_validate(view)
+
+    async def get_fx_quote(self, owner_id: str, quote_id: str) -> FxQuote:
+        async with self._reads.connect() as conn:
+            row = await conversions.get_quote(conn, owner_id, quote_id)
+        return FxQuote.model_validate(conversions.quote_view(row._mapping, self._clock.now()))
+
+    async def convert(self, owner_id: str, quote_id: str) -> Conversion:
+        """Execute the quote, at most once (``ledger.conversions``): ``fx.quote_expired``,
+        ``fx.quote_already_converted`` (409), ``fx.quote_not_found`` (404),
+        ``ledger.insufficient_funds`` (422; the quote stays open)."""
+        now = self._clock.now()
+        with client_span("ledger POST /conversions"):
+            async with self._engine.begin() as conn:
+                view = await conversions.convert(conn, owner_id, quote_id, now)
+            self._relay.notify()
+        return Conversion.model_validate(view)
+
+    async def get_conversion(self, owner_id: str, conversion_id: str) -> Conversion:
+        async with self._reads.connect() as conn:
+            row = await conversions.get_conversion(conn, owner_id, conversion_id)
+        return Conversion.model_validate(conversions.conversion_view(row))
+
+    async def list_conversions(self, owner_id: str, page: Page) -> ConversionList:
+        async with self._reads.connect() as conn:
+            rows, more = await conversions.list_conversions(conn, owner_id, page)
+        data = [Conversion.model_validate(conversions.conversion_view(r)) for r in rows]
+        cursor = next_cursor(page, [c.id for c in data], more)
+        return ConversionList(data=data, has_more=more, next_cursor=cursor)
 
 
 def _wallet(b: service.Balance) -> Wallet:

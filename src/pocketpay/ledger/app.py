@@ -47,7 +47,7 @@ def build(settings: Settings, engine: AsyncEngine, clock: Clock, bus: Bus) -> Co
     health.add("consumer_lag", lag_check, critical=False, timeout_seconds=1.0)
     app = new_app("ledger", title="PocketPay ledger (internal)")
     app.include_router(health_router(health))
-    api = api_module.LedgerApi(engine, clock, relay, bus)
+    api = api_module.LedgerApi(engine, clock, relay, bus, settings.fx)
     app.include_router(
         routes.build_router(api),
         dependencies=[internal_auth(settings.resolved_internal_token())],

@@ -19,6 +19,8 @@ class AccountCode(IntEnum):
     PSP_RECEIVABLE = 10  # card money the PSP owes us, until it is available
     PSP_SETTLED = 11  # money the PSP made available (our cash at the PSP)
     REVENUE = 20  # what users paid for invoices (billing): by card, or from their wallet
+    FX_LIQUIDITY = 30  # the platform's position per currency: sold currency in, bought out
+    FX_FEES = 31  # conversion fees, rounding remainders included
 
 
 class TransferCode(IntEnum):
@@ -28,12 +30,17 @@ class TransferCode(IntEnum):
     REFUND = 103  # wallet -> PSP receivable (pending while the PSP refunds)
     WALLET_TRANSFER = 104  # wallet -> wallet
     INVOICE_FROM_WALLET = 105  # wallet -> revenue (an invoice paid from the wallet)
+    FX_SELL = 106  # wallet -> FX liquidity, sell currency (the amount converted)
+    FX_FEE = 107  # wallet -> FX fees, sell currency
+    FX_BUY = 108  # FX liquidity -> wallet, buy currency
 
 
 SYSTEM_NAMES = {
     "psp_receivable": AccountCode.PSP_RECEIVABLE,
     "psp_settled": AccountCode.PSP_SETTLED,
     "revenue": AccountCode.REVENUE,
+    "fx_liquidity": AccountCode.FX_LIQUIDITY,
+    "fx_fees": AccountCode.FX_FEES,
 }
 
 

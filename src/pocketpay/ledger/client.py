@@ -12,7 +12,11 @@ from pocketpay.kit.listing import Page
 from pocketpay.ledger.schemas import (
     Backlog,
     Collection,
+    Conversion,
+    ConversionList,
     EntryList,
+    FxQuote,
+    FxRates,
     RefundHeld,
     Transfer,
     TransferList,
@@ -49,6 +53,20 @@ class LedgerClient(Protocol):
     async def entries(self, owner_id: str, currency: str, page: Page) -> EntryList: ...
 
     async def backlog(self) -> Backlog: ...
+
+    async def fx_rates(self) -> FxRates: ...
+
+    async def create_fx_quote(self, owner_id: str, body: dict[str, Any]) -> FxQuote: ...
+
+    async def get_fx_quote(self, owner_id: str, quote_id: str) -> FxQuote: ...
+
+    async def convert(self, owner_id: str, quote_id: str) -> Conversion:
+        """Execute a quote at most once; see ``LedgerApi.convert``."""
+        ...
+
+    async def get_conversion(self, owner_id: str, conversion_id: str) -> Conversion: ...
+
+    async def list_conversions(self, owner_id: str, page: Page) -> ConversionList: ...
 
 
 class HttpLedgerClient:
@@ -123,3 +141,32 @@ class HttpLedgerClient:
 
     async def backlog(self) -> Backlog:
         return Backlog.model_validate(await self._req("GET", "/health/backlog"))
+
+    async def fx_rates(self) -> FxRates:
+        return FxRates.model_validate(await self._req("GET", "/fx/rates"))
+
+    async def create_fx_quote(self, owner_id: str, body: dict[str, Any]) -> FxQuote:
+        answer = await self._req("POST", "/fx/quotes", params={"owner_id": owner_id}, json=body)
+        return FxQuote.model_validate(answer)
+
+    async def get_fx_quote(self, owner_id: str, quote_id: str) -> FxQuote:
+        answer = await self._req("GET", f"/fx/quotes/{quote_id}", params={"owner_id": owner_id})
+        return FxQuote.model_validate(answer)
+
+    async def convert(self, owner_id: str, quote_id: str) -> Conversion:
+        """Not retried here: after a timeout the caller converts the same quote again, which
+        answers ``fx.quote_already_converted`` if the first attempt went through."""
+        answer = await self._req(
+            "POST", "/conversions", json={"owner_id": owner_id, "quote_id": quote_id}
+        )
+        return Conversion.model_validate(answer)
+
+    async def get_conversion(self, owner_id: str, conversion_id: str) -> Conversion:
+        path = f"/conversions/{conversion_id}"
+        answer = await self._req("GET", path, params={"owner_id": owner_id})
+        return Conversion.model_validate(answer)
+
+    async def list_conversions(self, owner_id: str, page: Page) -> ConversionList:
+        params = page.model_dump(exclude_none=True) | {"owner_id": owner_id}
+        answer = await self._req("GET", "/conversions", params=params)
+        return ConversionList.model_validate(answer)

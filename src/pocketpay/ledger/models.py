@@ -67,5 +67,28 @@ transfers = Table(
     Index("ix_ledger_transfers_credit", "credit_account_id", "seq"),
 )
 
+# A price for converting between two of a user's wallets, executable once before it expires
+# (``ledger/conversions.py``). ``rate`` is the quoted decimal rate as text (exact).
+fx_quotes = Table(
+    "ledger_fx_quotes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner_id", String(60), nullable=False, index=True),
+    Column("sell_currency", String(3), nullable=False),
+    Column("buy_currency", String(3), nullable=False),
+    Column("sell_amount_minor", BigInteger, nullable=False),
+    Column("buy_amount_minor", BigInteger, nullable=False),
+    Column("converted_minor", BigInteger, nullable=False),
+    Column("fee_minor", BigInteger, nullable=False),
+    Column("rate", String(40), nullable=False),
+    Column("rate_source", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    # Set by the one transaction that executes the quote (the conversion).
+    Column("conversion_id", String(40), nullable=True, unique=True),
+    Column("converted_at", DateTime(timezone=True), nullable=True),
+    Index("ix_ledger_fx_quotes_conversions", "owner_id", "converted_at"),
+)
+
 outbox = outbox_table(metadata, "ledger")
 inbox = inbox_table(metadata, "ledger")

@@ -4,7 +4,7 @@ process. Mounted by ``ledger.app`` behind the internal token."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -13,8 +13,14 @@ from pocketpay.ledger.schemas import (
     Backlog,
     Collection,
     CollectionIn,
+    Conversion,
+    ConversionIn,
+    ConversionList,
+    ConversionListInternal,
     EntryList,
     EntryListInternal,
+    FxQuote,
+    FxRates,
     RefundHeld,
     RefundHoldIn,
     Transfer,
@@ -59,5 +65,29 @@ def build_router(api: LedgerApi) -> APIRouter:
     @r.get("/health/backlog", response_model=Backlog)
     async def backlog() -> Backlog:
         return await api.backlog()
+
+    @r.get("/fx/rates", response_model=FxRates)
+    async def fx_rates() -> FxRates:
+        return await api.fx_rates()
+
+    @r.post("/fx/quotes", status_code=201, response_model=FxQuote)
+    async def create_fx_quote(owner_id: str, body: dict[str, Any]) -> FxQuote:
+        return await api.create_fx_quote(owner_id, body)
+
+    @r.get("/fx/quotes/{quote_id}", response_model=FxQuote)
+    async def get_fx_quote(quote_id: str, owner_id: str) -> FxQuote:
+        return await api.get_fx_quote(owner_id, quote_id)
+
+    @r.post("/conversions", status_code=201, response_model=Conversion)
+    async def convert(body: ConversionIn) -> Conversion:
+        return await api.convert(body.owner_id, body.quote_id)
+
+    @r.get("/conversions", response_model=ConversionList)
+    async def list_conversions(query: Annotated[ConversionListInternal, Query()]) -> ConversionList:
+        return await api.list_conversions(query.owner_id, query)
+
+    @r.get("/conversions/{conversion_id}", response_model=Conversion)
+    async def get_conversion(conversion_id: str, owner_id: str) -> Conversion:
+        return await api.get_conversion(owner_id, conversion_id)
 
     return r

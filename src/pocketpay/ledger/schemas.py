@@ -202,3 +202,64 @@ class Backlog(BaseModel):
     consumer: str
     pending: int = Field(description="Events not yet handled by the ledger's consumer.")
     oldest_age_seconds: float
+
+
+class FxQuoteIn(_Strict):
+    """``POST /fx/quotes``: exactly one of the two amounts is fixed; the other is priced."""
+
+    sell_currency: str = Field(min_length=3, max_length=3)
+    buy_currency: str = Field(min_length=3, max_length=3)
+    sell_amount_minor: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_MINOR, strict=True)
+    buy_amount_minor: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_MINOR, strict=True)
+
+
+class ConversionIn(_Strict):
+    owner_id: str = Field(min_length=1, max_length=60)
+    quote_id: str = Field(min_length=1, max_length=40)
+
+
+class ConversionListInternal(Page):
+    owner_id: str
+
+
+class FxQuote(BaseModel):
+    id: str
+    object: Literal["fx_quote"] = "fx_quote"
+    sell_currency: str
+    buy_currency: str
+    sell_amount_minor: int = Field(description="Leaves the sell wallet: converted plus fee.")
+    buy_amount_minor: int = Field(description="Reaches the buy wallet.")
+    fee_minor: int = Field(description="In the sell currency; includes rounding remainders.")
+    rate: str = Field(description="Units of buy_currency per unit of sell_currency (exact).")
+    rate_source: str
+    status: Literal["open", "expired", "converted"]
+    conversion_id: str | None
+    created_at: str
+    expires_at: str
+
+
+class Conversion(BaseModel):
+    id: str
+    object: Literal["conversion"] = "conversion"
+    quote_id: str
+    sell_currency: str
+    buy_currency: str
+    sell_amount_minor: int
+    buy_amount_minor: int
+    fee_minor: int
+    rate: str
+    created_at: str
+
+
+class ConversionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Conversion]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class FxRates(BaseModel):
+    base: str
+    as_of: str
+    source: str
+    rates: dict[str, str] = Field(description="Units of each currency per one unit of base.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -20,6 +21,8 @@ from pocketpay.kit.outbox import claim_inbox
 from pocketpay.notifications.models import contacts, deliveries, endpoints, inbox, preferences
 from pocketpay.notifications.templates import render
 from pocketpay.notifications.webhooks import wants
+
+log = structlog.get_logger(__name__)
 
 DURABLE = "notifications"
 SUBJECTS = ["payments.>", "ledger.>", "billing.>", "gateway.>"]
@@ -107,7 +110,11 @@ async def _personal(
         ).scalar_one_or_none()
     if address is None and slack is None:
         return []
-    rendered = render(env.type, env.data, user_id=user_id)
+    try:
+        rendered = render(env.type, env.data, user_id=user_id)
+    except Exception as exc:  # a template that does not fit the data must not stop webhooks
+        log.error("notifications.render_failed", event_id=env.id, type=env.type, error=str(exc))
+        return []
     if rendered is None:
         return []
     out = []

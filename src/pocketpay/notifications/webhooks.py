@@ -44,12 +44,15 @@ EVENT_TYPES = frozenset(
         "payments.refund.failed",
         "ledger.transfer.posted",
         "ledger.collection.posted",
+        "ledger.conversion.posted",
         "ledger.wallet.updated",
         "billing.subscription.created",
         "billing.subscription.updated",
         "billing.invoice.finalized",
         "billing.invoice.paid",
         "billing.invoice.payment_failed",
+        "billing.invoice.voided",
+        "billing.invoice_item.created",
     ]
 )
 

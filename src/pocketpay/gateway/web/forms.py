@@ -38,6 +38,9 @@ API_FIELD = {
     "email": "email",
     "password": "password",
     "name": "name",
+    "url": "url",
+    "events": "events",
+    "description": "description",
 }
 
 # A service error code -> the form field it is about (others are about the whole form).
@@ -51,6 +54,9 @@ CODE_FIELD = {
     "payments.invalid_payment_method": "card",
     "auth.email_taken": "email",
     "auth.invalid_credentials": "password",
+    "notifications.unknown_event_type": "events",
+    "notifications.target_refused": "url",
+    "notifications.target_unresolved": "url",
 }
 
 # Words for a person where the API's words speak of headers.

@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from pocketpay.gateway.ratelimit import RateLimits
 from pocketpay.gateway.routes import Gateway
 from pocketpay.gateway.schemas import LoginIn, SignupIn
+from pocketpay.gateway.web.account import account_routes
 from pocketpay.gateway.web.forms import FormError
 from pocketpay.gateway.web.money import money_routes
 from pocketpay.gateway.web.pages import STATIC_DIR, STATIC_PATH, Pages, web_route
@@ -91,6 +92,7 @@ def install(app: FastAPI, gw: Gateway, settings: Settings, limits: RateLimits) -
     _session_routes(r, gw, pages, per_ip)
     _wallet_routes(r, gw, pages)
     money_routes(r, gw, pages, form_of, guarded)
+    account_routes(r, gw, pages, form_of, guarded)
     app.include_router(r)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="web-static")
 

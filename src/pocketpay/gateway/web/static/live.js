@@ -37,6 +37,11 @@
       .then(function (res) { if (res.status === 401) { location.assign("/login"); } return res.ok; });
   }
 
+  function renewed() {
+    // Counted on the page (data-renewals) so a person or a test can see the session renewed.
+    document.body.dataset.renewals = String((Number(document.body.dataset.renewals) || 0) + 1);
+  }
+
   function connect() {
     if (source) { source.close(); }
     source = new EventSource("/api/v1/stream");
@@ -47,7 +52,7 @@
     types.forEach(function (type) { source.addEventListener(type, refreshAll); });
     source.addEventListener("stream.token_expired", function () {
       source.close();
-      renew().then(function (ok) { if (ok) { connect(); refreshAll(); } });
+      renew().then(function (ok) { if (ok) { renewed(); connect(); } });
     });
     source.addEventListener("stream.resume_expired", refreshAll);
     source.addEventListener("stream.slow_consumer", refreshAll);
@@ -59,7 +64,7 @@
       if (failures > MAX_FAILURES) { say("off (reload the page)"); return; }
       say("reconnecting");
       renew().then(function (ok) {
-        if (ok) { setTimeout(function () { connect(); refreshAll(); }, 500 * failures); }
+        if (ok) { setTimeout(connect, 500 * failures); }
       }).catch(function () { say("offline"); });
     };
   }
