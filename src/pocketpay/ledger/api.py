@@ -232,7 +232,7 @@ class LedgerApi:
         ``ledger.insufficient_funds`` (422; the quote stays open)."""
         now = self._clock.now()
         with client_span("ledger POST /conversions"):
-            async with self._engine.begin() as conn:
+            async with service.unit(self._engine, now) as conn:
                 view = await conversions.convert(conn, owner_id, quote_id, now)
             self._relay.notify()
         return Conversion.model_validate(view)
