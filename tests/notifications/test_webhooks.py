@@ -179,3 +179,48 @@ async def test_failing_for_three_days_disables_the_endpoint_and_emails_the_owner
         assert r.status_code == 409 and r.json()["code"] == "notifications.endpoint_disabled"
         body = json.loads(hook.requests[0][1])
         assert body["type"] == CAPTURED
+
+
+async def test_a_target_refused_at_send_time_is_never_called(tmp_path: Path) -> None:
+    """The guard runs again at every send: an endpoint that was allowed when registered
+    (here: private targets allowed then, not any more) gets an attempt with the reason."""
+    clock = JumpingClock()
+    async with (
+        smtp() as (_box, port),
+        receiver(200) as hook,
+        notifying_stack("sqlite", tmp_path, clock, port) as stack,
+    ):
+        user = await stack.user()
+        ep = await endpoint(stack, user, hook.url, [CAPTURED])
+        stack.runtime.settings.notifications.allow_private_targets = False
+        await stack.pay(user)
+
+        async def attempted() -> list[Any] | None:
+            found = await deliveries(stack, user, ep["id"])
+            return found if found and found[0]["attempts"] else None
+
+        (delivery,) = await eventually(attempted)
+        (attempt,) = delivery["attempts"]
+        assert not attempt["ok"] and attempt["status_code"] is None
+        assert "loopback" in attempt["error"], attempt
+        assert delivery["status"] == "pending" and hook.requests == []
+
+
+async def test_slack_gets_the_message_of_an_event(tmp_path: Path) -> None:
+    clock = JumpingClock()
+    async with (
+        smtp() as (_box, port),
+        receiver(200) as slack,
+        notifying_stack("sqlite", tmp_path, clock, port) as stack,
+    ):
+        user = await stack.user()
+        prefs = {"email": False, "slack_webhook_url": slack.url}
+        assert (await stack.http.put(PREFS, json=prefs, headers=user["headers"])).status_code == 200
+        await stack.pay(user, amount=1234, until="settled")
+
+        async def posted() -> list[str] | None:
+            texts = [json.loads(b)["text"] for _, b in slack.requests]
+            return texts if any("settled" in t for t in texts) else None
+
+        texts = await eventually(posted)
+        assert all("12.34" in t for t in texts), texts
