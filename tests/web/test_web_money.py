@@ -153,3 +153,22 @@ async def test_a_declined_card_shows_why(sqlite_stack: Stack) -> None:
         await sqlite_stack.wait_status(b.api, pid, "failed")
         page = await b.get(f"/app/payments/{pid}")
         assert 'data-status="failed"' in page.text and "Your card was declined." in page.text
+
+
+async def test_payments_and_entries_are_paged(sqlite_stack: Stack) -> None:
+    async with Browser(sqlite_stack) as b:
+        await b.signup()
+        made = [(await sqlite_stack.pay(b.api, 100 + n, until=None))["id"] for n in range(21)]
+        await sqlite_stack.wait_available(b.api, sum(100 + n for n in range(21)))
+        first = await b.get("/app/payments")
+        assert first.text.count('<li><a href="/app/payments/pay_') == 20
+        older = first.text.split('id="older" href="', 1)[1].split('"', 1)[0]
+        rest = await b.get(older.replace("&amp;", "&"))
+        assert rest.text.count('<li><a href="/app/payments/pay_') == 1
+        assert f"/app/payments/{made[0]}" in rest.text  # the oldest, on the second page
+        entries = await b.get("/app/wallets/USD")
+        assert entries.text.count("<tr>") == 21  # the header row and 20 entries
+        after = entries.text.split('id="older" href="', 1)[1].split('"', 1)[0]
+        assert (await b.get(after)).status_code == 200
+        assert (await b.get("/app/payments?after=not%20an%20id")).status_code == 404
+        assert (await b.get("/app/wallets/XYZ")).status_code == 404

@@ -104,3 +104,54 @@ async def test_csrf_refused(stack: Stack) -> None:
         assert (await stack.get(alice.api, "/api/v1/payments")).json()["data"] == []
         ok = await alice.http.post("/app/top-up", data=fields, headers={"Origin": stack.base_url})
         assert ok.status_code == 303, ok.text[:300]
+
+
+async def test_pages_carry_the_csp_and_a_nonce_for_their_script(sqlite_stack: Stack) -> None:
+    async with Browser(sqlite_stack) as b:
+        await b.signup()
+        first, second = await b.get("/app"), await b.get("/app")
+        csp = first.headers["content-security-policy"]
+        nonce = csp.split("'nonce-", 1)[1].split("'", 1)[0]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert f'<script nonce="{nonce}" src="/app/static/live.js"></script>' in first.text
+        assert nonce not in second.headers["content-security-policy"]  # one per response
+        assert first.headers["cache-control"] == "no-store"
+        script = await b.get("/app/static/live.js")
+        assert script.status_code == 200 and "EventSource" in script.text
+
+
+async def test_no_open_redirect_and_secure_cookies_behind_https(sqlite_stack: Stack) -> None:
+    async with Browser(sqlite_stack) as b:
+        await b.signup()
+        for target in ("https://evil.example/", "//evil.example/app", "/app\\@evil"):
+            r = await b.get("/login", params={"next": target})
+            assert r.status_code == 303 and r.headers["location"] == "/app", target
+    async with Browser(sqlite_stack) as other:
+        login = hidden((await other.get("/login")).text, "/login")
+        r = await other.http.post(
+            "/login",
+            data=login | {"email": b.email, "password": PASSWORD},
+            headers={"X-Forwarded-Proto": "https"},
+        )
+        assert r.status_code == 303
+        cookies = [h for h in r.headers.get_list("set-cookie") if h.startswith("pocketpay_")]
+        assert len(cookies) == 2 and all("Secure" in h for h in cookies), cookies
+
+
+async def test_session_renewal_by_script_needs_our_origin(sqlite_stack: Stack) -> None:
+    async with Browser(sqlite_stack) as b:
+        await b.signup()
+        r = await b.http.post("/app/session/refresh")
+        assert r.status_code == 403  # no Origin: not from one of our pages' scripts
+        r = await b.http.post("/app/session/refresh", headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403
+        kept = b.http.cookies.get("pocketpay_refresh")
+        r = await b.http.post("/app/session/refresh", headers={"Origin": sqlite_stack.base_url})
+        assert r.status_code == 204
+        assert b.http.cookies.get("pocketpay_refresh") == kept  # still valid: nothing rotated
+        b.http.cookies.delete("pocketpay_session")
+        r = await b.http.post("/app/session/refresh", headers={"Origin": sqlite_stack.base_url})
+        assert r.status_code == 204 and b.http.cookies.get("pocketpay_refresh") != kept
+        await b.submit("/app", "/app/session/logout", {})
+        r = await b.http.post("/app/session/refresh", headers={"Origin": sqlite_stack.base_url})
+        assert r.status_code == 401
