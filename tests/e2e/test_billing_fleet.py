@@ -77,6 +77,14 @@ def test_a_card_subscription_renews_in_the_billing_process(fleet: Fleet) -> None
             return got if got["status"] == wanted else None
 
         until(lambda: status("active"), 30, "the subscription active")
+        line = admin.post(
+            f"/subscriptions/{sub['id']}/lines", {"description": "Setup", "amount_minor": 300}
+        )
+        assert (line["object"], line["kind"], line["invoice_id"]) == (
+            "invoice_item",
+            "one_off",
+            None,
+        )
         before = admin.get("/admin/test-clock")["now"]
         moved = admin.post("/admin/test-clock/advance", {"seconds": 31 * DAY})
         assert moved["now"] > before and moved["offset_seconds"] >= 31 * DAY
@@ -87,11 +95,32 @@ def test_a_card_subscription_renews_in_the_billing_process(fleet: Fleet) -> None
 
         renewal, first = until(paid, 60, "the renewal invoice paid")
         assert renewal["period_start"] == first["period_end"]
-        assert renewal["total_minor"] == first["total_minor"] == 1500
+        assert first["total_minor"] == 1500 and renewal["total_minor"] == 1800
+        assert [x["amount_minor"] for x in renewal["lines"]] == [1500, 300]
         assert renewal["number"].endswith("-0002") and renewal["attempts"] == 1
         payments = alice.get("/payments")["data"]
-        assert [(p["purpose"], p["amount_minor"]) for p in payments] == [("invoice", 1500)] * 2
+        amounts = [(p["purpose"], p["amount_minor"]) for p in payments]
+        assert amounts == [("invoice", 1800), ("invoice", 1500)]
         assert until(lambda: status("active"), 10, "still active")
+
+        # A declining card's first invoice stays open; the admin voids it (the billing
+        # process answers through the gateway's HTTP client), a paid one is refused.
+        bob = Client(http, f"bob-{uuid.uuid4().hex[:8]}@example.com")
+        failing = bob.post("/payment-methods", {"payment_method": "pm_card_chargeCustomerFail"})
+        bob.post("/subscriptions", {"plan_id": plan["id"], "payment_method": failing["id"]})
+
+        def declined() -> dict[str, Any] | None:
+            found: list[dict[str, Any]] = bob.get("/invoices")["data"]
+            return found[0] if found and found[0]["last_decline_code"] else None
+
+        open_ = until(declined, 30, "bob's first invoice declined")
+        voided = admin.post(f"/invoices/{open_['id']}/void")
+        assert (
+            voided["status"] == "void" and bob.get(f"/invoices/{open_['id']}")["status"] == "void"
+        )
+        headers = admin.headers | {"Idempotency-Key": uuid.uuid4().hex}
+        refused = http.post(f"/api/v1/invoices/{renewal['id']}/void", headers=headers)
+        assert refused.status_code == 409 and refused.json()["code"] == "billing.invalid_transition"
 
     check = fleet.cli("check")
     assert check.returncode == 0, check.stdout + check.stderr
