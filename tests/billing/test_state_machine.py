@@ -6,7 +6,8 @@ and drives it through the components' in-process API objects (what the gateway's
 call): subscribe (from the wallet, or with a saved card that pays or one that declines every
 charge), top the wallet up by card or send its money away, advance the test clock by 1..40
 days (renewals, trial ends, dunning retries and expiries run), cancel now or at the period's
-end, switch the card, pay an open invoice now. After each step the machine waits until
+end, switch the card, pay an open invoice now, and as an admin add a one-off line (or credit)
+or void an open invoice. After each step the machine waits until
 nothing is in flight (no billing charge pending, no payment created or authorized, the ledger
 caught up with every capture), then checks:
 
@@ -14,6 +15,8 @@ caught up with every capture), then checks:
 * an invoice has at most one succeeded charge, a succeeded charge's invoice is paid, and a paid
   invoice that cost something has exactly one;
 * the paid invoices' amounts equal what ``sys_revenue_USD`` received in the ledger;
+* a voided invoice stays void and gets no charge after the void; a one-off line taken by an
+  invoice is on that invoice once;
 * no wallet is below zero, nothing is left pending in the ledger, ``run_check`` is clean;
 * every ``billing.subscription.updated`` event is a move of ``states.SUBSCRIPTION_MOVES``
   (``cancel_at_period_end`` and ``payment_method_changed`` keep the status) and the events of
@@ -41,7 +44,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from sqlalchemy import func, select
 
 from pocketpay.billing.api import BillingApi
-from pocketpay.billing.models import charges, invoice_lines, invoices, outbox, subscriptions
+from pocketpay.billing.models import (
+    charges,
+    invoice_lines,
+    invoices,
+    outbox,
+    pending_lines,
+    subscriptions,
+)
 from pocketpay.billing.states import (
     RENEWING,
     SUBSCRIPTION_MOVES,
@@ -82,6 +92,7 @@ class BillingMachine(RuleBasedStateMachine):
         self.stack: Stack = self.run(self._start())
         self.subs: list[str] = []
         self.owner_of: dict[str, str] = {}  # subscription -> user
+        self.voided: dict[str, int] = {}  # voided invoice -> its charges when voided
 
     async def _start(self) -> Stack:
         stack = await self.exit.enter_async_context(running_stack("sqlite", self.dir))
@@ -307,7 +318,65 @@ class BillingMachine(RuleBasedStateMachine):
         got = self.act(self.billing.pay_invoice(owner_id, invoice_id))
         assert not isinstance(got, AppError), got
 
+    @precondition(live_subs)
+    @rule(data=st.data(), amount=st.integers(-800, 800).filter(bool))
+    def add_one_off_line(self, data: st.DataObject, amount: int) -> None:
+        """An admin's one-off line (a credit when negative) for the next invoice."""
+        sub_id = data.draw(st.sampled_from(self.subs))
+        status = self.run(self._status(sub_id))
+        body = {"description": "One-off", "amount_minor": amount}
+        got = self.act(self.billing.add_invoice_item("usr_admin", self.key(), sub_id, body))
+        if status in TERMINAL:
+            assert isinstance(got, AppError) and got.code == "billing.invalid_transition", got
+            return
+        assert not isinstance(got, AppError), (status, got)
+        assert got.invoice_id is None and got.amount_minor == amount
+
+    @precondition(live_subs)
+    @rule(data=st.data())
+    def void_open_invoice(self, data: st.DataObject) -> None:
+        """An admin voids an open invoice (at rest: no charge of it in flight)."""
+        i = invoices.c
+        found = self.run(self._rows(select(i.id).where(i.status == "open").order_by(i.seq)))
+        if not found:
+            return
+        (invoice_id,) = data.draw(st.sampled_from(found))
+        got = self.act(self.billing.void_invoice(invoice_id))
+        assert not isinstance(got, AppError), got
+        assert got.status == "void"
+        self.voided[invoice_id] = self.run(
+            self._scalar(select(func.count()).where(charges.c.invoice_id == invoice_id))
+        )
+
     # -- invariants ------------------------------------------------------------------------
+
+    @invariant()
+    def voided_invoices_are_never_charged_again(self) -> None:
+        for invoice_id, n in self.voided.items():
+            q = select(func.count()).where(charges.c.invoice_id == invoice_id)
+            assert self.run(self._scalar(q)) == n, invoice_id
+            q = select(invoices.c.status).where(invoices.c.id == invoice_id)
+            assert self.run(self._scalar(q)) == "void", invoice_id
+
+    @invariant()
+    def each_one_off_line_is_on_one_invoice(self) -> None:
+        """A taken one-off line is on its invoice exactly once (same amounts per invoice)."""
+        p, line = pending_lines.c, invoice_lines.c
+        taken = self.run(
+            self._rows(
+                select(p.invoice_id, func.count(), func.sum(p.amount_minor))
+                .where(p.kind == "one_off", p.invoice_id.is_not(None))
+                .group_by(p.invoice_id)
+            )
+        )
+        billed = self.run(
+            self._rows(
+                select(line.invoice_id, func.count(), func.sum(line.amount_minor))
+                .where(line.kind == "one_off")
+                .group_by(line.invoice_id)
+            )
+        )
+        assert sorted(taken) == sorted(billed), (taken, billed)
 
     @invariant()
     def one_invoice_per_period_and_totals_equal_lines(self) -> None:
