@@ -35,7 +35,10 @@ def error_of(page: str, field: str) -> str:
 class Browser:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.http = httpx.AsyncClient(base_url=stack.base_url, timeout=30)
+        # A pooled connection idle past uvicorn's keep-alive (5 s) may be closed by the server
+        # as it is reused (a ReadError): drop idle connections well before that, as browsers do.
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        self.http = httpx.AsyncClient(base_url=stack.base_url, timeout=30, limits=limits)
         self.email = f"w{uuid.uuid4().hex[:10]}@example.com"
 
     async def __aenter__(self) -> Browser:

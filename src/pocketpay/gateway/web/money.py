@@ -49,6 +49,10 @@ Guarded = Callable[
     Awaitable[Response],
 ]
 
+# An action on a payment: (who, the payment, the form's key, the amount typed or None).
+PaymentOp = Callable[[Principal, Payment, str, int | None], Awaitable[BaseModel]]
+Act = Callable[[Request, Form, str, str, PaymentOp], Awaitable[Response]]
+
 
 def new_key() -> str:
     return uuid.uuid4().hex
@@ -277,7 +281,7 @@ def _payment_actions(
         form: Form,
         payment_id: str,
         action: str,
-        op: Callable[[Principal, Payment, str, int | None], Awaitable[BaseModel]],
+        op: PaymentOp,
     ) -> Response:
         who = await sessions.require(request)
         sessions.check_post(request, form.get(CSRF_FIELD, ""), who.user_id)
@@ -310,10 +314,9 @@ def _payment_actions(
         _action_route(r, form_of, action, op, act)
 
 
-def _action_route(r: APIRouter, form_of: FormOf, action: str, op: Any, act: Any) -> None:
+def _action_route(r: APIRouter, form_of: FormOf, action: str, op: PaymentOp, act: Act) -> None:
     async def handler(request: Request, payment_id: str, form: Form = Depends(form_of)) -> Response:
-        result: Response = await act(request, form, payment_id, action, op)
-        return result
+        return await act(request, form, payment_id, action, op)
 
     r.add_api_route(
         f"/app/payments/{{payment_id}}/{action}", handler, methods=["POST"], name=f"web_{action}"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, params
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.staticfiles import StaticFiles
@@ -88,7 +88,7 @@ def install(app: FastAPI, gw: Gateway, settings: Settings, limits: RateLimits) -
     )
     pages = Pages(sessions)
     r = APIRouter(route_class=web_route(pages), include_in_schema=False)
-    per_ip = Depends(limits.per_ip(("/login", "/signup", f"{SESSION_PATH}/refresh")))
+    per_ip = params.Depends(limits.per_ip(("/login", "/signup", f"{SESSION_PATH}/refresh")))
     _session_routes(r, gw, pages, per_ip)
     _wallet_routes(r, gw, pages)
     money_routes(r, gw, pages, form_of, guarded)
@@ -97,7 +97,7 @@ def install(app: FastAPI, gw: Gateway, settings: Settings, limits: RateLimits) -
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="web-static")
 
 
-def _session_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: object) -> None:
+def _session_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: params.Depends) -> None:
     sessions = pages.sessions
 
     @r.get("/")
@@ -111,7 +111,7 @@ def _session_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: object) -> 
             return RedirectResponse(safe_next(next), 303)
         return pages.render(request, "login.html", None, next=safe_next(next), values={}, errors={})
 
-    @r.post("/login", dependencies=[per_ip])  # type: ignore[list-item]
+    @r.post("/login", dependencies=[per_ip])
     async def login(request: Request, form: Form = Depends(form_of)) -> Response:
         sessions.check_post(request, form.get(CSRF_FIELD, ""), "")
         target = safe_next(form.get("next"))
@@ -145,7 +145,7 @@ def _session_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: object) -> 
             return RedirectResponse(HOME, 303)
         return pages.render(request, "signup.html", None, values={}, errors={})
 
-    @r.post("/signup", dependencies=[per_ip])  # type: ignore[list-item]
+    @r.post("/signup", dependencies=[per_ip])
     async def signup(request: Request, form: Form = Depends(form_of)) -> Response:
         sessions.check_post(request, form.get(CSRF_FIELD, ""), "")
         values = {k: form.get(k, "") for k in ("name", "email")}
@@ -167,7 +167,7 @@ def _session_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: object) -> 
     _refresh_routes(r, gw, pages, per_ip)
 
 
-def _refresh_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: object) -> None:
+def _refresh_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: params.Depends) -> None:
     sessions = pages.sessions
 
     async def rotate(request: Request, response: Response) -> bool:
@@ -189,7 +189,7 @@ def _refresh_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: object) -> 
         sessions.start(response, request, session)
         return True
 
-    @r.get(f"{SESSION_PATH}/refresh", dependencies=[per_ip])  # type: ignore[list-item]
+    @r.get(f"{SESSION_PATH}/refresh", dependencies=[per_ip])
     async def refresh_page(request: Request, next: str | None = Query(None)) -> Response:
         """A page found no valid session: rotate it with the refresh cookie and go back,
         or log in."""
@@ -199,7 +199,7 @@ def _refresh_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: object) -> 
             response.headers["location"] = f"/login?next={target}"
         return response
 
-    @r.post(f"{SESSION_PATH}/refresh", status_code=204, dependencies=[per_ip])  # type: ignore[list-item]
+    @r.post(f"{SESSION_PATH}/refresh", status_code=204, dependencies=[per_ip])
     async def refresh(request: Request) -> Response:
         """The live script's renewal when the stream says the token expired: 204 with new
         cookies, or 401. Only from our own pages (the Origin a browser sends with a POST)."""

@@ -86,21 +86,11 @@ class WebSessions:
 
     def start(self, response: Response, request: Request, session: dict[str, object]) -> None:
         """Set both cookies from a session (login, sign-up or refresh answer)."""
-        common = {"httponly": True, "samesite": "lax", "secure": self.secure(request)}
-        response.set_cookie(
-            SESSION_COOKIE,
-            str(session["access_token"]),
-            max_age=int(str(session["expires_in"])),
-            path="/",
-            **common,  # type: ignore[arg-type]
-        )
-        response.set_cookie(
-            REFRESH_COOKIE,
-            str(session["refresh_token"]),
-            max_age=self._refresh_ttl,
-            path=SESSION_PATH,
-            **common,  # type: ignore[arg-type]
-        )
+        secure = self.secure(request)
+        ttl = int(str(session["expires_in"]))
+        _cookie(response, SESSION_COOKIE, str(session["access_token"]), ttl, "/", secure)
+        refresh = str(session["refresh_token"])
+        _cookie(response, REFRESH_COOKIE, refresh, self._refresh_ttl, SESSION_PATH, secure)
 
     def end(self, response: Response, request: Request) -> None:
         secure = self.secure(request)
@@ -120,14 +110,7 @@ class WebSessions:
     def keep_seed(self, response: Response, request: Request) -> None:
         seed = getattr(request.state, "csrf_seed", "")
         if seed:
-            response.set_cookie(
-                CSRF_COOKIE,
-                seed,
-                path="/",
-                httponly=True,
-                samesite="lax",
-                secure=self.secure(request),
-            )
+            _cookie(response, CSRF_COOKIE, seed, None, "/", self.secure(request))
 
     def csrf_token(self, request: Request, user_id: str) -> str:
         message = f"{self.csrf_seed(request)}|{user_id}".encode()
@@ -153,3 +136,11 @@ class WebSessions:
         if self._public.scheme and self._public.netloc:
             origins.add(f"{self._public.scheme}://{self._public.netloc}")
         return origins
+
+
+def _cookie(
+    response: Response, name: str, value: str, max_age: int | None, path: str, secure: bool
+) -> None:
+    response.set_cookie(
+        name, value, max_age=max_age, path=path, httponly=True, samesite="lax", secure=secure
+    )
