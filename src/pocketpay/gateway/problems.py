@@ -41,6 +41,9 @@ CODES: dict[str, tuple[int, str]] = {
     "auth.forbidden": (403, "the caller's role does not allow this"),
     "auth.insufficient_scope": (403, "the API key's scopes do not allow this"),
     "auth.session_required": (403, "API keys cannot manage API keys: use an access token"),
+    # The web app's pages (HTML, not in the API document): a form refused, no session.
+    "web.csrf_failed": (403, "a web form without its CSRF token, or from another site"),
+    "web.login_required": (401, "a web page without a session: redirected to log in"),
     "not_found": (404, "no such object among yours"),
     "transfers.recipient_not_found": (404, "no PocketPay user has the recipient's email"),
     "payments.attempt_not_stuck": (404, "no stuck attempt of that operation"),
