@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from pocketpay.kit.failpoints import arm, disarm
 from tests.notifications.helpers import (
     BACKENDS,
     JumpingClock,
@@ -224,3 +225,35 @@ async def test_slack_gets_the_message_of_an_event(tmp_path: Path) -> None:
 
         texts = await eventually(posted)
         assert all("12.34" in t for t in texts), texts
+
+
+async def test_a_send_not_recorded_is_sent_again_once_with_the_same_id(tmp_path: Path) -> None:
+    """The crash window between sending and recording: the message went out, nothing says so;
+    once the claim's lease ends it goes out again, with the same webhook-id, and is recorded."""
+    clock = JumpingClock()
+    arm("notifications.delivery.after_send", "raise", count=1)
+    try:
+        async with (
+            smtp() as (_box, port),
+            receiver(200) as hook,
+            notifying_stack("sqlite", tmp_path, clock, port) as stack,
+        ):
+            user = await stack.user()
+            prefs = {"email": False, "slack_webhook_url": None}  # the webhook alone
+            assert (await stack.http.put(PREFS, json=prefs, headers=user["headers"])).is_success
+            ep = await endpoint(stack, user, hook.url, [CAPTURED])
+            await stack.pay(user)
+            await hook.count(1)
+            (delivery,) = await deliveries(stack, user, ep["id"])
+            assert delivery["status"] == "pending" and delivery["attempts"] == []
+            await retry(stack, clock, 10 + 60 + 5, hook, 2)  # past the lease
+            assert hook.requests[0][0]["webhook-id"] == hook.requests[1][0]["webhook-id"]
+
+            async def recorded() -> list[Any] | None:
+                found = await deliveries(stack, user, ep["id"])
+                return found if found[0]["status"] == "succeeded" else None
+
+            (delivery,) = await eventually(recorded)
+            assert [a["status_code"] for a in delivery["attempts"]] == [200]
+    finally:
+        disarm()

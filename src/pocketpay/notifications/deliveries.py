@@ -29,6 +29,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pocketpay.kit.clock import Clock, aware, iso
+from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.ids import derive_id
 from pocketpay.kit.outbox import OutboxRelay, add_event
 from pocketpay.notifications import webhooks
@@ -89,6 +90,7 @@ class Sender:
         if not claimed:
             return 0
         outcomes = await asyncio.gather(*(self._send(row, ep, now) for row, ep in claimed))
+        await failpoint("notifications.delivery.after_send")  # the window that resends
         async with self._engine.begin() as conn:
             for (row, ep), outcome in zip(claimed, outcomes, strict=True):
                 await self._record(conn, row, ep, outcome, now)
