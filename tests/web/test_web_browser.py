@@ -64,7 +64,8 @@ async def test_top_up_settles_live_and_money_arrives_live(backend: str, tmp_path
     async with running_stack(backend, tmp_path, **extra) as stack, chromium() as browser:
         base = stack.base_url
         alice = Person(await (await browser.new_context()).new_page(), "Alice")
-        bob = Person(await (await browser.new_context()).new_page(), "Bob")
+        phone = {"width": 390, "height": 844}  # Bob is on his phone
+        bob = Person(await (await browser.new_context(viewport=phone)).new_page(), "Bob")
         await alice.sign_up(base)
         await alice.shot(f"{backend}-01-alice-signed-up")
         await bob.sign_up(base)

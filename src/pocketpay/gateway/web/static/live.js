@@ -69,5 +69,11 @@
     };
   }
 
-  if (window.EventSource && regions.length) { connect(); } else { say("off"); }
+  if (!regions.length) {
+    if (state) { state.hidden = true; }  // nothing on this page changes by itself
+  } else if (window.EventSource) {
+    connect();
+  } else {
+    say("off (this browser has no EventSource)");
+  }
 })();
