@@ -257,3 +257,28 @@ async def test_a_send_not_recorded_is_sent_again_once_with_the_same_id(tmp_path:
             assert [a["status_code"] for a in delivery["attempts"]] == [200]
     finally:
         disarm()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_disabled_endpoints_retries_wait_and_resume_when_enabled(
+    backend: str, tmp_path: Path
+) -> None:
+    clock = JumpingClock()
+    async with (
+        smtp() as (_box, port),
+        receiver(500, 200) as hook,
+        notifying_stack(backend, tmp_path, clock, port) as stack,
+    ):
+        user = await stack.user()
+        ep = await endpoint(stack, user, hook.url, [CAPTURED])
+        await stack.pay(user)
+        await hook.count(1)
+        path = f"/api/v1/webhook-endpoints/{ep['id']}"
+        assert (await stack.post(user, path, {"enabled": False}, key=None)).status_code == 200
+        clock.advance(7)
+        await stack.runtime.components["notifications"].state["job"].run_once()
+        assert len(hook.requests) == 1  # due, but its endpoint is disabled
+        (delivery,) = await deliveries(stack, user, ep["id"])
+        assert delivery["status"] == "pending"
+        assert (await stack.post(user, path, {"enabled": True}, key=None)).status_code == 200
+        await retry(stack, clock, 1, hook, 2)

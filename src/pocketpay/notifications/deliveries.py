@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import structlog
 from prometheus_client import Counter, Gauge
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pocketpay.kit.clock import Clock, aware, iso
@@ -99,12 +99,7 @@ class Sender:
 
     async def _claim(self, now: datetime) -> list[tuple[Any, Any]]:
         d = deliveries
-        q = (
-            select(d)
-            .where(d.c.status == "pending", d.c.next_attempt_at <= now)
-            .order_by(d.c.next_attempt_at)
-            .limit(self._s.delivery_batch)
-        )
+        q = select(d).where(*_due(now)).order_by(d.c.next_attempt_at).limit(self._s.delivery_batch)
         if self._engine.dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)
         lease = now + timedelta(seconds=self._s.webhook_timeout_seconds + LEASE_EXTRA_SECONDS)
@@ -120,15 +115,9 @@ class Sender:
         return [(r, by_id.get(r.endpoint_id)) for r in rows]
 
     async def _set_queue_age(self, now: datetime) -> None:
-        d = deliveries
         async with self._engine.connect() as conn:
-            oldest = (
-                await conn.execute(
-                    select(func.min(d.c.next_attempt_at)).where(
-                        d.c.status == "pending", d.c.next_attempt_at <= now
-                    )
-                )
-            ).scalar()
+            q = select(func.min(deliveries.c.next_attempt_at)).where(*_due(now))
+            oldest = (await conn.execute(q)).scalar()
         QUEUE_AGE.set(0.0 if oldest is None else (now - aware(oldest)).total_seconds())
 
     async def _send(self, row: Any, ep: Any, now: datetime) -> Outcome:
@@ -266,6 +255,18 @@ class Sender:
                 updated_at=now,
             )
         )
+
+
+def _due(now: datetime) -> list[ColumnElement[bool]]:
+    """Pending messages whose time has come. A disabled endpoint's wait (they resume, within
+    their retry window, if it is enabled again)."""
+    d = deliveries.c
+    enabled = select(endpoints.c.id).where(endpoints.c.status == "enabled")
+    return [
+        d.status == "pending",
+        d.next_attempt_at <= now,
+        or_(d.endpoint_id.is_(None), d.endpoint_id.in_(enabled)),
+    ]
 
 
 def _signing_secrets(ep: Any, now: datetime) -> list[str]:
