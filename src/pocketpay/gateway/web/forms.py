@@ -124,7 +124,10 @@ def currency_of(text: str) -> str:
 
 def amount_minor(text: str, currency: str, *, required: bool = True) -> int | None:
     """``"12.50"`` in ``currency`` as minor units (1250); None when empty and not required."""
-    raw = text.strip().replace(",", "").replace(" ", "")
+    raw = text.strip()
+    if "," in raw:
+        # "12,50" is 12.50 in much of the world and 1250 in the rest: never guess.
+        raise FormError({"amount": "Use a dot for decimals and no separators, like 1250.50."})
     if not raw:
         if required:
             raise FormError({"amount": "Enter an amount."})
