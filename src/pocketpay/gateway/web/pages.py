@@ -8,7 +8,7 @@ so a part is rendered in one place only."""
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,14 +46,15 @@ LIVE_EVENTS = (
 )
 
 
-def when(value: str | None) -> str:
-    """An ISO time as ``2026-12-02 10:15:03 UTC`` (the views' times are UTC)."""
+def when(value: str | datetime | None) -> str:
+    """A time as ``2026-12-02 10:15:03 UTC`` (the views' times are UTC; some are ISO text)."""
     if not value:
         return ""
     try:
-        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+        at = datetime.fromisoformat(value) if isinstance(value, str) else value
     except ValueError:
-        return value
+        return str(value)
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class Pages:
