@@ -73,6 +73,15 @@ async def receiver(*statuses: int) -> AsyncIterator[Receiver]:
 @dataclass
 class Mailbox:
     mails: list[Envelope] = field(default_factory=list)
+    refuse: bool = False  # answer every recipient "550 no such mailbox"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if self.refuse:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.mails.append(envelope)

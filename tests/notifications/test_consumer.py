@@ -14,7 +14,7 @@ from pocketpay.kit.bus import Envelope
 from pocketpay.kit.ids import new_id
 from pocketpay.notifications.models import contacts, deliveries
 from tests.notifications.helpers import BACKENDS, JumpingClock, notifying_stack, smtp, wake
-from tests.support import Stack, eventually
+from tests.support import Stack, eventually, free_port
 
 
 async def _contact(stack: Stack, user_id: str) -> str | None:
@@ -102,3 +102,41 @@ async def test_a_template_that_does_not_fit_still_lets_webhooks_through(tmp_path
         async with stack.runtime.engine.connect() as conn:
             q = select(deliveries.c.channel).where(deliveries.c.event_id == env.id)
             assert list((await conn.execute(q)).scalars()) == ["webhook"]
+
+
+async def test_a_refused_mailbox_is_not_retried(tmp_path: Path) -> None:
+    clock = JumpingClock()
+    async with smtp() as (box, port), notifying_stack("sqlite", tmp_path, clock, port) as stack:
+        box.refuse = True
+        assert await _emailed_once(stack, clock) == ("failed", 1)  # 550: final
+
+
+async def test_an_smtp_server_down_is_retried(tmp_path: Path) -> None:
+    clock = JumpingClock()
+    async with notifying_stack("sqlite", tmp_path, clock, free_port()) as stack:  # no server
+        assert await _emailed_once(stack, clock) == ("pending", 1)
+
+
+async def _emailed_once(stack: Stack, clock: JumpingClock) -> tuple[str, int]:
+    """An event's email once the job tried it: (status, attempts)."""
+    user = await stack.user()
+    uid = user["user"]["id"]
+    await eventually(lambda: _contact(stack, uid))
+    env = _settled(uid, clock)
+    assert await stack.runtime.components["notifications"].state["consumer"](env)
+    wake(stack)
+
+    async def tried() -> tuple[str, int] | None:
+        state = await _email_state(stack, env.id)
+        return state if state[1] else None
+
+    return await eventually(tried)
+
+
+async def _email_state(stack: Stack, event_id: str) -> tuple[str, int]:
+    async with stack.runtime.engine.connect() as conn:
+        q = select(deliveries.c.status, deliveries.c.attempts).where(
+            deliveries.c.event_id == event_id, deliveries.c.channel == "email"
+        )
+        row = (await conn.execute(q)).one()
+    return row.status, row.attempts

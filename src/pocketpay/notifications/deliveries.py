@@ -33,7 +33,7 @@ from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.ids import derive_id
 from pocketpay.kit.outbox import OutboxRelay, add_event
 from pocketpay.notifications import webhooks
-from pocketpay.notifications.email import EmailSender
+from pocketpay.notifications.email import EmailFailed, EmailSender
 from pocketpay.notifications.models import attempts, contacts, deliveries, endpoints, outbox
 from pocketpay.notifications.slack import post_slack
 from pocketpay.notifications.targets import post_guarded
@@ -63,6 +63,7 @@ class Outcome:
     excerpt: str = ""
     error: str | None = None
     latency_ms: int = 0
+    final: bool = False  # no retry can help (a mailbox the server refuses)
 
 
 class Sender:
@@ -125,7 +126,9 @@ class Sender:
         try:
             outcome = await self._deliver(row, ep, now)
         except Exception as exc:  # any failure of one message is that message's attempt
-            outcome = Outcome(False, error=f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS])
+            final = isinstance(exc, EmailFailed) and exc.permanent
+            error = f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS]
+            outcome = Outcome(False, error=error, final=final)
         outcome.latency_ms = round((time.perf_counter() - started) * 1000)
         return outcome
 
@@ -172,7 +175,7 @@ class Sender:
         gone = row.channel == "webhook" and (ep is None or ep.status != "enabled")
         if out.ok:
             values |= {"status": "succeeded", "next_attempt_at": None}
-        elif gone or (now - first).total_seconds() >= self._s.retry_window_seconds:
+        elif gone or out.final or (now - first).total_seconds() >= self._s.retry_window_seconds:
             values |= {"status": "failed", "next_attempt_at": None}
         else:
             wait = webhooks.retry_delay_seconds(row.attempts + 1, self._s.webhook_retry_seconds)
