@@ -81,6 +81,8 @@ CODES: dict[str, tuple[int, str]] = {
     "fx.amount_too_small": (422, "the amount buys less than one minor unit"),
     "fx.amount_too_large": (422, "an amount is beyond 10^12 minor units"),
     "fx.quote_expired": (409, "the quote expired: create a new one"),
+    "payouts.invalid_destination": (422, "the bank account's country, routing or account number"),
+    "payouts.not_cancelable": (409, "the payout is no longer pending"),
     "fx.quote_already_converted": (409, "the quote was converted already: create a new one"),
     "fx.rates_unavailable": (503, "the rates file cannot be read"),
     "ledger.self_transfer": (422, "sender and recipient are the same user"),

@@ -20,6 +20,7 @@ from pocketpay.gateway.conventions import PublicRoute, operation_id, refuse_othe
 from pocketpay.gateway.fx_routes import fx_routes
 from pocketpay.gateway.idempotency import IdempotencyStore, check_key, fingerprint
 from pocketpay.gateway.notifications_routes import notifications_routes
+from pocketpay.gateway.payouts_routes import payouts_routes
 from pocketpay.gateway.problems import (
     AUTH,
     BEARER,
@@ -179,6 +180,7 @@ def build_router(gw: Gateway) -> APIRouter:
     billing_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     notifications_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     fx_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
+    payouts_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     refuse_other_methods(r)
     return r
 

@@ -37,6 +37,8 @@ from pocketpay.ledger.schemas import (
     FxQuote,
     FxQuoteIn,
     FxRates,
+    PayoutHeld,
+    PayoutHoldIn,
     RefundHeld,
     RefundHoldIn,
     Transfer,
@@ -109,6 +111,22 @@ class LedgerApi:
                 )
             self._relay.notify()
         return RefundHeld(status="held")
+
+    async def payout_hold(
+        self, *, payout_id: str, owner_id: str, amount_minor: int, currency: str
+    ) -> PayoutHeld:
+        """Hold a payout's amount in the owner's wallet (``payout_hold:<payout>``, pending to
+        ``sys_psp_settled_<CUR>``): ``ledger.insufficient_funds`` (422) holds nothing; the
+        same payout again answers ``held`` and writes nothing."""
+        body = PayoutHoldIn(
+            payout_id=payout_id, owner_id=owner_id, amount_minor=amount_minor, currency=currency
+        )
+        now = self._clock.now()
+        with client_span("ledger POST /payout-holds"):
+            async with service.unit(self._engine, now) as conn:
+                await wallet_transfers.payout_hold(conn, body, _currency(body.currency), now)
+            self._relay.notify()
+        return PayoutHeld(status="held")
 
     async def send(self, body: dict[str, Any], request_id: str | None = None) -> Transfer:
         """A ``WalletTransferIn`` body: the transfer, once per (sender, idempotency_key)."""

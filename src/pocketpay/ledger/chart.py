@@ -33,6 +33,7 @@ class TransferCode(IntEnum):
     FX_SELL = 106  # wallet -> FX liquidity, sell currency (the amount converted)
     FX_FEE = 107  # wallet -> FX fees, sell currency
     FX_BUY = 108  # FX liquidity -> wallet, buy currency
+    PAYOUT = 109  # wallet -> PSP settled (pending while the PSP pays the bank account out)
 
 
 SYSTEM_NAMES = {

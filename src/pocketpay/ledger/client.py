@@ -17,6 +17,7 @@ from pocketpay.ledger.schemas import (
     EntryList,
     FxQuote,
     FxRates,
+    PayoutHeld,
     RefundHeld,
     Transfer,
     TransferList,
@@ -31,6 +32,12 @@ class LedgerClient(Protocol):
     async def refund_hold(
         self, *, refund_id: str, payment_id: str, owner_id: str, amount_minor: int, currency: str
     ) -> RefundHeld: ...
+
+    async def payout_hold(
+        self, *, payout_id: str, owner_id: str, amount_minor: int, currency: str
+    ) -> PayoutHeld:
+        """Hold a payout's amount in the wallet; see ``LedgerApi.payout_hold``."""
+        ...
 
     async def send(self, body: dict[str, Any], request_id: str | None = None) -> Transfer: ...
 
@@ -97,6 +104,21 @@ class HttpLedgerClient:
             },
         )
         return RefundHeld.model_validate(body)
+
+    async def payout_hold(
+        self, *, payout_id: str, owner_id: str, amount_minor: int, currency: str
+    ) -> PayoutHeld:
+        body = await self._req(
+            "POST",
+            "/payout-holds",
+            json={
+                "payout_id": payout_id,
+                "owner_id": owner_id,
+                "amount_minor": amount_minor,
+                "currency": currency,
+            },
+        )
+        return PayoutHeld.model_validate(body)
 
     async def send(self, body: dict[str, Any], request_id: str | None = None) -> Transfer:
         """A ``WalletTransferIn`` body: the transfer, once per (sender, idempotency_key)."""

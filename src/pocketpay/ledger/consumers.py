@@ -17,7 +17,7 @@ from pocketpay.ledger import service
 from pocketpay.ledger.chart import TransferCode, system_account_id, wallet_account_id
 from pocketpay.ledger.models import inbox
 
-SUBJECTS = ["payments.payment.>", "payments.refund.>"]
+SUBJECTS = ["payments.payment.>", "payments.refund.>", "payments.payout.>"]
 
 
 def auth_id(payment_id: str) -> str:
@@ -125,6 +125,48 @@ async def _refund_failed(conn: AsyncConnection, d: dict[str, Any], now: datetime
     await _refund_done(conn, d, now, post=False)
 
 
+def payout_hold_request(
+    payout_id: str, owner_id: str, amount_minor: int, currency: str
+) -> service.TransferRequest:
+    """A payout's hold: the wallet's money on its way out through the PSP. The same request
+    whoever makes it (payments' hold, or a cancel's tombstone that came first)."""
+    return service.TransferRequest(
+        id=f"payout_hold:{payout_id}",
+        debit_account_id=wallet_account_id(owner_id, currency),
+        credit_account_id=system_account_id("psp_settled", currency),
+        amount_minor=amount_minor,
+        currency=currency,
+        code=TransferCode.PAYOUT,
+        pending=True,
+        user_data={"payout_id": payout_id},
+    )
+
+
+def _payout_hold(d: dict[str, Any]) -> service.TransferRequest:
+    return payout_hold_request(d["id"], d["owner_id"], int(d["amount_minor"]), d["currency"])
+
+
+async def _payout_paid(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
+    # A paid payout was sent, and only a held payout is sent: a missing hold is an invariant
+    # violation (TransferNotFound goes to the dead letters).
+    await service.resolve_pending(
+        conn,
+        f"payout_post:{d['id']}",
+        _payout_hold(d).id,
+        now,
+        post=True,
+        user_data={"payout_id": d["id"]},
+    )
+
+
+async def _payout_voided(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
+    """failed or canceled: the money goes back. A payout refused before its hold (money
+    spent), or canceled before it, leaves a tombstone, so a late hold is a no-op."""
+    await service.void_or_tombstone(
+        conn, f"payout_void:{d['id']}", _payout_hold(d), now, user_data={"payout_id": d["id"]}
+    )
+
+
 # Every terminal payment state has a handler (refunded: each refund posts its own hold).
 HANDLERS = {
     "payments.payment.authorized": _authorized,
@@ -134,6 +176,9 @@ HANDLERS = {
     "payments.payment.settled": _settled,
     "payments.refund.succeeded": _refund_succeeded,
     "payments.refund.failed": _refund_failed,
+    "payments.payout.paid": _payout_paid,
+    "payments.payout.failed": _payout_voided,
+    "payments.payout.canceled": _payout_voided,
 }
 
 

@@ -21,6 +21,8 @@ from pocketpay.ledger.schemas import (
     EntryListInternal,
     FxQuote,
     FxRates,
+    PayoutHeld,
+    PayoutHoldIn,
     RefundHeld,
     RefundHoldIn,
     Transfer,
@@ -37,6 +39,10 @@ def build_router(api: LedgerApi) -> APIRouter:
     @r.post("/refund-holds", response_model=RefundHeld)
     async def refund_hold(body: RefundHoldIn) -> RefundHeld:
         return await api.refund_hold(**body.model_dump())
+
+    @r.post("/payout-holds", response_model=PayoutHeld)
+    async def payout_hold(body: PayoutHoldIn) -> PayoutHeld:
+        return await api.payout_hold(**body.model_dump())
 
     @r.post("/wallet-transfers", status_code=201, response_model=Transfer)
     async def send(body: WalletTransferIn) -> Transfer:

@@ -67,6 +67,17 @@ class RefundHeld(BaseModel):
     status: Literal["held"]
 
 
+class PayoutHoldIn(_Strict):
+    payout_id: str = Field(min_length=1, max_length=40)
+    owner_id: str = Field(min_length=1, max_length=60)
+    amount_minor: int = Field(gt=0, le=MAX_AMOUNT_MINOR)
+    currency: str = Field(min_length=3, max_length=3)
+
+
+class PayoutHeld(BaseModel):
+    status: Literal["held"]
+
+
 class Collection(BaseModel):
     """A collection: money taken from a user's wallet into revenue (``wallet_transfers.collect``;
     also the data of ``ledger.collection.posted``)."""

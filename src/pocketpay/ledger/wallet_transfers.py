@@ -25,7 +25,12 @@ from pocketpay.ledger.chart import (
 )
 from pocketpay.ledger.errors import InvalidTransfer, TransferIdConflict, TransferNotFound
 from pocketpay.ledger.models import outbox, transfers
-from pocketpay.ledger.schemas import CollectionIn, TransferListQuery, WalletTransferIn
+from pocketpay.ledger.schemas import (
+    CollectionIn,
+    PayoutHoldIn,
+    TransferListQuery,
+    WalletTransferIn,
+)
 
 
 def view(row: Row[Any]) -> dict[str, Any]:
@@ -204,6 +209,18 @@ async def refund_hold(
             user_data={"payment_id": payment_id, "refund_id": refund_id},
         ),
         now,
+    )
+
+
+async def payout_hold(
+    conn: AsyncConnection, body: PayoutHoldIn, currency: str, now: datetime
+) -> None:
+    """Hold a payout's amount in the wallet (guarded: ``InsufficientFunds`` holds nothing)
+    before the PSP is asked to pay it out; the same request again is a no-op."""
+    from pocketpay.ledger.consumers import payout_hold_request
+
+    await service.create_transfer(
+        conn, payout_hold_request(body.payout_id, body.owner_id, body.amount_minor, currency), now
     )
 
 

@@ -21,7 +21,7 @@ from pocketpay.kit.tracing import client_span
 from pocketpay.payments import attempts, methods, service
 from pocketpay.payments.admission import Admission
 from pocketpay.payments.errors import UnknownPaymentMethod
-from pocketpay.payments.flows import Flows
+from pocketpay.payments.flows import Flows, payouts
 from pocketpay.payments.providers.base import Provider
 from pocketpay.payments.schemas import (
     Payment,
@@ -31,6 +31,9 @@ from pocketpay.payments.schemas import (
     PaymentMethod,
     PaymentMethodCreateInternal,
     PaymentMethodList,
+    Payout,
+    PayoutCreateInternal,
+    PayoutList,
     ProviderHealth,
     PspEventResult,
     Refund,
@@ -160,6 +163,39 @@ class PaymentsApi:
         return RefundList(
             data=data, has_more=more, next_cursor=next_cursor(page, [r.id for r in data], more)
         )
+
+    # -- payouts (flows.payouts) ------------------------------------------------------------
+
+    async def create_payout(
+        self, owner_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> Payout:
+        """A payout from the owner's wallet to a bank account (``PayoutCreate``), once per
+        (owner, key): ``payouts.invalid_destination``, ``ledger.insufficient_funds`` (the
+        payout is failed, nothing held), ``idempotency.key_reused``."""
+        req = PayoutCreateInternal.model_validate(
+            body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
+        )
+        with client_span("payments POST /payouts"):
+            view = await self._flows.create_payout(req.owner_id, req.idempotency_key, req)
+        return Payout.model_validate(view)
+
+    async def list_payouts(self, owner_id: str, page: Page) -> PayoutList:
+        async with self._reads.connect() as conn:
+            rows, more = await service.payouts_of(conn, owner_id, page)
+        data = [Payout.model_validate(payouts.view(r)) for r in rows]
+        cursor = next_cursor(page, [p.id for p in data], more)
+        return PayoutList(data=data, has_more=more, next_cursor=cursor)
+
+    async def get_payout(self, owner_id: str, payout_id: str) -> Payout:
+        async with self._reads.connect() as conn:
+            row = await service.get_payout(conn, payout_id, owner_id)
+        return Payout.model_validate(payouts.view(row))
+
+    async def cancel_payout(self, owner_id: str, payout_id: str) -> Payout:
+        """While pending: ``payouts.not_cancelable`` (409) otherwise."""
+        with client_span("payments POST /payouts/{payout_id}/cancel"):
+            view = await self._flows.cancel_payout(owner_id, payout_id)
+        return Payout.model_validate(view)
 
     # -- saved payment methods --------------------------------------------------------------
 

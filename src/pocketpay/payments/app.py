@@ -109,7 +109,11 @@ def build(
     recover = PeriodicJob(
         "payments-reconcile", lambda: full_pass(flows.reconcile(), PASS_LIMIT), interval
     )
-    jobs = [settle, recover]
+    # Sent payouts whose webhooks were lost: asked again (``flows.payouts.poll_due``).
+    poll = PeriodicJob(
+        "payments-payouts", lambda: full_pass(flows.poll_payouts(), PASS_LIMIT), interval
+    )
+    jobs = [settle, recover, poll]
     if admission.limit:
         jobs.append(PeriodicJob("payments-admission", admission.sample, SAMPLE_SECONDS))
     return Component(

@@ -10,7 +10,8 @@ is fixed, ``retry`` (admin API ``POST /api/v1/admin/stuck/{object_id}/{operation
 it back to ``pending`` with its tries reset, and the reconciler resumes it again.
 
 ``object_id`` is the payment for ``authorize``, ``capture``, ``cancel`` and ``void``, the
-refund for ``refund``; the table's column is named ``payment_id`` for history.
+refund for ``refund``, the payout for ``payout``; the table's column is named ``payment_id``
+for history.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pocketpay.payments.models import attempts
 
 log = structlog.get_logger(__name__)
 
-OPERATIONS = ("authorize", "capture", "cancel", "void", "refund")
+OPERATIONS = ("authorize", "capture", "cancel", "void", "refund", "payout")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from pocketpay.payments.schemas import (
     PaymentListQuery,
     PaymentMethod,
     PaymentMethodList,
+    Payout,
+    PayoutList,
     ProviderHealth,
     PspEventResult,
     Refund,
@@ -69,6 +71,16 @@ class PaymentsClient(Protocol):
     async def get_payment_method(self, owner_id: str, method_id: str) -> PaymentMethod: ...
 
     async def detach_payment_method(self, owner_id: str, method_id: str) -> PaymentMethod: ...
+
+    async def create_payout(
+        self, owner_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> Payout: ...
+
+    async def list_payouts(self, owner_id: str, page: Page) -> PayoutList: ...
+
+    async def get_payout(self, owner_id: str, payout_id: str) -> Payout: ...
+
+    async def cancel_payout(self, owner_id: str, payout_id: str) -> Payout: ...
 
     async def psp_event(self, event: dict[str, Any]) -> PspEventResult: ...
 
@@ -176,6 +188,25 @@ class HttpPaymentsClient:
     async def get_refund(self, owner_id: str, refund_id: str) -> Refund:
         path = f"/refunds/{refund_id}"
         return Refund.model_validate(await self._req("GET", path, params={"owner_id": owner_id}))
+
+    async def create_payout(
+        self, owner_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> Payout:
+        json = body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
+        return Payout.model_validate(await self._req("POST", "/payouts", json=json))
+
+    async def list_payouts(self, owner_id: str, page: Page) -> PayoutList:
+        params = page.model_dump(exclude_none=True) | {"owner_id": owner_id}
+        return PayoutList.model_validate(await self._req("GET", "/payouts", params=params))
+
+    async def get_payout(self, owner_id: str, payout_id: str) -> Payout:
+        path = f"/payouts/{quote(payout_id, safe='')}"
+        return Payout.model_validate(await self._req("GET", path, params={"owner_id": owner_id}))
+
+    async def cancel_payout(self, owner_id: str, payout_id: str) -> Payout:
+        path = f"/payouts/{quote(payout_id, safe='')}/cancel"
+        body = await self._req("POST", path, params={"owner_id": owner_id}, json={})
+        return Payout.model_validate(body)
 
     async def psp_event(self, event: dict[str, Any]) -> PspEventResult:
         """A verified PSP webhook event (the gateway checked its signature and shape)."""

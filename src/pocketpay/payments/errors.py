@@ -72,3 +72,15 @@ class CardDeclined(AppError):
     code = "payments.card_declined"
     status = 402
     title = "Card declined"
+
+
+class InvalidDestination(AppError):
+    code = "payouts.invalid_destination"
+    status = 422
+    title = "Invalid bank account"
+
+
+class PayoutNotCancelable(AppError):
+    code = "payouts.not_cancelable"
+    status = 409
+    title = "Payout not cancelable"

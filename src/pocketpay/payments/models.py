@@ -138,6 +138,35 @@ payment_methods = Table(
     Index("ix_payments_payment_methods_owner_seq", "owner_id", "seq"),
 )
 
+# Payouts from a wallet to a bank account (``flows.payouts``). ``id`` derives from (owner,
+# Idempotency-Key). Only the account's last 4 digits are kept: the full number went to the PSP
+# once (its bank account token) and ``psp_bank_account_id`` names it there.
+payouts = Table(
+    "payments_payouts",
+    metadata,
+    seq_column(),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("owner_id", String(60), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(12), nullable=False),  # payouts' PayoutStatus
+    Column("stage", String(10), nullable=False),  # the recovery point: PayoutStage
+    Column("country", String(2), nullable=False),
+    Column("routing_number", String(9), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("psp_bank_account_id", String(80), nullable=False),
+    Column("psp_payout_id", String(80), nullable=True),
+    Column("description", String(500), nullable=True),
+    Column("metadata", JSON, nullable=False),
+    Column("failure_code", String(60), nullable=True),
+    Column("failure_message", String(500), nullable=True),
+    # When to ask the PSP about a sent, unfinished payout again (lost webhooks).
+    Column("check_at", DateTime(timezone=True), nullable=True, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_payments_payouts_owner_seq", "owner_id", "seq"),
+)
+
 # Inbox for PSP webhooks: each PSP event id is applied once.
 psp_events = inbox_table(metadata, "payments_psp")
 

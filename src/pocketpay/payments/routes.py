@@ -20,6 +20,10 @@ from pocketpay.payments.schemas import (
     PaymentMethodCreateInternal,
     PaymentMethodList,
     PaymentMethodListInternal,
+    Payout,
+    PayoutCreateInternal,
+    PayoutList,
+    PayoutListInternal,
     ProviderHealth,
     PspEventResult,
     Refund,
@@ -93,6 +97,23 @@ def build_router(api: PaymentsApi) -> APIRouter:
     @r.post("/payment-methods/{method_id}/detach", response_model=PaymentMethod)
     async def detach_method(method_id: str, owner_id: str) -> PaymentMethod:
         return await api.detach_payment_method(owner_id, method_id)
+
+    @r.post("/payouts", status_code=202, response_model=Payout)
+    async def create_payout(body: PayoutCreateInternal) -> Payout:
+        fields = body.model_dump(exclude=_ROUTED)
+        return await api.create_payout(body.owner_id, body.idempotency_key, fields)
+
+    @r.get("/payouts", response_model=PayoutList)
+    async def list_payouts(query: Annotated[PayoutListInternal, Query()]) -> PayoutList:
+        return await api.list_payouts(query.owner_id, query)
+
+    @r.get("/payouts/{payout_id}", response_model=Payout)
+    async def get_payout(payout_id: str, owner_id: str) -> Payout:
+        return await api.get_payout(owner_id, payout_id)
+
+    @r.post("/payouts/{payout_id}/cancel", response_model=Payout)
+    async def cancel_payout(payout_id: str, owner_id: str) -> Payout:
+        return await api.cancel_payout(owner_id, payout_id)
 
     @r.post("/psp-events", response_model=PspEventResult)
     async def psp_event(event: dict[str, Any]) -> PspEventResult:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, field_v
 from pocketpay.kit.listing import Page
 from pocketpay.kit.metadata import Metadata
 from pocketpay.kit.money import MAX_AMOUNT_MINOR, normalize_currency
-from pocketpay.payments.states import PaymentStatus, RefundStatus
+from pocketpay.payments.states import PaymentStatus, PayoutStatus, RefundStatus
 
 
 class _Strict(BaseModel):
@@ -238,7 +238,7 @@ class ProviderHealth(BaseModel):
 
 # -- operator views (admin-only data, reached through the gateway's admin API) ---------------
 
-AttemptOperation = Literal["authorize", "capture", "cancel", "void", "refund"]
+AttemptOperation = Literal["authorize", "capture", "cancel", "void", "refund", "payout"]
 
 
 class StuckAttempt(BaseModel):
@@ -324,5 +324,94 @@ class PaymentMethod(BaseModel):
 class PaymentMethodList(BaseModel):
     object: Literal["list"] = "list"
     data: list[PaymentMethod]
+    has_more: bool = Field(description="More objects lie beyond data, in the page's direction.")
+    next_cursor: str | None = Field(description="When has_more: the cursor of the next page.")
+
+
+# -- payouts -------------------------------------------------------------------------------
+
+
+class PayoutDestination(_Strict):
+    """A bank account. Its form is checked by payouts (``payouts.invalid_destination``); the
+    full account number goes to the PSP only, we keep its last 4 digits."""
+
+    country: str = Field(max_length=8, examples=["US"])
+    routing_number: str = Field(max_length=32, examples=["110000000"])
+    account_number: str = Field(max_length=32, examples=["000123456789"])
+
+
+class PayoutCreate(_Strict):
+    amount_minor: StrictInt = Field(
+        gt=0, le=MAX_AMOUNT_MINOR, description="Minor units taken from your wallet."
+    )
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    destination: PayoutDestination
+    description: str | None = Field(default=None, max_length=500, examples=["Savings"])
+    metadata: Metadata = Field(default_factory=dict)
+
+    _cur = field_validator("currency")(normalize_currency)
+
+
+class PayoutCreateInternal(PayoutCreate):
+    owner_id: str
+    idempotency_key: str = Field(min_length=1, max_length=255)
+
+
+class PayoutListInternal(Page):
+    owner_id: str
+
+
+class PayoutBankAccount(BaseModel):
+    country: str
+    routing_number: str
+    last4: str
+
+
+class Payout(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "po_01JD5QD2C3D4E5F6G7H8J9K0LM",
+                    "object": "payout",
+                    "amount_minor": 2500,
+                    "currency": "USD",
+                    "status": "paid",
+                    "destination": {
+                        "country": "US",
+                        "routing_number": "110000000",
+                        "last4": "6789",
+                    },
+                    "description": "Savings",
+                    "metadata": {},
+                    "failure_code": None,
+                    "failure_message": None,
+                    "created_at": "2025-01-31T12:05:00+00:00",
+                    "updated_at": "2025-01-31T12:05:03+00:00",
+                }
+            ]
+        }
+    )
+
+    id: str
+    object: Literal["payout"]
+    amount_minor: int
+    currency: str
+    status: PayoutStatus
+    destination: PayoutBankAccount
+    description: str | None
+    metadata: dict[str, str]
+    failure_code: str | None = Field(
+        description="Why it failed: ledger.insufficient_funds, payouts.psp_balance_insufficient, "
+        "or the bank's code (no_account, account_closed...)."
+    )
+    failure_message: str | None
+    created_at: str
+    updated_at: str
+
+
+class PayoutList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Payout]
     has_more: bool = Field(description="More objects lie beyond data, in the page's direction.")
     next_cursor: str | None = Field(description="When has_more: the cursor of the next page.")

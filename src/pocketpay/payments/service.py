@@ -19,7 +19,7 @@ from pocketpay.kit.listing import Page, fetch_page
 from pocketpay.kit.metrics import PAYMENTS
 from pocketpay.kit.outbox import add_event
 from pocketpay.payments.errors import InvalidTransition, PaymentNotFound
-from pocketpay.payments.models import outbox, payments, refunds, timeline
+from pocketpay.payments.models import outbox, payments, payouts, refunds, timeline
 from pocketpay.payments.schemas import PaymentListQuery
 from pocketpay.payments.states import PaymentStatus, can_transition
 
@@ -294,6 +294,15 @@ async def refunds_of(
     return await fetch_page(conn, scope, [], order, r.id, r.created_at, page, "refund")
 
 
+async def payouts_of(
+    conn: AsyncConnection, owner_id: str, page: Page
+) -> tuple[list[Row[Any]], bool]:
+    """The owner's payouts, newest first."""
+    p = payouts.c
+    scope = select(payouts).where(p.owner_id == owner_id)
+    return await fetch_page(conn, scope, [], [p.seq], p.id, p.created_at, page, "payout")
+
+
 async def events_of(conn: AsyncConnection, payment_id: str) -> list[dict[str, Any]]:
     rows = (
         await conn.execute(
@@ -326,3 +335,7 @@ async def add_timeline_note(
 
 async def get_refund(conn: AsyncConnection, refund_id: str, owner_id: str | None) -> Row[Any]:
     return await _owned(conn, refunds, refund_id, owner_id, "refund")
+
+
+async def get_payout(conn: AsyncConnection, payout_id: str, owner_id: str | None) -> Row[Any]:
+    return await _owned(conn, payouts, payout_id, owner_id, "payout")

@@ -142,3 +142,46 @@ def psp_state(intent_status: str, decline_code: str | None) -> PspState:
 
 def psp_action(current: PaymentStatus, reported: PspState) -> Action:
     return PSP_ACTIONS[(current, reported)]
+
+
+# -- payouts -------------------------------------------------------------------------------
+
+
+class PayoutStatus(StrEnum):
+    """Stripe's payout statuses. How far our own phases got is the payout's ``stage``."""
+
+    PENDING = "pending"
+    IN_TRANSIT = "in_transit"
+    PAID = "paid"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class PayoutStage(StrEnum):
+    """The recovery point of a pending payout: ``reserved`` (the row, no hold yet), ``held``
+    (the ledger holds the money), ``sending`` (the PSP call is claimed: a cancel can no longer
+    just drop it), ``sent`` (the PSP's payout id is recorded)."""
+
+    RESERVED = "reserved"
+    HELD = "held"
+    SENDING = "sending"
+    SENT = "sent"
+
+
+PO = PayoutStatus
+
+PAYOUT_TRANSITIONS: dict[PayoutStatus, frozenset[PayoutStatus]] = {
+    # pending -> failed also before the PSP: the hold refused (money spent), the PSP refused.
+    PO.PENDING: frozenset({PO.IN_TRANSIT, PO.PAID, PO.FAILED, PO.CANCELED}),
+    PO.IN_TRANSIT: frozenset({PO.PAID, PO.FAILED}),
+    PO.PAID: frozenset(),
+    PO.FAILED: frozenset(),
+    PO.CANCELED: frozenset(),
+}
+
+PAYOUT_FINAL = frozenset(s for s, nxt in PAYOUT_TRANSITIONS.items() if not nxt)
+
+
+def payout_sources(target: PayoutStatus) -> list[str]:
+    """The statuses allowed to move to ``target`` (for the conditional UPDATE)."""
+    return [s.value for s in PO if target in PAYOUT_TRANSITIONS[s]]

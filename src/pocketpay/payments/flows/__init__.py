@@ -1,14 +1,16 @@
 """The payment use cases, one module per flow: ``intents`` (authorize, capture, cancel,
-compensations), ``refunds`` (the refund phases), ``recovery`` (webhooks, settlement, the
-reconciler). ``Flows`` binds them to one context for the routes, consumers and jobs."""
+compensations), ``refunds`` (the refund phases), ``payouts`` (the payout saga), ``recovery``
+(webhooks, settlement, the reconciler). ``Flows`` binds them to one context for the routes,
+consumers and jobs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from pocketpay.payments.flows import intents, recovery, refunds
+from pocketpay.payments.flows import intents, payouts, recovery, refunds
 from pocketpay.payments.flows.context import Ctx
+from pocketpay.payments.schemas import PayoutCreate
 
 __all__ = ["Ctx", "Flows"]
 
@@ -40,6 +42,15 @@ class Flows:
         metadata: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         return await refunds.refund(self.ctx, owner_id, pid, key, amount_minor, reason, metadata)
+
+    async def create_payout(self, owner_id: str, key: str, req: PayoutCreate) -> dict[str, Any]:
+        return await payouts.create(self.ctx, owner_id, key, req)
+
+    async def cancel_payout(self, owner_id: str, payout_id: str) -> dict[str, Any]:
+        return await payouts.cancel(self.ctx, owner_id, payout_id)
+
+    async def poll_payouts(self, limit: int = 100) -> int:
+        return await payouts.poll_due(self.ctx, limit)
 
     async def handle_psp_event(self, event: dict[str, Any]) -> dict[str, str]:
         return await recovery.handle_psp_event(self.ctx, event)

@@ -45,6 +45,22 @@ class RefundResult:
 
 
 @dataclass(frozen=True)
+class BankAccount:
+    """A bank account the PSP keeps (tokenized): its id is a payout's destination."""
+
+    bank_account_id: str
+    last4: str
+
+
+@dataclass(frozen=True)
+class PayoutResult:
+    payout_id: str
+    status: str  # Stripe's: pending | in_transit | paid | failed | canceled
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True)
 class PspIntent:
     """A PaymentIntent as the PSP lists it (for reconciliation)."""
 
@@ -136,6 +152,36 @@ class Provider(Protocol):
     ) -> RefundResult: ...
 
     async def balance_available(self, balance_txn_id: str) -> bool: ...
+
+    async def tokenize_bank_account(
+        self,
+        *,
+        country: str,
+        currency: str,
+        routing_number: str,
+        account_number: str,
+        idempotency_key: str,
+    ) -> BankAccount:
+        """Give the account number to the PSP once; we keep only the returned id."""
+        ...
+
+    async def create_payout(
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        destination: str,
+        idempotency_key: str,
+        metadata: dict[str, str],
+        description: str | None = None,
+    ) -> PayoutResult:
+        """Send available funds to ``destination``. ``PspRejected`` (``balance_insufficient``
+        when the available balance is short) means no payout was made."""
+        ...
+
+    async def retrieve_payout(self, payout_id: str) -> PayoutResult: ...
+
+    async def cancel_payout(self, payout_id: str, idempotency_key: str) -> PayoutResult: ...
 
     async def ping(self) -> float: ...
 

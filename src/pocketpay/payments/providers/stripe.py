@@ -15,8 +15,10 @@ from pocketpay.kit.clock import Clock
 from pocketpay.kit.metrics import PSP_CALLS, PSP_LATENCY
 from pocketpay.kit.tracing import client_span
 from pocketpay.payments.providers.base import (
+    BankAccount,
     CallWindow,
     IntentResult,
+    PayoutResult,
     PspDeclined,
     PspIntent,
     PspRefund,
@@ -288,6 +290,77 @@ class StripeProvider:
         )
         return bool(_plain(bt)["status"] == "available")
 
+    # -- payouts ----------------------------------------------------------------------------
+
+    async def tokenize_bank_account(
+        self,
+        *,
+        country: str,
+        currency: str,
+        routing_number: str,
+        account_number: str,
+        idempotency_key: str,
+    ) -> BankAccount:
+        params: Any = {
+            "bank_account": {
+                "country": country,
+                "currency": currency.lower(),
+                "routing_number": routing_number,
+                "account_number": account_number,
+            }
+        }
+        tok = _plain(
+            await self._call(
+                "tokenize_bank_account",
+                lambda: self._client.v1.tokens.create_async(
+                    params, {"idempotency_key": idempotency_key}
+                ),
+            )
+        )
+        account = tok["bank_account"]
+        return BankAccount(bank_account_id=account["id"], last4=account["last4"])
+
+    async def create_payout(
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        destination: str,
+        idempotency_key: str,
+        metadata: dict[str, str],
+        description: str | None = None,
+    ) -> PayoutResult:
+        params: Any = {
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "destination": destination,
+            "metadata": metadata,
+        }
+        if description:
+            params["description"] = description
+        po = await self._call(
+            "create_payout",
+            lambda: self._client.v1.payouts.create_async(
+                params, {"idempotency_key": idempotency_key}
+            ),
+        )
+        return _payout(po)
+
+    async def retrieve_payout(self, payout_id: str) -> PayoutResult:
+        po = await self._call(
+            "retrieve_payout", lambda: self._client.v1.payouts.retrieve_async(payout_id)
+        )
+        return _payout(po)
+
+    async def cancel_payout(self, payout_id: str, idempotency_key: str) -> PayoutResult:
+        po = await self._call(
+            "cancel_payout",
+            lambda: self._client.v1.payouts.cancel_async(
+                payout_id, None, {"idempotency_key": idempotency_key}
+            ),
+        )
+        return _payout(po)
+
     async def ping(self) -> float:
         start = time.perf_counter()
         await self._call("ping", lambda: self._ping_client.v1.balance.retrieve_async(), probe=True)
@@ -340,6 +413,16 @@ async def _paged(first: Any) -> AsyncIterator[Any]:
             yield item
     except stripe.StripeError as exc:
         raise PspUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _payout(obj: Any) -> PayoutResult:
+    po = _plain(obj)
+    return PayoutResult(
+        payout_id=po["id"],
+        status=po["status"],
+        failure_code=po.get("failure_code"),
+        failure_message=po.get("failure_message"),
+    )
 
 
 def _listed_intent(pi: dict[str, Any]) -> PspIntent:
