@@ -162,7 +162,9 @@ def world(threaded: tuple[ThreadedStack, Stack]) -> World:
 def api_schema(threaded: tuple[ThreadedStack, Stack]) -> Any:
     _, stack = threaded
     loaded = schemathesis.openapi.from_url(f"{stack.base_url}/openapi.json")
-    return loaded.include(path_regex="^/api/v1/")
+    # GET /api/v1/stream answers an endless event stream: a request/response tool would wait
+    # for its end. Its refusals and frames are tested in tests/stream.
+    return loaded.include(path_regex="^/api/v1/").exclude(path="/api/v1/stream")
 
 
 MAX_EXAMPLES = 12  # both backends, both modes in well under a minute

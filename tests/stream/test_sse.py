@@ -175,7 +175,9 @@ async def test_unauthenticated_and_bad_cursor_are_problems(stack: Stack) -> None
     r = await stack.http.get("/api/v1/stream", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401 and r.json()["code"] == "auth.invalid_token"
     r = await stack.get(alice, "/api/v1/stream", last_event_id="abc")
-    assert r.status_code == 422
+    assert r.status_code == 400 and r.json()["code"] == "stream.invalid_cursor"
+    r = await stack.get(alice, "/api/v1/stream", last_event_id="²")
+    assert r.status_code == 400 and r.json()["code"] == "stream.invalid_cursor"
     r = await stack.http.get("/api/v1/stream", headers=alice["headers"] | {"Last-Event-ID": "12x"})
     assert r.status_code == 400 and r.json()["code"] == "stream.invalid_cursor"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -26,18 +27,18 @@ from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.websockets import WebSocketDisconnect
 
+from pocketpay.gateway.api_keys import is_api_key
 from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.problems import problems
 from pocketpay.gateway.stream_hub import Frame, StreamConnection, StreamHub
 from pocketpay.kit.errors import AppError, Forbidden, Unauthorized
-from pocketpay.kit.tokens import Principal
 
 SESSION_COOKIE = "pocketpay_session"
 RETRY_MS = 2000  # the SSE reconnection hint sent at shutdown
 CLOSE_EXPIRED = 4401
 CLOSE_RESTART = 1012  # "service restart": reconnect later with resume_from
 CLOSE_SLOW = 4408
-_CURSOR = r"^[0-9]{1,18}$"
+_CURSOR = re.compile(r"[0-9]{1,18}")
 
 
 class StreamEventOut(BaseModel):
@@ -68,7 +69,7 @@ def _cookie_or_bearer(authorization: str | None, cookie: str | None) -> tuple[st
 
 def _expires_at(token: str) -> datetime | None:
     """An access token's ``exp`` (already verified); None for an API key."""
-    if token.startswith("pp_sk_"):
+    if is_api_key(token):
         return None
     claims = jwt.decode(token, options={"verify_signature": False})
     return datetime.fromtimestamp(int(claims["exp"]), UTC)
@@ -77,7 +78,7 @@ def _expires_at(token: str) -> datetime | None:
 def _cursor(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not _CURSOR.fullmatch(value):  # ASCII digits only (str.isdigit takes "²")
         raise AppError(
             "The resume cursor must be a number from a frame's id.",
             code="stream.invalid_cursor",
@@ -134,9 +135,6 @@ def _same_origin(origin: str | None, host: str | None) -> bool:
 def build_router(auth: AuthService, hub: StreamHub) -> APIRouter:
     r = APIRouter(prefix="/api/v1", tags=["streams"])
 
-    async def who(request: Request, token: str) -> Principal:
-        return await auth.authenticate(token, request)
-
     @r.get(
         "/stream",
         response_model=StreamEventOut,
@@ -147,7 +145,7 @@ def build_router(auth: AuthService, hub: StreamHub) -> APIRouter:
     )
     async def stream(
         request: Request,
-        last_event_id: str | None = Query(default=None, pattern=_CURSOR),
+        last_event_id: str | None = Query(default=None, description="as Last-Event-ID"),
         last_event_id_header: str | None = Header(default=None, alias="Last-Event-ID"),
         authorization: str | None = Header(default=None),
     ) -> EventSourceResponse:
@@ -157,7 +155,7 @@ def build_router(auth: AuthService, hub: StreamHub) -> APIRouter:
         you missed. A cursor older than the log's retention gets `stream.resume_expired`
         first (refetch, then carry on). Heartbeat comments keep proxies from closing it."""
         token, _ = _cookie_or_bearer(authorization, request.cookies.get(SESSION_COOKIE))
-        principal = await who(request, token)
+        principal = await auth.authenticate(token, request)
         cursor = _cursor(last_event_id_header or last_event_id)
         conn = await hub.open(principal.user_id, cursor, _expires_at(token))
         shutdown = anyio.Event()
@@ -193,7 +191,7 @@ def build_router(auth: AuthService, hub: StreamHub) -> APIRouter:
         if by_cookie and not _same_origin(headers.get("origin"), headers.get("host")):
             raise Forbidden("A WebSocket signed in by cookie must come from this site.")
         request = Request({**websocket.scope, "type": "http", "method": "GET"})
-        principal = await who(request, token)
+        principal = await auth.authenticate(token, request)
         return await hub.open(principal.user_id, _cursor(resume_from), _expires_at(token))
 
     return r
