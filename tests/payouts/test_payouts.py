@@ -13,6 +13,7 @@ import pytest
 from pocketpay.ledger.models import transfers
 from tests.payouts.support import (
     DEST,
+    HOLD_STILL,
     NO_ACCOUNT,
     advance,
     body,
@@ -23,7 +24,7 @@ from tests.payouts.support import (
     wait_payout,
     wait_sent,
 )
-from tests.support import Stack, eventually
+from tests.support import Stack, eventually, running_stack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -228,3 +229,28 @@ async def test_replayed_key_makes_one_payout(stack: Stack) -> None:
     assert len(psp_payouts(stack, first.json()["id"])) == 1
     assert len((await stack.get(user, "/api/v1/payouts")).json()["data"]) == 1
     await stack.wait_available(user, 3800)
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_lost_webhooks_the_poll_finishes_the_payout(tmp_path: Path, backend: str) -> None:
+    # The sandbox's webhooks go nowhere: only the poll of sent payouts learns the outcome.
+    lost = {"webhook_url": "http://127.0.0.1:9/nowhere"}
+    async with running_stack(backend, tmp_path, sandbox=HOLD_STILL | lost) as s:
+        user = await s.user()
+        payment = await s.pay(user, 4000)
+        await s.wait_status(user, payment["id"], "settled")  # settlement polls too
+        r = await s.post(user, "/api/v1/payouts", body(1000))
+        assert r.status_code == 202, r.text
+        payout = r.json()
+        await advance(s, payout["id"], arrive=True)
+        await wait_payout(s, user, payout["id"], "paid")
+
+        async def posted() -> dict[str, int] | None:
+            w = await s.wallet(user)
+            return w if (w["posted_minor"], w["pending_minor"]) == (3000, 0) else None
+
+        await eventually(posted)
+        assert s.sandbox.events_of("payout.paid")  # sent by the PSP, never received
+        assert await s.ledger_problems() == []

@@ -331,6 +331,13 @@ class PaymentMethodList(BaseModel):
 # -- payouts -------------------------------------------------------------------------------
 
 
+def _no_nul(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: refused as the field's error, never a 500."""
+    if value is not None and "\x00" in value:
+        raise ValueError("description may not contain NUL characters")
+    return value
+
+
 class PayoutDestination(_Strict):
     """A bank account. Its form is checked by payouts (``payouts.invalid_destination``); the
     full account number goes to the PSP only, we keep its last 4 digits."""
@@ -350,6 +357,7 @@ class PayoutCreate(_Strict):
     metadata: Metadata = Field(default_factory=dict)
 
     _cur = field_validator("currency")(normalize_currency)
+    _text = field_validator("description")(_no_nul)
 
 
 class PayoutCreateInternal(PayoutCreate):
