@@ -372,6 +372,34 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.findings else 0
 
 
+async def _replay(settings: Settings) -> list[str]:
+    from pocketpay.kit.db import create_engine
+    from pocketpay.ledger.history import replay
+
+    engine = create_engine(settings.resolved_database_url())
+    try:
+        async with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":  # one snapshot for the whole replay
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                return await replay(conn)
+    finally:
+        await engine.dispose()
+
+
+def cmd_ledger(args: argparse.Namespace, settings: Settings) -> int:
+    """``ledger replay``: rebuild every running balance from the transfers (exit 1 on any
+    difference; ``pocketpay.ledger.history``)."""
+    problems = asyncio.run(_replay(settings))
+    for problem in problems:
+        print("DIFFERENCE", problem)
+    if problems:
+        print(f"{len(problems)} difference(s)")
+        return 1
+    print("replayed: every running balance matches the transfers")
+    return 0
+
+
 async def _dlq(settings: Settings, action: str, dlq_id: str | None) -> Any:
     from pocketpay.kit.bus import list_dead_letters, replay_dead_letter
     from pocketpay.kit.clock import SystemClock
@@ -490,6 +518,9 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--no-psp", action="store_true", help="skip the PSP (ledger, payments)")
     check.add_argument("--require-psp", action="store_true", help="an unreachable PSP is a finding")
     check.set_defaults(fn=cmd_check)
+    ledger = sub.add_parser("ledger", help="ledger tools: replay the running balances")
+    ledger.add_argument("action", choices=["replay"])
+    ledger.set_defaults(fn=cmd_ledger)
     dlq = sub.add_parser("dlq", help="dead letters: list or replay")
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("id", nargs="?")

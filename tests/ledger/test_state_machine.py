@@ -7,7 +7,9 @@ a retry of an earlier transfer), refunds hold wallet money that is later posted 
 and events are redelivered, arrive late or out of order (a void before its hold, a capture
 before its authorization). Invariant violations (a cancel of a captured payment, the void of a
 refund hold that does not exist) must raise, never be swallowed, and change nothing. A plain
-Python model predicts every balance.
+Python model predicts every balance, and remembers them: the balance at every past time
+(``ledger.history.balance_at``) must be what the model had then, and ``pocketpay ledger
+replay`` must find every running balance right.
 
 After every step the invariants hold: per currency, debits equal credits (posted and
 pending); no wallet's available balance is below zero; every stored balance equals the model;
@@ -43,7 +45,7 @@ from pocketpay.kit.bus import Envelope
 from pocketpay.kit.clock import ManualClock
 from pocketpay.kit.db import create_engine
 from pocketpay.kit.errors import AppError
-from pocketpay.ledger import wallet_transfers
+from pocketpay.ledger import history, wallet_transfers
 from pocketpay.ledger.chart import system_account_id, wallet_account_id
 from pocketpay.ledger.check import run_check
 from pocketpay.ledger.consumers import LedgerConsumer
@@ -124,6 +126,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
         self.consumer = LedgerConsumer(self.engine, self.clock)
         self.model = Model()
+        # Each wallet's counters as the model had them at the end of each clock time.
+        self.snapshots: dict[datetime, dict[str, list[int]]] = {}
         self.payments: list[Payment] = []
         self.holds: list[Hold] = []
         self.sent: list[tuple[WalletTransferIn, dict[str, Any]]] = []
@@ -455,6 +459,20 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def consistency_check_is_clean(self) -> None:
         assert self.run(run_check(self.engine)) == []
+
+    @invariant()
+    def balances_at_every_past_time_and_replay_are_right(self) -> None:
+        wallets = {a: list(v) for a, v in self.model.accounts.items() if a.startswith("wal_")}
+        self.snapshots[self.clock.now()] = wallets
+        self.run(self._check_history())
+
+    async def _check_history(self) -> None:
+        async with self.engine.connect() as conn:
+            for at, wallets in self.snapshots.items():
+                for account, want in wallets.items():
+                    got = await history.balance_at(conn, account, at)
+                    assert list(got or history.ZERO) == want, (account, at)
+            assert await history.replay(conn) == []
 
 
 # No shrink phase: every example costs a database and ~30 ms a step, and shrinking a failing

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from pocketpay.billing.client import BillingClient
+from pocketpay.gateway.accounts_routes import accounts_routes
 from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.billing_routes import billing_routes
 from pocketpay.gateway.conventions import PublicRoute, operation_id, refuse_other_methods
@@ -180,6 +181,7 @@ def build_router(gw: Gateway) -> APIRouter:
     billing_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     notifications_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     fx_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
+    accounts_routes(r, gw, principal, once, IdemHeader, _ENTRY_LIST, _object_id)
     payouts_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     refuse_other_methods(r)
     return r

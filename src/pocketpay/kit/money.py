@@ -71,3 +71,14 @@ class Money:
             if exp
             else f"{sign}{whole} {self.currency}"
         )
+
+
+def decimal_string(amount_minor: int, currency: str) -> str:
+    """The amount in major units, exactly: 12345 USD -> ``"123.45"``, 500 JPY -> ``"500"``,
+    1500 BHD -> ``"1.500"``."""
+    exp = CURRENCY_EXPONENTS[currency]
+    sign = "-" if amount_minor < 0 else ""
+    if not exp:
+        return f"{sign}{abs(amount_minor)}"
+    whole, frac = divmod(abs(amount_minor), 10**exp)
+    return f"{sign}{whole}.{frac:0{exp}d}"

@@ -7,6 +7,7 @@ directly (no HTTP); at scale the internal routes (``ledger.routes``) serve it ov
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,13 +20,13 @@ from pocketpay.kit.errors import ValidationFailed
 from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.listing import Page, next_cursor
 from pocketpay.kit.metrics import CONSUMER_LAG, CONSUMER_PENDING
-from pocketpay.kit.money import MoneyError, normalize_currency
+from pocketpay.kit.money import MoneyError, decimal_string, normalize_currency
 from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tracing import client_span
-from pocketpay.ledger import conversions, service, wallet_transfers
+from pocketpay.ledger import conversions, history, service, wallet_transfers
 from pocketpay.ledger import fx as fx_rates
-from pocketpay.ledger.chart import wallet_account_id
-from pocketpay.ledger.errors import InvalidTransfer
+from pocketpay.ledger.chart import AccountCode, parse_account_id, wallet_account_id
+from pocketpay.ledger.errors import AccountNotFound, InvalidTransfer
 from pocketpay.ledger.schemas import (
     Backlog,
     Collection,
@@ -260,12 +261,42 @@ class LedgerApi:
             row = await conversions.get_conversion(conn, owner_id, conversion_id)
         return Conversion.model_validate(conversions.conversion_view(row))
 
+    async def wallet_at(self, owner_id: str, account_id: str, at: datetime | None) -> Wallet:
+        """The owner's wallet ``account_id`` now, or as it was at ``at`` (its running balance
+        after its last transfer by then: one index seek, ``ledger.history``). Another user's
+        account, or no account: ``not_found``."""
+        currency = _mine(owner_id, account_id)
+        async with self._reads.connect() as conn:
+            if at is None:
+                return _wallet(await service.balance(conn, account_id))
+            counters = await history.balance_at(conn, account_id, at) or history.ZERO
+        return _wallet(service.Balance(account_id, currency, *counters))
+
+    async def open_wallet(self, owner_id: str, currency: str) -> Wallet:
+        """The owner's wallet in ``currency``, made now if it does not exist (idempotent)."""
+        account_id = wallet_account_id(owner_id, _currency(currency))
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            await service.ensure_account(conn, account_id, now)
+            return _wallet(await service.balance(conn, account_id))
+
     async def list_conversions(self, owner_id: str, page: Page) -> ConversionList:
         async with self._reads.connect() as conn:
             rows, more = await conversions.list_conversions(conn, owner_id, page)
         data = [Conversion.model_validate(conversions.conversion_view(r)) for r in rows]
         cursor = next_cursor(page, [c.id for c in data], more)
         return ConversionList(data=data, has_more=more, next_cursor=cursor)
+
+
+def _mine(owner_id: str, account_id: str) -> str:
+    """The currency of ``account_id`` if it is a wallet of ``owner_id``; else not found."""
+    try:
+        code, owner, currency = parse_account_id(account_id)
+    except ValueError:
+        owner, currency = None, ""
+    if owner != owner_id or code != AccountCode.WALLET:
+        raise AccountNotFound(f"No account {account_id[:120]} of yours.", code="not_found")
+    return currency
 
 
 def _wallet(b: service.Balance) -> Wallet:
@@ -291,6 +322,7 @@ def _entry(t: dict[str, Any], account_id: str) -> Entry:
         kind=t["kind"],
         direction="credit" if credit else "debit",
         amount_minor=t["amount_minor"],
+        amount=decimal_string(t["amount_minor"], t["currency"]),
         currency=t["currency"],
         pending_state=t["pending_state"],
         created_at=t["created_at"],

@@ -5,6 +5,7 @@ runs in the caller's process (direct calls), and ``HttpLedgerClient`` when it ru
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 from pocketpay.kit.client import InternalClient
@@ -22,6 +23,7 @@ from pocketpay.ledger.schemas import (
     Transfer,
     TransferList,
     TransferListQuery,
+    Wallet,
     WalletList,
 )
 
@@ -74,6 +76,12 @@ class LedgerClient(Protocol):
     async def get_conversion(self, owner_id: str, conversion_id: str) -> Conversion: ...
 
     async def list_conversions(self, owner_id: str, page: Page) -> ConversionList: ...
+
+    async def wallet_at(self, owner_id: str, account_id: str, at: datetime | None) -> Wallet:
+        """The owner's wallet now, or as it was at ``at``; see ``LedgerApi.wallet_at``."""
+        ...
+
+    async def open_wallet(self, owner_id: str, currency: str) -> Wallet: ...
 
 
 class HttpLedgerClient:
@@ -192,3 +200,12 @@ class HttpLedgerClient:
         params = page.model_dump(exclude_none=True) | {"owner_id": owner_id}
         answer = await self._req("GET", "/conversions", params=params)
         return ConversionList.model_validate(answer)
+
+    async def wallet_at(self, owner_id: str, account_id: str, at: datetime | None) -> Wallet:
+        params = {"owner_id": owner_id} | ({"at": at.isoformat()} if at else {})
+        answer = await self._req("GET", f"/accounts/{account_id}/balance", params=params)
+        return Wallet.model_validate(answer)
+
+    async def open_wallet(self, owner_id: str, currency: str) -> Wallet:
+        body = {"owner_id": owner_id, "currency": currency}
+        return Wallet.model_validate(await self._req("POST", "/accounts", json=body))

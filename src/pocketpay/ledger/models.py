@@ -67,6 +67,24 @@ transfers = Table(
     Index("ix_ledger_transfers_credit", "credit_account_id", "seq"),
 )
 
+# The running balance of every unsharded account (wallets): one row per transfer that changed
+# it, with the account's four counters after that transfer. The balance at any time is the
+# last row at or before it (one index seek, whatever the history); ``pocketpay ledger replay``
+# rebuilds these rows from the transfers and reports any difference.
+balance_history = Table(
+    "ledger_balance_history",
+    metadata,
+    seq_column(),
+    Column("account_id", String(120), nullable=False),
+    Column("transfer_id", String(120), nullable=False, index=True),
+    Column("debits_pending", BigInteger, nullable=False),
+    Column("debits_posted", BigInteger, nullable=False),
+    Column("credits_pending", BigInteger, nullable=False),
+    Column("credits_posted", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ledger_balance_history_at", "account_id", "created_at", "seq"),
+)
+
 # A price for converting between two of a user's wallets, executable once before it expires
 # (``ledger/conversions.py``). ``rate`` is the quoted decimal rate as text (exact).
 fx_quotes = Table(

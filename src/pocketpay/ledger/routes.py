@@ -4,6 +4,7 @@ process. Mounted by ``ledger.app`` behind the internal token."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -28,7 +29,9 @@ from pocketpay.ledger.schemas import (
     Transfer,
     TransferList,
     TransferListInternal,
+    Wallet,
     WalletList,
+    WalletOpenIn,
     WalletTransferIn,
 )
 
@@ -91,6 +94,14 @@ def build_router(api: LedgerApi) -> APIRouter:
     @r.get("/conversions", response_model=ConversionList)
     async def list_conversions(query: Annotated[ConversionListInternal, Query()]) -> ConversionList:
         return await api.list_conversions(query.owner_id, query)
+
+    @r.get("/accounts/{account_id}/balance", response_model=Wallet)
+    async def wallet_at(account_id: str, owner_id: str, at: datetime | None = None) -> Wallet:
+        return await api.wallet_at(owner_id, account_id, at)
+
+    @r.post("/accounts", response_model=Wallet)
+    async def open_wallet(body: WalletOpenIn) -> Wallet:
+        return await api.open_wallet(body.owner_id, body.currency)
 
     @r.get("/conversions/{conversion_id}", response_model=Conversion)
     async def get_conversion(conversion_id: str, owner_id: str) -> Conversion:

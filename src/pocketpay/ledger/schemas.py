@@ -124,6 +124,11 @@ class Wallet(BaseModel):
     credits_posted: int
 
 
+class WalletOpenIn(_Strict):
+    owner_id: str = Field(min_length=1, max_length=60)
+    currency: str = Field(min_length=3, max_length=3)
+
+
 class WalletList(BaseModel):
     data: list[Wallet]
 
@@ -189,6 +194,7 @@ class Entry(BaseModel):
     kind: str = Field(description="posted, pending, post_pending or void_pending.")
     direction: Literal["credit", "debit"]
     amount_minor: int
+    amount: str = Field(description='amount_minor in major units, exactly ("12.34").')
     currency: str
     pending_state: str | None
     created_at: str

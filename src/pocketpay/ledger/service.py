@@ -12,11 +12,11 @@ import contextlib
 import functools
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, union_all, update
+from sqlalchemy import bindparam, delete, func, insert, select, union_all, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,7 +41,7 @@ from pocketpay.ledger.errors import (
     TransferIdConflict,
     TransferNotFound,
 )
-from pocketpay.ledger.models import accounts, balances, outbox, transfers
+from pocketpay.ledger.models import accounts, balance_history, balances, outbox, transfers
 
 
 @dataclass(frozen=True)
@@ -123,33 +123,44 @@ async def ensure_account(conn: AsyncConnection, account_id: str, now: datetime) 
     )
 
 
-async def _apply(
-    conn: AsyncConnection,
-    account_id: str,
-    code: AccountCode,
-    shard: int,
-    deltas: dict[str, int],
-    guard_amount: int | None,
-    now: datetime,
-) -> None:
-    """Add ``deltas`` to one balance row. With ``guard_amount``, refuse (InsufficientFunds)
-    unless the account's available balance covers it, in the same atomic UPDATE."""
-    if code == AccountCode.WALLET:
-        conn.info.setdefault(_TOUCHED, set()).add(account_id)
-    guarded = guard_amount is not None and is_guarded(code)
-    stmt = _balance_update(tuple(deltas), guarded)
-    params: dict[str, Any] = {"w_account": account_id, "w_shard": shard}
-    params |= {f"d_{col}": delta for col, delta in deltas.items()}
+async def _apply(conn: AsyncConnection, ch: _Change, now: datetime) -> None:
+    """Add ``ch.deltas`` to one balance row. With ``ch.guard_amount``, refuse
+    (InsufficientFunds) unless the account's available balance covers it, in the same atomic
+    UPDATE. An unsharded account's new counters (``RETURNING``) go to its balance history,
+    tagged with the transfer."""
+    if ch.code == AccountCode.WALLET:
+        conn.info.setdefault(_TOUCHED, set()).add(ch.account_id)
+    guarded = ch.guard_amount is not None and is_guarded(ch.code)
+    history = shard_count(ch.code) == 1
+    stmt = _balance_update(tuple(ch.deltas), guarded, history)
+    params: dict[str, Any] = {"w_account": ch.account_id, "w_shard": ch.shard}
+    params |= {f"d_{col}": delta for col, delta in ch.deltas.items()}
     if guarded:
-        params["w_guard"] = guard_amount
-        result = await conn.execute(stmt, params)
-        if result.rowcount == 0:
-            raise InsufficientFunds("The wallet's available balance does not cover this amount.")
-        return
+        params["w_guard"] = ch.guard_amount
     result = await conn.execute(stmt, params)
-    if result.rowcount == 0:
-        await ensure_account(conn, account_id, now)
-        await conn.execute(stmt, params)
+    after = result.first() if history else None
+    if after is None if history else result.rowcount == 0:
+        if guarded:
+            raise InsufficientFunds("The wallet's available balance does not cover this amount.")
+        await ensure_account(conn, ch.account_id, now)
+        result = await conn.execute(stmt, params)
+        after = result.first() if history else None
+    if after is not None:
+        await conn.execute(
+            _INSERT_HISTORY,
+            {
+                "account_id": ch.account_id,
+                "transfer_id": ch.transfer_id,
+                "debits_pending": after[0],
+                "debits_posted": after[1],
+                "credits_pending": after[2],
+                "credits_posted": after[3],
+                "created_at": now,
+            },
+        )
+
+
+_INSERT_HISTORY = insert(balance_history)
 
 
 # The wallets whose balance rows this connection's transaction changed (``unit`` reads it).
@@ -185,9 +196,10 @@ def wallet_view(b: Balance) -> dict[str, Any]:
 
 
 @functools.cache
-def _balance_update(columns: tuple[str, ...], guarded: bool) -> Any:
+def _balance_update(columns: tuple[str, ...], guarded: bool, returning: bool) -> Any:
     """``UPDATE balances SET col = col + :d_col ... WHERE account, shard [AND available >=
-    :w_guard]``, built once per shape (values are bound at execution; see kit.db)."""
+    :w_guard] [RETURNING the four counters]``, built once per shape (values are bound at
+    execution; see kit.db)."""
     b = balances.c
     stmt = (
         update(balances)
@@ -198,11 +210,15 @@ def _balance_update(columns: tuple[str, ...], guarded: bool) -> Any:
         stmt = stmt.where(
             b.credits_posted - b.debits_posted - b.debits_pending >= bindparam("w_guard")
         )
+    if returning:
+        counters = (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted)
+        stmt = stmt.returning(*counters)
     return stmt
 
 
 @dataclass(frozen=True)
 class _Change:
+    transfer_id: str
     account_id: str
     code: AccountCode
     shard: int
@@ -220,18 +236,20 @@ async def _apply_both(conn: AsyncConnection, now: datetime, *changes: _Change) -
     done: list[_Change] = []
     for ch in sorted(changes, key=lambda c: (c.account_id, c.shard)):
         try:
-            await _apply(conn, ch.account_id, ch.code, ch.shard, ch.deltas, ch.guard_amount, now)
+            await _apply(conn, ch, now)
         except InsufficientFunds:
             for prev in done:
                 undo = {col: -delta for col, delta in prev.deltas.items()}
-                await _apply(conn, prev.account_id, prev.code, prev.shard, undo, None, now)
+                await _apply(conn, replace(prev, deltas=undo, guard_amount=None), now)
             raise
         done.append(ch)
 
 
 async def _forget(conn: AsyncConnection, transfer_id: str) -> None:
-    """Remove a transfer row this transaction just inserted, when the transfer is refused."""
+    """Remove a transfer row this transaction just inserted, when the transfer is refused,
+    with the balance history rows its (undone) changes wrote."""
     await conn.execute(delete(transfers).where(transfers.c.id == transfer_id))
+    await conn.execute(delete(balance_history).where(balance_history.c.transfer_id == transfer_id))
 
 
 async def _insert_transfer(conn: AsyncConnection, values: dict[str, Any]) -> tuple[Row[Any], bool]:
@@ -292,13 +310,20 @@ async def create_transfer(conn: AsyncConnection, req: TransferRequest, now: date
             conn,
             now,
             _Change(
+                req.id,
                 req.debit_account_id,
                 d_code,
                 d_shard,
                 {f"debits_{col}": req.amount_minor},
                 req.amount_minor,
             ),
-            _Change(req.credit_account_id, c_code, c_shard, {f"credits_{col}": req.amount_minor}),
+            _Change(
+                req.id,
+                req.credit_account_id,
+                c_code,
+                c_shard,
+                {f"credits_{col}": req.amount_minor},
+            ),
         )
     except InsufficientFunds:
         await _forget(conn, req.id)
@@ -361,12 +386,14 @@ async def resolve_pending(
         conn,
         now,
         _Change(
+            transfer_id,
             pending.debit_account_id,
             d_code,
             pending.debit_shard,
             {"debits_pending": -full, "debits_posted": posted},
         ),
         _Change(
+            transfer_id,
             pending.credit_account_id,
             c_code,
             pending.credit_shard,

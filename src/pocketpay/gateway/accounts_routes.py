@@ -1,0 +1,147 @@
+"""The accounts API (the Go Payments API seed's shape): a user's ledger accounts by id, their
+balance now or at any past time, and their transactions. Amounts come as integer minor units
+and as exact decimal strings in major units. Thin: ``LedgerClient`` does the work."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from pocketpay.gateway.problems import AUTH, BODY, IDEMPOTENT, LIST, problems
+from pocketpay.kit.listing import Page
+from pocketpay.kit.money import decimal_string
+from pocketpay.kit.tokens import Principal
+from pocketpay.ledger.schemas import EntryList, Wallet
+
+
+class Account(BaseModel):
+    id: str = Field(description="The ledger account's id (a wallet: wal_<user>_<CUR>).")
+    object: Literal["account"] = "account"
+    type: Literal["wallet"] = "wallet"
+    currency: str
+    available_minor: int
+    pending_minor: int
+    posted_minor: int
+    available: str = Field(description="available_minor in major units, exactly.")
+    pending: str
+    posted: str
+
+
+class AccountList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Account]
+
+
+class AccountBalance(BaseModel):
+    object: Literal["balance"] = "balance"
+    account_id: str
+    currency: str
+    at: str | None = Field(description="The time asked for; null: now.")
+    available_minor: int
+    pending_minor: int
+    posted_minor: int
+    available: str
+    pending: str
+    posted: str
+
+
+class AccountOpen(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    currency: str = Field(min_length=3, max_length=3, description="ISO 4217, e.g. EUR.")
+
+
+def _figures(w: Wallet) -> dict[str, Any]:
+    cur = w.currency
+    return {
+        "currency": cur,
+        "available_minor": w.available_minor,
+        "pending_minor": w.pending_minor,
+        "posted_minor": w.posted_minor,
+        "available": decimal_string(w.available_minor, cur),
+        "pending": decimal_string(w.pending_minor, cur),
+        "posted": decimal_string(w.posted_minor, cur),
+    }
+
+
+def account_view(w: Wallet) -> Account:
+    return Account(id=w.account_id, **_figures(w))
+
+
+def accounts_routes(
+    r: APIRouter,
+    gw: Any,
+    principal: Any,
+    once: Callable[..., Awaitable[JSONResponse]],
+    idem_header: Any,
+    entry_page: Any,
+    object_id: Any,
+) -> None:
+    @r.get("/accounts", tags=["accounts"], responses=problems(*AUTH))
+    async def list_accounts(who: Principal = Depends(principal)) -> AccountList:
+        """Your ledger accounts: a wallet per currency you hold."""
+        wallets = await gw.ledger.wallets(who.user_id)
+        return AccountList(data=[account_view(w) for w in wallets.data])
+
+    @r.post(
+        "/accounts",
+        status_code=201,
+        response_model=Account,
+        tags=["accounts"],
+        responses=problems(*AUTH, *BODY, *IDEMPOTENT, "validation.unknown_currency"),
+    )
+    async def open_account(
+        request: Request,
+        body: AccountOpen,
+        who: Principal = Depends(principal),
+        key: str | None = idem_header,
+    ) -> JSONResponse:
+        """Open your wallet in a currency (it also opens by itself on its first credit).
+        Opening one you have answers it as it is."""
+
+        async def run(_key: str) -> Account:
+            return account_view(await gw.ledger.open_wallet(who.user_id, body.currency))
+
+        return await once(request, who, key, body.model_dump(mode="json"), run, 201)
+
+    @r.get("/accounts/{account_id}", tags=["accounts"], responses=problems(*AUTH, "not_found"))
+    async def get_account(account_id: str, who: Principal = Depends(principal)) -> Account:
+        aid = object_id(account_id, "account")
+        return account_view(await gw.ledger.wallet_at(who.user_id, aid, None))
+
+    @r.get(
+        "/accounts/{account_id}/balance",
+        tags=["accounts"],
+        responses=problems(*AUTH, "not_found", "validation.failed"),
+    )
+    async def account_balance(
+        account_id: str,
+        who: Principal = Depends(principal),
+        at: AwareDatetime | None = Query(
+            None, description="An ISO time with offset: the balance as it was then."
+        ),
+    ) -> AccountBalance:
+        """The balance now, or at any past time (constant time, whatever the history)."""
+        aid = object_id(account_id, "account")
+        w = await gw.ledger.wallet_at(who.user_id, aid, at)
+        when = at.isoformat() if isinstance(at, datetime) else None
+        return AccountBalance(account_id=aid, at=when, **_figures(w))
+
+    @r.get(
+        "/accounts/{account_id}/transactions",
+        tags=["accounts"],
+        responses=problems(*AUTH, *LIST, "not_found"),
+    )
+    async def account_transactions(
+        account_id: str, who: Principal = Depends(principal), page: Page = Depends(entry_page)
+    ) -> EntryList:
+        """The account's entries, newest first (cursors: an entry's seq)."""
+        aid = object_id(account_id, "account")
+        wallet = await gw.ledger.wallet_at(who.user_id, aid, None)  # yours, or not_found
+        entries: EntryList = await gw.ledger.entries(who.user_id, wallet.currency, page)
+        return entries
