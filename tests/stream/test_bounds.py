@@ -5,6 +5,9 @@ with a retry hint (SSE ``retry:``)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
 
 from pocketpay.gateway.stream_hub import StreamHub
 from pocketpay.gateway.stream_log import StreamLog
@@ -72,3 +75,37 @@ async def test_stopping_the_hub_ends_streams_with_a_retry_hint(sqlite_stack: Sta
         assert end.retry is not None and end.retry > 0
         assert end.body["data"] == {"cursor": got.id}
         assert await asyncio.wait_for(s.event(), 10) is None
+
+
+class _FailingOnce:
+    """The real log, whose next read fails as a database that refuses connections does."""
+
+    def __init__(self, log: StreamLog) -> None:
+        self._log = log
+        self.failures = 1
+
+    async def after(self, user_id: str, cursor: int, limit: int) -> list[Any]:
+        if self.failures:
+            self.failures -= 1
+            raise OperationalError("SELECT", {}, Exception("too many clients already"))
+        return await self._log.after(user_id, cursor, limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
+async def test_a_failed_read_does_not_end_the_stream(sqlite_stack: Stack) -> None:
+    hub, log = parts(sqlite_stack)
+    alice = await sqlite_stack.user()
+    uid = alice["user"]["id"]
+    async with sse(sqlite_stack.http, alice["headers"]) as s:
+        failing = _FailingOnce(log)
+        hub.log = failing  # type: ignore[assignment]
+        try:
+            await log.append(envelope(uid, 1))
+            await hub.wake_users([uid])
+            got = await s.event()  # read again at the next wake (the poll's at the latest)
+        finally:
+            hub.log = log
+    assert failing.failures == 0
+    assert got is not None and got.body["data"]["id"] == "pay_1"

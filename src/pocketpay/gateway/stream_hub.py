@@ -126,7 +126,12 @@ class StreamConnection:
             if self._expired():
                 self.end(control("stream.token_expired", {}, final=True))
                 return
-            events = await self.hub.log.after(self.user_id, self.cursor, limit)
+            try:
+                events = await self.hub.log.after(self.user_id, self.cursor, limit)
+            except Exception as exc:  # e.g. no database connection now: the next wake retries
+                log.warning("stream.read_failed", user_id=self.user_id, error=type(exc).__name__)
+                await self._sleep()
+                continue
             for ev in events:
                 if not self._offer(Frame("event", ev.type, ev)):
                     return
