@@ -116,6 +116,18 @@ async def _logged_at(database_url: str, ids: set[str]) -> dict[str, float]:
     return {r["event_id"]: r["at"].timestamp() for r in rows}
 
 
+async def _logged_for(database_url: str, user_ids: list[str]) -> int:
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        count = await conn.fetchval(
+            "SELECT count(*) FROM gateway.gateway_stream_events WHERE user_id = ANY($1::text[])",
+            user_ids,
+        )
+    finally:
+        await conn.close()
+    return int(count)
+
+
 async def _nats_round_trip(url: str, count: int = 2000) -> dict[str, float]:
     """The ceiling: publish -> receive on one NATS server, one message in flight at a time."""
     nc = await nats.connect(url)
@@ -154,6 +166,7 @@ async def measure(fleet: fl.Fleet, users_n: int, rate: float, seconds: float) ->
         for s in streams:
             await s.__aexit__(None, None, None)
     logged_at = await _logged_at(fleet.database_url, {e[0] for e in seen})
+    in_log = await _logged_for(fleet.database_url, [u["user"]["id"] for u in users])
     total: list[float] = []
     parts: dict[str, list[float]] = defaultdict(list)
     by_type: dict[str, list[float]] = defaultdict(list)
@@ -170,6 +183,8 @@ async def measure(fleet: fl.Fleet, users_n: int, rate: float, seconds: float) ->
         "payments": made,
         "rate_per_s": rate,
         "frames": len(seen),
+        "frames_in_log": in_log,  # every row the users' streams should have sent
+        "frames_distinct": len({(e[0], e[1]) for e in seen}),
         "commit_to_client": latency_summary(total),
         **{name: latency_summary(values) for name, values in parts.items()},
         "by_type": {t: latency_summary(v) for t, v in sorted(by_type.items())},
