@@ -125,6 +125,16 @@ refund_is() { # refund_is ID STATUS
   [ "$LAST" = "$2" ]
 }
 
+payout_is() { # payout_is ID STATUS
+  local out
+  out=$(call 200 GET "$API/payouts/$1" -H "$(auth "$ALICE")") || exit 1
+  LAST=$(jq -r .status <<<"$out")
+  case $LAST in
+    failed | canceled) die "payout $1 ended $LAST ($(jq -r '.failure_code // "-"' <<<"$out"))" ;;
+  esac
+  [ "$LAST" = "$2" ]
+}
+
 pay() { # pay AMOUNT_MINOR PAYMENT_METHOD [CAPTURE_METHOD]: prints the new payment
   call 202 POST "$API/payments" -H "$(auth "$ALICE")" -H "$JSON" -H "Idempotency-Key: $(new_key)" \
     -d "{\"amount_minor\":$1,\"currency\":\"USD\",\"payment_method\":\"$2\",\"capture_method\":\"${3:-automatic}\"}"
@@ -264,6 +274,19 @@ walkthrough() {
     jq -r '[.data[] | select(.currency == "JPY") | .available_minor] | first // 0')
   [ "$jpy1" -eq $((jpy0 + buy)) ] || die "Bob has $jpy1 JPY, expected $((jpy0 + buy))"
   echo "  Bob: $(money $((b1 - 500))) USD and $jpy1 JPY"
+
+  echo "12. Alice pays 5.00 USD out to her bank account: held at once, gone once paid"
+  local payout
+  # Only settled money can be paid out (the PSP's available balance).
+  wait_until "payment $pay to be settled" payment_is "$pay" settled
+  out=$(call 202 POST "$API/payouts" -H "$(auth "$ALICE")" -H "$JSON" -H "Idempotency-Key: $(new_key)" \
+    -d '{"amount_minor":500,"currency":"USD","description":"Savings",
+         "destination":{"country":"US","routing_number":"110000000","account_number":"000123456789"}}')
+  payout=$(jq -r .id <<<"$out")
+  jq -r '"  \(.id): \(.status), to the account ending \(.destination.last4)"' <<<"$out"
+  wait_until "payout $payout to be paid" payout_is "$payout" paid
+  wait_until "Alice's payout to leave her wallet" balance_is "$ALICE" posted_minor $((a1 - 500))
+  expect_wallet Alice "$ALICE" $((a1 - 500))
   echo "demo: OK"
 }
 
