@@ -104,3 +104,56 @@ async def test_balance_at_any_time_matches_the_entries(stack: Stack) -> None:
         assert got.status_code == 200, got.text
         assert got.json()["available_minor"] == want == await brute_force(stack, alice, account, at)
         assert got.json()["at"] == at.isoformat()
+
+
+async def test_transfers_by_account_ids_and_decimal_amounts(stack: Stack) -> None:
+    alice, bob = await stack.user(), await stack.user()
+    await stack.pay(alice, 10_000, until="captured")
+    await stack.wait_available(alice, 10_000)
+    source = (await stack.wallet(alice))["id"]
+    bobs = (await stack.post(bob, "/api/v1/accounts", {"currency": "USD"})).json()["id"]
+    r = await stack.post(
+        alice,
+        "/api/v1/transfers",
+        {"source_account_id": source, "destination_account_id": bobs, "amount": "12.34"},
+    )
+    assert r.status_code == 201, r.text
+    assert (r.json()["amount_minor"], r.json()["amount"], r.json()["currency"]) == (
+        1234,
+        "12.34",
+        "USD",
+    )
+    assert (await stack.wallet(bob))["available_minor"] == 1234
+    refused: list[tuple[dict[str, Any], int, str]] = [
+        ({"destination_account_id": bobs, "amount": "1.234"}, 422, "validation.failed"),
+        ({"destination_account_id": bobs, "amount": "-1"}, 422, "validation.failed"),
+        (
+            {"destination_account_id": bobs, "amount": "1", "amount_minor": 100},
+            422,
+            "validation.failed",
+        ),
+        (
+            {"destination_account_id": bobs, "amount": "1", "currency": "EUR"},
+            422,
+            "validation.failed",
+        ),
+        ({"recipient": bob["user"]["email"], "amount": "1"}, 422, "validation.failed"),
+        ({"destination_account_id": "sys_revenue_USD", "amount": "1"}, 422, "validation.failed"),
+        (
+            {
+                "destination_account_id": bobs.replace(bob["user"]["id"][-5:], "ZZZZZ"),
+                "amount": "1",
+            },
+            404,
+            "transfers.recipient_not_found",
+        ),
+        (
+            {"source_account_id": bobs, "recipient": bob["user"]["email"], "amount": "1"},
+            404,
+            "not_found",
+        ),
+    ]
+    for body, status, code in refused:
+        assert_problem(await stack.post(alice, "/api/v1/transfers", body), status, code, str(body))
+    assert (await stack.wallet(alice))["available_minor"] == 10_000 - 1234
+    assert (await stack.wallet(bob))["available_minor"] == 1234

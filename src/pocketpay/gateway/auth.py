@@ -218,6 +218,11 @@ class AuthService:
             raise Unauthorized("This account no longer exists.", code="auth.invalid_token")
         return user_view(row)
 
+    async def find_by_id(self, user_id: str) -> dict[str, Any] | None:
+        async with self._reads.connect() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        return user_view(row) if row else None
+
     async def find_by_email(self, email: str) -> dict[str, Any] | None:
         async with self._reads.connect() as conn:
             row = (await conn.execute(_BY_EMAIL, {"w_email": email.lower()})).first()

@@ -41,6 +41,7 @@ from pocketpay.gateway.schemas import (
     WalletBalance,
     WalletBalances,
     WebhookReceived,
+    wallet_owner,
 )
 from pocketpay.kit.errors import AppError, NotFound, Unauthorized
 from pocketpay.kit.listing import MAX_LIMIT, InvalidCursor, Page
@@ -109,14 +110,29 @@ class Gateway:
         self.webhook_tolerance = webhook_tolerance
         self.notifications = notifications
 
+    async def _recipient(self, body: TransferCreate) -> dict[str, Any]:
+        """The user named by email or by one of their accounts."""
+        found: dict[str, Any] | None = None
+        if body.recipient is not None:
+            found = await self.auth.find_by_email(str(body.recipient))
+        elif body.destination_account_id and (owner := wallet_owner(body.destination_account_id)):
+            found = await self.auth.find_by_id(owner[0])
+        if found is None:
+            what = "email" if body.recipient is not None else "account"
+            raise NotFound(
+                f"No PocketPay user has this {what}.", code="transfers.recipient_not_found"
+            )
+        return found
+
     async def send_money(self, who: Principal, idem_key: str, body: TransferCreate) -> Transfer:
         """A wallet transfer to the user whose email is ``body.recipient`` (the API's and the
         web app's send)."""
-        recipient = await self.auth.find_by_email(str(body.recipient))
-        if recipient is None:
-            raise NotFound(
-                "No PocketPay user has this email.", code="transfers.recipient_not_found"
-            )
+        recipient = await self._recipient(body)
+        if body.source_account_id and wallet_owner(body.source_account_id) != (
+            who.user_id,
+            body.currency,
+        ):
+            raise NotFound(f"No account {body.source_account_id} of yours.")
         return await self.ledger.send(
             {
                 "idempotency_key": idem_key,

@@ -3,12 +3,21 @@ an owning component's model as is."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from pocketpay.kit.metadata import Metadata
-from pocketpay.kit.money import MAX_AMOUNT_MINOR, MoneyError, normalize_currency
+from pocketpay.kit.money import MAX_AMOUNT_MINOR, MoneyError, normalize_currency, parse_decimal
 
 # Free text is stored in PostgreSQL text columns, which cannot hold NUL: refuse it at the
 # door (a 422) rather than fail in the database (a 500).
@@ -34,23 +43,85 @@ class RefreshIn(_Strict):
     refresh_token: str = Field(min_length=1, max_length=200)
 
 
+# A wallet's ledger account id, as GET /accounts shows it: wal_<user id>_<currency>.
+WALLET_ACCOUNT = re.compile(r"^wal_(usr_[0-9A-Za-z]{26})_([A-Z]{3})$")
+
+
+def wallet_owner(account_id: str) -> tuple[str, str] | None:
+    """(owner user id, currency) of a wallet account id, or None."""
+    found = WALLET_ACCOUNT.fullmatch(account_id)
+    return (found.group(1), found.group(2)) if found else None
+
+
 class TransferCreate(_Strict):
-    recipient: EmailStr = Field(
+    """Who gets the money (``recipient`` or ``destination_account_id``) and how much
+    (``amount_minor`` or ``amount``). The currency is ``currency`` or that of the accounts
+    named; all given must agree."""
+
+    recipient: EmailStr | None = Field(
+        default=None,
         description="The email of the PocketPay user who receives the money.",
         examples=["bob@example.com"],
     )
-    amount_minor: StrictInt = Field(gt=0, le=MAX_AMOUNT_MINOR, examples=[1000])
-    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    destination_account_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Or the recipient's account id (a wallet: wal_<user>_<CUR>).",
+    )
+    source_account_id: str | None = Field(
+        default=None, max_length=64, description="Your account to send from (optional)."
+    )
+    amount_minor: StrictInt | None = Field(default=None, gt=0, le=MAX_AMOUNT_MINOR, examples=[1000])
+    amount: str | None = Field(
+        default=None,
+        max_length=32,
+        description='Or the amount in major units, exactly: "10.00" (no more decimals than '
+        "the currency has).",
+        examples=["10.00"],
+    )
+    currency: str | None = Field(default=None, min_length=3, max_length=3, examples=["USD"])
     note: str = Field(default="", max_length=500, pattern=NO_NUL, examples=["Lunch"])
     metadata: Metadata = Field(default_factory=dict)
 
     @field_validator("currency")
     @classmethod
-    def _cur(cls, value: str) -> str:
+    def _cur(cls, value: str | None) -> str | None:
         try:
-            return normalize_currency(value)
+            return None if value is None else normalize_currency(value)
         except MoneyError as exc:
             raise ValueError(str(exc)) from exc
+
+    @field_validator("source_account_id", "destination_account_id")
+    @classmethod
+    def _account(cls, value: str | None) -> str | None:
+        if value is not None and wallet_owner(value) is None:
+            raise ValueError("not an account id: use the id of a wallet from GET /accounts")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> TransferCreate:
+        if (self.recipient is None) == (self.destination_account_id is None):
+            raise ValueError("send the recipient (an email) or destination_account_id: one")
+        named = [self.source_account_id, self.destination_account_id]
+        currencies = {self.currency} | {o[1] for a in named if a and (o := wallet_owner(a))}
+        currencies.discard(None)
+        if len(currencies) != 1:
+            raise ValueError(
+                "currency is required unless an account id gives it"
+                if not currencies
+                else "currency and the accounts named must be in one currency"
+            )
+        currency = currencies.pop()
+        assert currency is not None
+        self.currency = currency
+        if (self.amount_minor is None) == (self.amount is None):
+            raise ValueError("send amount_minor or amount (a decimal string): one of them")
+        if self.amount is not None:
+            try:
+                self.amount_minor = parse_decimal(self.amount, currency)
+            except MoneyError as exc:
+                raise ValueError(str(exc)) from exc
+        return self
 
 
 # -- public answers that are not the owning component's model as is ----------------------

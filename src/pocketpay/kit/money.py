@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # ISO 4217 codes we accept, with their minor-unit exponent.
@@ -82,3 +83,27 @@ def decimal_string(amount_minor: int, currency: str) -> str:
         return f"{sign}{abs(amount_minor)}"
     whole, frac = divmod(abs(amount_minor), 10**exp)
     return f"{sign}{whole}.{frac:0{exp}d}"
+
+
+_DECIMAL = re.compile(r"^([0-9]{1,13})(?:\.([0-9]{1,12}))?$")
+
+
+def parse_decimal(amount: str, currency: str) -> int:
+    """A decimal string in major units as exact minor units: ``"100.00"`` USD -> 10000,
+    ``"500"`` JPY -> 500. More decimals than the currency has, a sign, an exponent or any
+    other form raise ``MoneyError`` (nothing is rounded)."""
+    match = _DECIMAL.fullmatch(amount.strip())
+    if match is None:
+        raise MoneyError(f"amount {amount[:40]!r} is not a decimal number such as 12.34")
+    exp = CURRENCY_EXPONENTS[currency]
+    whole: str = match.group(1)
+    frac: str = match.group(2) or ""
+    if len(frac) > exp:
+        raise MoneyError(
+            f"{currency} has {exp} decimal places; {amount.strip()} has {len(frac)}: "
+            "nothing is rounded"
+        )
+    minor: int = int(whole) * 10**exp + int(frac.ljust(exp, "0") or "0")
+    if not 0 < minor <= MAX_AMOUNT_MINOR:
+        raise MoneyError(f"amount must be above 0 and at most {MAX_AMOUNT_MINOR} minor units")
+    return minor

@@ -145,6 +145,7 @@ class Transfer(BaseModel):
                     "object": "transfer",
                     "status": "posted",
                     "amount_minor": 1000,
+                    "amount": "10.00",
                     "currency": "USD",
                     "sender_id": "usr_01JD5Q7A1B2C3D4E5F6G7H8J9K",
                     "recipient_id": "usr_01JD5Q8M1N2P3Q4R5S6T7V8W9X",
@@ -162,6 +163,7 @@ class Transfer(BaseModel):
     object: Literal["transfer"]
     status: Literal["posted"]
     amount_minor: int
+    amount: str = Field(description='amount_minor in major units, exactly ("10.00").')
     currency: str
     sender_id: str | None
     recipient_id: str | None

@@ -15,6 +15,7 @@ from pocketpay.kit.clock import aware
 from pocketpay.kit.errors import KeyReused
 from pocketpay.kit.ids import derive_id
 from pocketpay.kit.listing import fetch_page
+from pocketpay.kit.money import decimal_string
 from pocketpay.kit.outbox import add_event
 from pocketpay.ledger import service
 from pocketpay.ledger.chart import (
@@ -40,6 +41,7 @@ def view(row: Row[Any]) -> dict[str, Any]:
         "object": "transfer",
         "status": "posted",
         "amount_minor": row.amount_minor,
+        "amount": decimal_string(row.amount_minor, row.currency),
         "currency": row.currency,
         "sender_id": data.get("sender_id"),
         "recipient_id": data.get("recipient_id"),
