@@ -348,10 +348,11 @@ async def _finish_in(
     """Move the status to ``target`` if the transition table allows it, with its event
     (once: the UPDATE is conditional on a status that may move there)."""
     code, message = failure or (None, None)
+    message = message[:500] if message else None
     final = target in PAYOUT_FINAL
     values: dict[str, Any] = {"status": target.value, "updated_at": now}
     if target == PO.FAILED:
-        values |= {"failure_code": code or "failed", "failure_message": (message or "")[:500]}
+        values |= {"failure_code": code or "failed", "failure_message": message}
     if final:
         values["check_at"] = None
     res = await conn.execute(
