@@ -31,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 WAKE_TOPIC = "wake"
 
+STOP_TIMEOUT_SECONDS = 5.0  # how long releasing a stream waits for its reader task
+
 
 class TooManyConnections(AppError):
     code = "stream.too_many_connections"
@@ -87,8 +89,11 @@ class StreamConnection:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: a pump stuck in a database call must not hold a closing stream (and
+            # the server's shutdown, which releases streams shielded) forever; a cancelled
+            # task still ends on its own once that call returns.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_SECONDS)
 
     async def next(self) -> Frame:
         return await self.queue.get()
