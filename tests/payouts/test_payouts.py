@@ -8,9 +8,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from pocketpay.kit.client import InternalClient
+from pocketpay.kit.errors import AppError
+from pocketpay.kit.listing import Page
 from pocketpay.ledger.models import transfers
+from pocketpay.payments.client import HttpPaymentsClient
 from tests.payouts.support import (
     DEST,
     HOLD_STILL,
@@ -254,3 +259,34 @@ async def test_lost_webhooks_the_poll_finishes_the_payout(tmp_path: Path, backen
         await eventually(posted)
         assert s.sandbox.events_of("payout.paid")  # sent by the PSP, never received
         assert await s.ledger_problems() == []
+
+
+async def test_scale_mode_client_over_the_internal_api(stack: Stack) -> None:
+    """``HttpPaymentsClient`` (the gateway in another process) reaches payments' internal
+    payout routes and gets the same models and error codes."""
+    user = await funded(stack, 3000)
+    owner = user["user"]["id"]
+    internal = InternalClient(
+        "payments",
+        "http://payments.internal",
+        token=stack.runtime.settings.resolved_internal_token(),
+        transport=httpx.ASGITransport(app=stack.runtime.components["payments"].app),
+    )
+    client = HttpPaymentsClient(internal)
+    try:
+        made = await client.create_payout(owner, "http-1", body(700))
+        assert (made.status, made.amount_minor, made.destination.last4) == ("pending", 700, "6789")
+        assert await client.create_payout(owner, "http-1", body(700)) == made
+        assert (await client.get_payout(owner, made.id)).id == made.id
+        assert [p.id for p in (await client.list_payouts(owner, Page())).data] == [made.id]
+        await wait_sent(stack, made.id)
+        assert (await client.cancel_payout(owner, made.id)).status == "canceled"
+        with pytest.raises(AppError) as refused:
+            await client.create_payout(owner, "http-2", body(700, account="12"))
+        assert refused.value.code == "payouts.invalid_destination"
+        with pytest.raises(AppError) as missing:
+            await client.get_payout("usr_someone_else", made.id)
+        assert missing.value.code == "not_found"
+    finally:
+        await internal.aclose()
+    await stack.wait_available(user, 3000)
