@@ -5,6 +5,7 @@ PSP payout guarantees none is made later. On SQLite and on PostgreSQL + NATS."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,31 @@ async def test_cancel_after_a_crash_before_the_psp_means_no_psp_payout_ever(
         wallet = await stack.wait_available(user, 5000)
         assert wallet["pending_minor"] == 0
         assert await stack.ledger_problems() == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_cancel_that_wins_the_race_stops_the_psp_call(tmp_path: Path, backend: str) -> None:
+    """The first request holds the money, then waits (blocked) before it claims the PSP call;
+    a cancel lands meanwhile. The claim checks the status in its own transaction: the first
+    request goes on, finds the payout canceled, and never asks the PSP."""
+    async with payout_stack(backend, tmp_path, psp={"attempt_retry_seconds": 3600.0}) as stack:
+        user = await funded(stack, 5000)
+        point = "payments.payout.after_hold"
+        failpoints.arm(point, "block")
+        first = asyncio.create_task(stack.post(user, "/api/v1/payouts", body(2000), key="race"))
+        await eventually(lambda: _true(failpoints.hits(point) == 1))
+        payout_id = derive_id("po", user["user"]["id"], "race")
+        assert (await row(stack, payout_id)).stage == "reserved"  # held at the ledger
+        c = await stack.post(user, f"/api/v1/payouts/{payout_id}/cancel", {})
+        assert c.status_code == 200 and c.json()["status"] == "canceled", c.text
+        failpoints.release(point)
+        answer = await first
+        assert answer.status_code == 202 and answer.json()["status"] == "canceled"
+        assert psp_payouts(stack, payout_id) == []
+        wallet = await stack.wait_available(user, 5000)
+        assert wallet["pending_minor"] == 0
+        assert await stack.ledger_problems() == []
+
+
+async def _true(value: bool) -> bool | None:
+    return value or None
