@@ -32,8 +32,11 @@ Phases:
   transfers  POST /api/v1/transfers between --clients pre-funded wallets (random recipient);
              then (--open-rate) an open loop at half that rate.
   hot        the same, every transfer into one wallet.
+  fx         currency conversions: each operation a quote (1.00 USD to EUR) and its
+             conversion (two requests), from --clients funded wallets.
   balance    GET /api/v1/wallets latency for a wallet with 100,000 ledger entries and one with
-             10 (seeded in bulk), and the first page of its entries.
+             10 (seeded in bulk), the first page of its entries, and its balance at a time in
+             the middle of its history (GET /accounts/{id}/balance?at=).
   ceiling    the issue's reference ceilings measured now (PostgreSQL mode), and CPU speed.
 
 Users are seeded directly (one real signup; the others reuse its password hash and get tokens
@@ -60,6 +63,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -79,7 +83,17 @@ from bench.load import (
 from bench.server import PG_ADMIN_URL, Server, private_nats, running_reference, running_server
 from bench.system import CpuMeter, machine_busy_percent, machine_info
 
-PHASES = ("reference", "creates", "e2e", "sustained", "transfers", "hot", "balance", "ceiling")
+PHASES = (
+    "reference",
+    "creates",
+    "e2e",
+    "sustained",
+    "transfers",
+    "hot",
+    "fx",
+    "balance",
+    "ceiling",
+)
 # --e2e-rate's default per mode (payments offered per second for --e2e-seconds): a rate the
 # pipeline has to sustain on the way to the issue's targets, so "backlog grew" is the news.
 E2E_RATE = {"embedded": 50.0, "postgres": 100.0}
@@ -561,7 +575,16 @@ async def phase_transfers(
         async def into_hot(i: int, _n: int) -> Reply:
             return await pool.post(i, "/api/v1/transfers", body(hot), idem_headers(senders[i]))
 
-        for phase, req in (("transfers", many), ("hot", into_hot)):
+        async def convert(i: int, _n: int) -> Reply:
+            """A quote (1.00 USD to EUR) and its conversion: one operation, two requests."""
+            sell = {"sell_currency": "USD", "buy_currency": "EUR", "sell_amount_minor": 100}
+            quote = await pool.post(i, "/api/v1/fx/quotes", sell, idem_headers(senders[i]))
+            if quote.status_code != 201:
+                return quote
+            chosen = {"quote_id": quote.json()["id"]}
+            return await pool.post(i, "/api/v1/conversions", chosen, idem_headers(senders[i]))
+
+        for phase, req in (("transfers", many), ("hot", into_hot), ("fx", convert)):
             if phase not in which:
                 continue
             log(f"  {phase}")
@@ -597,8 +620,9 @@ async def phase_balance(cfg: argparse.Namespace, profiler: Profiler) -> dict[str
         Clients(server.base_url, cfg.clients, cfg.http_client) as pool,
     ):
         big, small = await seed.seed_users(http, server.db_url, server.jwt_secret, 2, "b")
-        seeded_s = await seed.seed_history(server.db_url, big["id"], cfg.history, "USD")
-        await seed.seed_history(server.db_url, small["id"], 10, "USD")
+        now = datetime.now(UTC)
+        seeded_s = await seed.seed_history(server.db_url, big["id"], cfg.history, "USD", now=now)
+        await seed.seed_history(server.db_url, small["id"], 10, "USD", now=now)
         log(f"  seeded {cfg.history} entries in {seeded_s:.1f} s")
         for user, n in ((big, cfg.history), (small, 10)):
             w = (await http.get("/api/v1/wallets", headers=user["headers"])).json()["data"]
@@ -611,11 +635,21 @@ async def phase_balance(cfg: argparse.Namespace, profiler: Profiler) -> dict[str
             return time.perf_counter() - t0
 
         paths = {"wallets": "/api/v1/wallets", "entries": "/api/v1/wallets/USD/entries?limit=20"}
-        seq: dict[str, list[float]] = {f"{k}_{w}": [] for k in paths for w in ("big", "small")}
+        # The balance at a time in the middle of each history (one index seek, either size).
+        at_paths = {
+            w: f"/api/v1/accounts/wal_{u['id']}_USD/balance?at="
+            + quote(seed.entry_time(now, n, n // 2).isoformat())
+            for w, u, n in (("big", big, cfg.history), ("small", small, 10))
+        }
+        seq: dict[str, list[float]] = {
+            f"{k}_{w}": [] for k in (*paths, "balance_at") for w in ("big", "small")
+        }
         for _ in range(5):  # warm
             for p in paths.values():
                 await timed(p, big)
                 await timed(p, small)
+            await timed(at_paths["big"], big)
+            await timed(at_paths["small"], small)
         # Interleaved, one request at a time. The entries page is read less often: it is the
         # slow one when it grows with history.
         for i in range(cfg.balance_reads):
@@ -624,6 +658,8 @@ async def phase_balance(cfg: argparse.Namespace, profiler: Profiler) -> dict[str
                     continue
                 seq[f"{k}_big"].append(await timed(p, big))
                 seq[f"{k}_small"].append(await timed(p, small))
+            seq["balance_at_big"].append(await timed(at_paths["big"], big))
+            seq["balance_at_small"].append(await timed(at_paths["small"], small))
 
         async def read_big(i: int, _n: int) -> Reply:
             return await pool.get(i, "/api/v1/wallets", big["headers"])
@@ -724,11 +760,13 @@ def table(mode: str, results: dict[str, Any]) -> str:
             f"{u['backlog_slope_second_half_per_s']:+}/s in the 2nd half: "
             + ("GREW" if u["backlog_grew"] else "steady")
         )
-    for name in ("transfers", "hot"):
+    for name in ("transfers", "hot", "fx"):
         if name in results:
-            label = (
-                "transfers, many wallets" if name == "transfers" else "transfers into 1 hot wallet"
-            )
+            label = {
+                "transfers": "transfers, many wallets",
+                "hot": "transfers into 1 hot wallet",
+                "fx": "conversions (quote + convert)",
+            }[name]
             lines.append(_row(label, results[name]))
             if "open" in results[name]:
                 lines.append(_open_row("  open loop", results[name]["open"]))
@@ -740,6 +778,8 @@ def table(mode: str, results: dict[str, Any]) -> str:
             ("wallets_small", "GET /wallets (10 entries)"),
             ("entries_big", f"GET entries p.1 ({n:,} entries)"),
             ("entries_small", "GET entries p.1 (10 entries)"),
+            ("balance_at_big", f"GET balance?at= ({n:,} entries)"),
+            ("balance_at_small", "GET balance?at= (10 entries)"),
         ):
             lines.append(_row(label, b["sequential"][key] | {"rate_per_s": "1 client"}))
         lines.append(_row(f"GET /wallets ({n:,}), concurrent", b["concurrent_big_wallet_reads"]))
@@ -849,7 +889,7 @@ async def run_phases(cfg: argparse.Namespace, which: list[str]) -> dict[str, Any
     if "sustained" in which and cfg.e2e_seconds > 0:
         log("sustained")
         results["sustained"] = await phase_sustained(cfg, profiler, e2e_rate(cfg, results))
-    if "transfers" in which or "hot" in which:
+    if {"transfers", "hot", "fx"} & set(which):
         log("transfers")
         results |= await phase_transfers(cfg, profiler, which)
     if "balance" in which:

@@ -8,7 +8,7 @@ moved by exactly the seeded amounts.
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, text, update
@@ -18,7 +18,7 @@ from pocketpay.kit.db import create_engine
 from pocketpay.ledger import service
 from pocketpay.ledger.chart import TransferCode, system_account_id, wallet_account_id
 from pocketpay.ledger.check import run_check
-from pocketpay.ledger.models import balances, transfers
+from pocketpay.ledger.models import balance_history, balances, transfers
 from pocketpay.payments.models import payments
 
 
@@ -52,9 +52,16 @@ async def fund_wallets(db_url: str, user_ids: list[str], amount: int, currency: 
 
 
 async def seed_history(
-    db_url: str, user_id: str, count: int, currency: str, chunk: int = 5000
+    db_url: str,
+    user_id: str,
+    count: int,
+    currency: str,
+    chunk: int = 5000,
+    now: datetime | None = None,
 ) -> float:
-    """Give ``user_id``'s wallet ``count`` posted credits of 1 minor unit each, in bulk.
+    """Give ``user_id``'s wallet ``count`` posted credits of 1 minor unit each, in bulk, one
+    millisecond apart and ending now, with the wallet's running balance after each
+    (``ledger_balance_history``, as the ledger writes it).
 
     Returns the seconds it took. The transfers rows are inserted with executemany; the two
     balance rows touched (the wallet's, one PSP-receivable shard) are moved by ``count``.
@@ -64,7 +71,7 @@ async def seed_history(
     engine = engine_for(db_url)
     wallet = wallet_account_id(user_id, currency)
     source = system_account_id("psp_receivable", currency)
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     start = time.perf_counter()
     try:
         async with engine.begin() as conn:
@@ -85,11 +92,24 @@ async def seed_history(
                         "debit_shard": 0,
                         "credit_shard": 0,
                         "user_data": {"payment_id": f"bench_{i}"},
-                        "created_at": now,
+                        "created_at": entry_time(now, count, i),
                     }
                     for i in range(first, min(first + chunk, count))
                 ]
                 await conn.execute(insert(transfers), rows)
+                history = [
+                    {
+                        "account_id": wallet,
+                        "transfer_id": r["id"],
+                        "debits_pending": 0,
+                        "debits_posted": 0,
+                        "credits_pending": 0,
+                        "credits_posted": first + k + 1,
+                        "created_at": r["created_at"],
+                    }
+                    for k, r in enumerate(rows)
+                ]
+                await conn.execute(insert(balance_history), history)
             b = balances.c
             await conn.execute(
                 update(balances)
@@ -106,9 +126,15 @@ async def seed_history(
             async with engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.execute(text("ANALYZE ledger_transfers"))
+                await conn.execute(text("ANALYZE ledger_balance_history"))
     finally:
         await engine.dispose()
     return time.perf_counter() - start
+
+
+def entry_time(now: datetime, count: int, i: int) -> datetime:
+    """When ``seed_history``'s entry ``i`` of ``count`` was made: 1 ms apart, the last now."""
+    return now - timedelta(milliseconds=count - 1 - i)
 
 
 async def ledger_check(db_url: str) -> list[str]:
