@@ -8,8 +8,9 @@ import asyncio
 import pytest
 from sqlalchemy import update
 
-from pocketpay.cli import main
+from pocketpay.cli import parser
 from pocketpay.ledger.models import balance_history
+from pocketpay.settings import Settings
 from tests.support import Stack
 
 
@@ -44,5 +45,8 @@ async def test_replay_is_clean_then_finds_a_tampered_row(
 
 
 async def _replay() -> int:
-    # The command runs its own event loop (asyncio.run): give it a thread of its own.
-    return await asyncio.to_thread(main, ["ledger", "replay"])
+    """``pocketpay ledger replay`` as the CLI parses and runs it, minus ``main``'s logging and
+    tracing set-up (process-wide: it would change how every later test's logs look). The
+    command runs its own event loop (asyncio.run): a thread of its own."""
+    args = parser().parse_args(["ledger", "replay"])
+    return int(await asyncio.to_thread(args.fn, args, Settings()))
