@@ -36,6 +36,9 @@ def _settings(slack_url: str, smtp_port: int) -> dict[str, Any]:
             "email_to": ["oncall@example.com"],
             "channel_retries": 1,
         },
+        # The notifications component's SMTP server too: without one it reports degraded
+        # (its emails would wait), and the platform with it.
+        "notifications": {"smtp_host": "127.0.0.1", "smtp_port": smtp_port},
     }
 
 
@@ -152,11 +155,18 @@ async def test_database_outage_turns_red_alerts_once_and_resolves(tmp_path: Path
 
 
 async def test_psp_outage_degrades_without_alerting_as_down(tmp_path: Path) -> None:
+    smtp_port = free_port()
+    with smtp_server(smtp_port):
+        await _psp_outage(tmp_path, smtp_port)
+
+
+async def _psp_outage(tmp_path: Path, smtp_port: int) -> None:
     async with running_stack(
         "sqlite",
         tmp_path,
         monitor={"interval_seconds": 3600.0},
         psp={"breaker_reset_seconds": 0.0},  # the next call after the outage is the trial
+        notifications={"smtp_host": "127.0.0.1", "smtp_port": smtp_port},
     ) as st:
         assert (await _poll(st, 1))["status"] == "ok"
         st.sandbox.faults.outage = True
