@@ -28,7 +28,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pocketpay.kit.clock import aware
-from pocketpay.kit.errors import AppError
+from pocketpay.kit.errors import AppError, ValidationFailed
 from pocketpay.kit.ids import new_id
 from pocketpay.kit.listing import Page, fetch_page
 from pocketpay.kit.outbox import add_event
@@ -62,12 +62,6 @@ class ConversionNotFound(AppError):
     title = "Conversion not found"
 
 
-class InvalidQuoteRequest(AppError):
-    code = "validation.failed"
-    status = 422
-    title = "Invalid quote request"
-
-
 def conversion_id_for(quote_id: str) -> str:
     return "cnv_" + quote_id.removeprefix("fxq_")
 
@@ -82,7 +76,7 @@ async def create_quote(
     now: datetime,
 ) -> dict[str, Any]:
     if (body.sell_amount_minor is None) == (body.buy_amount_minor is None):
-        raise InvalidQuoteRequest("Send exactly one of sell_amount_minor and buy_amount_minor.")
+        raise ValidationFailed("Send exactly one of sell_amount_minor and buy_amount_minor.")
     sell, buy = body.sell_currency, body.buy_currency
     rate = rates.rate(sell, buy)
     priced = fx.price(
