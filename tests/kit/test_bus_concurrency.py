@@ -63,9 +63,11 @@ class Env:
         self.buses.append(bus)
         return bus
 
-    async def consumer(self, handler: Callable[[Envelope], Awaitable[None]], **kw: Any) -> NatsBus:
+    async def consumer(
+        self, handler: Callable[[Envelope], Awaitable[None]], ordered: bool = False, **kw: Any
+    ) -> NatsBus:
         bus = self.bus(**kw)
-        bus.subscribe("c", [f"{self.prefix}.>"], handler)
+        bus.subscribe("c", [f"{self.prefix}.>"], handler, ordered=ordered)
         await bus.start()
         return bus
 
@@ -151,6 +153,31 @@ async def test_n_slow_handlers_overlap_and_never_more(env: Env, n: int) -> None:
     assert gate.completed == Counter(ids)  # each once
     if n == 1:
         assert gate.entered == ids  # one at a time: stream order
+
+
+async def test_an_ordered_subscription_handles_one_at_a_time_in_stream_order(env: Env) -> None:
+    ids = await env.publish(8)
+    entered: list[str] = []
+    active = peak = 0
+
+    async def handler(e: Envelope) -> None:
+        nonlocal active, peak
+        entered.append(e.id)
+        active += 1
+        peak = max(peak, active)
+        for _ in range(3):
+            await asyncio.sleep(0)  # yields: concurrent handlers would overlap here
+        active -= 1
+
+    bus = await env.consumer(handler, ordered=True, consumer_concurrency=8)
+    await eventually(lambda: _has(entered, len(ids)), timeout=WAIT)
+    await asyncio.wait_for(bus.drain(), WAIT)
+    assert peak == 1  # the bus-wide concurrency of 8 does not apply
+    assert entered == ids
+
+
+async def _has(items: list[str], n: int) -> bool:
+    return len(items) >= n
 
 
 async def test_a_failing_message_is_redelivered_the_others_are_not(env: Env) -> None:

@@ -175,7 +175,10 @@ def _streams(
         heartbeat_seconds=s.heartbeat_seconds,
     )
     consumer = StreamConsumer(log, hub.wake_users)
-    bus.subscribe(STREAM_DURABLE, STREAM_SUBJECTS, traced_consumer(STREAM_DURABLE, consumer))
+    # Ordered: a user's events enter the log in the order they were published.
+    bus.subscribe(
+        STREAM_DURABLE, STREAM_SUBJECTS, traced_consumer(STREAM_DURABLE, consumer), ordered=True
+    )
 
     async def purge() -> bool:
         return await log.purge() >= STREAM_PURGE_BATCH

@@ -26,6 +26,7 @@ from pocketpay.gateway.stream_log import StreamEvent, StreamLog
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.errors import AppError
 from pocketpay.kit.fanout import FanOut
+from pocketpay.kit.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -92,8 +93,7 @@ class StreamConnection:
             # Bounded: a pump stuck in a database call must not hold a closing stream (and
             # the server's shutdown, which releases streams shielded) forever; a cancelled
             # task still ends on its own once that call returns.
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_SECONDS)
+            await asyncio.wait([self._task], timeout=STOP_TIMEOUT_SECONDS)
 
     async def next(self) -> Frame:
         return await self.queue.get()
@@ -188,9 +188,7 @@ class StreamHub:
         WebSocket transports watch the server's own shutdown), then stops the fan-out."""
         self.closing = True
         if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+            await cancel_and_wait(self._poller)
         for conns in list(self._by_user.values()):
             for conn in list(conns):
                 conn.end(control("stream.shutdown", {"cursor": str(conn.delivered)}, final=True))

@@ -50,6 +50,7 @@ from pocketpay.kit.db import ping, seq_column
 from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.ids import new_id
 from pocketpay.kit.metrics import BUS_CONSUMED, BUS_DEAD_LETTERED, BUS_PUBLISHED
+from pocketpay.kit.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -150,7 +151,9 @@ class Bus(Protocol):
 
     async def publish(self, env: Envelope) -> None: ...
 
-    def subscribe(self, durable: str, subjects: list[str], handler: Handler) -> None: ...
+    def subscribe(
+        self, durable: str, subjects: list[str], handler: Handler, *, ordered: bool = False
+    ) -> None: ...
 
     async def ping(self) -> float: ...
 
@@ -364,9 +367,7 @@ class EmbeddedBus:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(deadline):
                         locked = await sub.lock.acquire()
-                sub.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sub.task
+                await cancel_and_wait(sub.task)
                 if locked:
                     sub.lock.release()
         self._started = False
@@ -388,7 +389,11 @@ class EmbeddedBus:
         for ev in self._wake.values():
             ev.set()
 
-    def subscribe(self, durable: str, subjects: list[str], handler: Handler) -> None:
+    def subscribe(
+        self, durable: str, subjects: list[str], handler: Handler, *, ordered: bool = False
+    ) -> None:
+        """Every subscription here is ordered (one message at a time, in ``seq`` order)."""
+        del ordered
         self._subs.append(_Subscription(durable, subjects, handler))
         self._wake[durable] = asyncio.Event()
 

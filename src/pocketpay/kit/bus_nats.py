@@ -8,7 +8,8 @@
   process runs one pull loop per subscription; several processes using the same durable name
   share its messages (that is how scale mode runs N copies of a component).
 * Up to ``consumer_concurrency`` messages of a batch are handled at once (one task each,
-  never more tasks than that; 1 handles a batch sequentially, in stream order). Each message
+  never more tasks than that; 1, or a subscription made with ``ordered=True``, handles a batch
+  sequentially, in stream order). Each message
   is settled on its own: success acks; a failure naks with a delay of
   ``min(retry_delay_ms * 2**(num_delivered-1), retry_cap_ms)``; a failure on delivery
   ``max_deliver`` (or later) writes the envelope to ``bus_dead_letters`` and acks *only if that
@@ -144,6 +145,7 @@ class _NatsSubscription:
     durable: str
     subjects: list[str]
     handler: Handler
+    concurrency: int  # most handler tasks at once (1: in stream order)
     client_filter: bool = False  # the server could not filter: the bus does
     inbox: Subscription | None = None  # receives this consumer's pulled messages
     requests: int = 0  # pull requests sent (suffix of their reply subjects)
@@ -296,8 +298,8 @@ class NatsBus:
         try:
             # max_reconnect_attempts=-1 also retries the first connect forever: the overall
             # deadline below bounds it, reconnects after that are unlimited.
-            await asyncio.wait_for(
-                nc.connect(
+            async with asyncio.timeout(self._connect_timeout):
+                await nc.connect(
                     self._url,
                     name=f"pocketpay-bus-{self._stream}",
                     connect_timeout=max(1, int(self._connect_timeout)),
@@ -307,9 +309,7 @@ class NatsBus:
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
-                ),
-                timeout=self._connect_timeout,
-            )
+                )
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
@@ -504,8 +504,15 @@ class NatsBus:
         if not ack.duplicate:
             BUS_PUBLISHED.labels(env.type.split(".")[0]).inc()
 
-    def subscribe(self, durable: str, subjects: list[str], handler: Handler) -> None:
-        """Register a durable consumer; call before ``start()``."""
+    def subscribe(
+        self, durable: str, subjects: list[str], handler: Handler, *, ordered: bool = False
+    ) -> None:
+        """Register a durable consumer; call before ``start()``.
+
+        ``ordered`` handles its messages one at a time in stream order (a consumer whose
+        effect depends on the order of events, such as the users' event log); otherwise up to
+        ``consumer_concurrency`` at once.
+        """
         if self._started:
             raise RuntimeError("subscribe() must be called before start()")
         if any(s.durable == durable for s in self._subs):
@@ -519,7 +526,8 @@ class NatsBus:
                 f"subjects {outside} of {durable!r} are not in stream {self._stream!r} "
                 f"({self._subjects})"
             )
-        self._subs.append(_NatsSubscription(durable, list(subjects), handler))
+        concurrency = 1 if ordered else self._concurrency
+        self._subs.append(_NatsSubscription(durable, list(subjects), handler, concurrency))
 
     async def ping(self) -> float:
         """Round trip to the server in milliseconds; raises if not connected."""
@@ -707,7 +715,7 @@ class NatsBus:
         keepalive = asyncio.create_task(self._keep_alive(unsettled))
         try:
             while True:
-                while waiting and len(running) < self._concurrency and not sub.stop.is_set():
+                while waiting and len(running) < sub.concurrency and not sub.stop.is_set():
                     running.add(self._start_handler(sub, waiting.popleft(), unsettled))
                 if not running:
                     break  # all handled, or stop: the waiting ones are nak'ed below

@@ -97,7 +97,8 @@ class NatsFanOut:
 
         if isinstance(self._nc, Client):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._nc.drain(), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await self._nc.drain()
             with contextlib.suppress(Exception):
                 await self._nc.close()
         self._nc = None

@@ -110,7 +110,9 @@ class Health:
     async def _run(self, check: Check) -> CheckResult:
         start = time.perf_counter()
         try:
-            result = await asyncio.wait_for(check.fn(), timeout=check.timeout_seconds)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(check.timeout_seconds):
+                result = await check.fn()
         except TimeoutError:
             result = CheckResult("fail", {"error": f"timed out after {check.timeout_seconds}s"})
         except Exception as exc:

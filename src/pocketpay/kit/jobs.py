@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from pocketpay.kit.tasks import cancel_and_wait
+
 log = structlog.get_logger(__name__)
 
 Pass = Callable[[], Awaitable[bool | None]]
@@ -40,9 +42,7 @@ class PeriodicJob:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def run_once(self) -> bool:

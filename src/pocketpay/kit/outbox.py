@@ -315,7 +315,8 @@ class OutboxRelay:
         if self._failures < self._max_failures:
             return False
         try:
-            await asyncio.wait_for(self._bus.ping(), self.ping_timeout_seconds)
+            async with asyncio.timeout(self.ping_timeout_seconds):
+                await self._bus.ping()
         except asyncio.CancelledError:
             raise
         except Exception:

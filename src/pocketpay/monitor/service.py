@@ -18,6 +18,7 @@ import httpx
 import structlog
 
 from pocketpay.kit.clock import Clock
+from pocketpay.kit.tasks import cancel_and_wait
 from pocketpay.monitor.channels import Notifier
 from pocketpay.monitor.config import effective_poll_timeout, targets_from_settings
 from pocketpay.monitor.metrics import ALERTS_OPEN, COMPONENT_READY, POLL_DURATION
@@ -215,9 +216,7 @@ class Monitor:
 
     async def stop(self, *, grace_seconds: float = 5.0) -> None:
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            await cancel_and_wait(self._loop_task)
             self._loop_task = None
         if self._pending:
             _, late = await asyncio.wait(set(self._pending), timeout=grace_seconds)

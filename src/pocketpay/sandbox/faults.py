@@ -9,13 +9,13 @@ the request then processed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from typing import Any
 
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pocketpay.kit.tasks import cancel_and_wait
 from pocketpay.sandbox.errors import api_error
 
 _POLL_SECONDS = 0.02
@@ -115,9 +115,7 @@ async def _hang(faults: Faults, receive: Receive) -> Receive | None:
             await asyncio.sleep(_POLL_SECONDS)
     finally:
         faults.hanging -= 1
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await cancel_and_wait(watcher)
     if any(m["type"] == "http.disconnect" for m in buffered):
         return None
     return _replaying(buffered, receive)

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from pocketpay.kit.clock import Clock
+from pocketpay.kit.tasks import cancel_and_wait
 from pocketpay.sandbox import disputes, payouts
 from pocketpay.sandbox.errors import StripeError
 from pocketpay.sandbox.faults import Faults
@@ -142,9 +143,7 @@ class Sandbox:
         """Stop background work: settlement loop, webhook deliveries, hung requests."""
         self.faults.timeout = False
         if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+            await cancel_and_wait(self._ticker)
             self._ticker = None
         await self.webhooks.aclose()
         async with self.lock:

@@ -13,7 +13,6 @@ rest. With no URL, events are only recorded in ``events``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -24,6 +23,7 @@ import httpx
 import structlog
 
 from pocketpay.kit.clock import Clock
+from pocketpay.kit.tasks import cancel_and_wait
 from pocketpay.sandbox.models import new_id
 
 log = structlog.get_logger(__name__)
@@ -115,12 +115,7 @@ class WebhookSender:
             await asyncio.gather(*list(self._retries), return_exceptions=True)
 
     async def aclose(self) -> None:
-        tasks = [t for t in (self._worker, *self._retries) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._worker, *self._retries)
         self._worker = None
         if self._client is not None:
             await self._client.aclose()
