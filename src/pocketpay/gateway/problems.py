@@ -83,6 +83,7 @@ CODES: dict[str, tuple[int, str]] = {
     "fx.quote_expired": (409, "the quote expired: create a new one"),
     "payouts.invalid_destination": (422, "the bank account's country, routing or account number"),
     "payouts.not_cancelable": (409, "the payout is no longer pending"),
+    "disputes.not_open": (409, "the dispute no longer takes evidence (submitted or closed)"),
     "fx.quote_already_converted": (409, "the quote was converted already: create a new one"),
     "fx.rates_unavailable": (503, "the rates file cannot be read"),
     "ledger.self_transfer": (422, "sender and recipient are the same user"),

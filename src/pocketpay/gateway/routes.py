@@ -18,6 +18,7 @@ from pocketpay.gateway.accounts_routes import accounts_routes
 from pocketpay.gateway.auth import AuthService
 from pocketpay.gateway.billing_routes import billing_routes
 from pocketpay.gateway.conventions import PublicRoute, operation_id, refuse_other_methods
+from pocketpay.gateway.disputes_routes import disputes_routes
 from pocketpay.gateway.fx_routes import fx_routes
 from pocketpay.gateway.idempotency import IdempotencyStore, check_key, fingerprint
 from pocketpay.gateway.notifications_routes import notifications_routes
@@ -199,6 +200,7 @@ def build_router(gw: Gateway) -> APIRouter:
     fx_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     accounts_routes(r, gw, principal, once, IdemHeader, _ENTRY_LIST, _object_id)
     payouts_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
+    disputes_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
     refuse_other_methods(r)
     return r
 
@@ -530,6 +532,8 @@ def _wallet_routes(r: APIRouter, gw: Gateway, principal: Any, once: Once) -> Non
                     available_minor=w.available_minor,
                     pending_minor=w.pending_minor,
                     posted_minor=w.posted_minor,
+                    debt_minor=w.debt_minor,
+                    debt_account_id=w.debt_account_id,
                 )
                 for w in body.data
             ]

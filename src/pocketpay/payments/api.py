@@ -21,9 +21,12 @@ from pocketpay.kit.tracing import client_span
 from pocketpay.payments import attempts, methods, service
 from pocketpay.payments.admission import Admission
 from pocketpay.payments.errors import UnknownPaymentMethod
-from pocketpay.payments.flows import Flows, payouts
+from pocketpay.payments.flows import Flows, disputes, payouts
 from pocketpay.payments.providers.base import Provider
 from pocketpay.payments.schemas import (
+    Dispute,
+    DisputeEvidenceInternal,
+    DisputeList,
     Payment,
     PaymentCreateInternal,
     PaymentList,
@@ -196,6 +199,35 @@ class PaymentsApi:
         with client_span("payments POST /payouts/{payout_id}/cancel"):
             view = await self._flows.cancel_payout(owner_id, payout_id)
         return Payout.model_validate(view)
+
+    # -- disputes (flows.disputes) ----------------------------------------------------------
+
+    async def list_disputes(self, owner_id: str, payment_id: str | None, page: Page) -> DisputeList:
+        """The owner's disputes (of one payment, if given), newest first."""
+        async with self._reads.connect() as conn:
+            rows, more = await service.disputes_of(conn, owner_id, payment_id, page)
+        data = [Dispute.model_validate(disputes.view(r)) for r in rows]
+        cursor = next_cursor(page, [d.id for d in data], more)
+        return DisputeList(data=data, has_more=more, next_cursor=cursor)
+
+    async def get_dispute(self, owner_id: str, dispute_id: str) -> Dispute:
+        async with self._reads.connect() as conn:
+            row = await service.get_dispute(conn, dispute_id, owner_id)
+        return Dispute.model_validate(disputes.view(row))
+
+    async def submit_dispute_evidence(
+        self, owner_id: str, dispute_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> Dispute:
+        """Send evidence (``DisputeEvidence``) to the PSP and submit it:
+        ``disputes.not_open`` (409) once it no longer takes evidence."""
+        req = DisputeEvidenceInternal.model_validate(
+            body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
+        )
+        with client_span("payments POST /disputes/{dispute_id}/evidence"):
+            view = await self._flows.submit_dispute_evidence(
+                req.owner_id, dispute_id, req.idempotency_key, req.text
+            )
+        return Dispute.model_validate(view)
 
     # -- saved payment methods --------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from pocketpay.kit.errors import AppError
 from pocketpay.kit.listing import Page
 from pocketpay.payments.errors import PaymentsBusy
 from pocketpay.payments.schemas import (
+    Dispute,
+    DisputeList,
     Payment,
     PaymentList,
     PaymentListQuery,
@@ -81,6 +83,16 @@ class PaymentsClient(Protocol):
     async def get_payout(self, owner_id: str, payout_id: str) -> Payout: ...
 
     async def cancel_payout(self, owner_id: str, payout_id: str) -> Payout: ...
+
+    async def list_disputes(
+        self, owner_id: str, payment_id: str | None, page: Page
+    ) -> DisputeList: ...
+
+    async def get_dispute(self, owner_id: str, dispute_id: str) -> Dispute: ...
+
+    async def submit_dispute_evidence(
+        self, owner_id: str, dispute_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> Dispute: ...
 
     async def psp_event(self, event: dict[str, Any]) -> PspEventResult: ...
 
@@ -207,6 +219,23 @@ class HttpPaymentsClient:
         path = f"/payouts/{quote(payout_id, safe='')}/cancel"
         body = await self._req("POST", path, params={"owner_id": owner_id}, json={})
         return Payout.model_validate(body)
+
+    async def list_disputes(self, owner_id: str, payment_id: str | None, page: Page) -> DisputeList:
+        params = page.model_dump(exclude_none=True) | {"owner_id": owner_id}
+        if payment_id is not None:
+            params["payment_id"] = payment_id
+        return DisputeList.model_validate(await self._req("GET", "/disputes", params=params))
+
+    async def get_dispute(self, owner_id: str, dispute_id: str) -> Dispute:
+        path = f"/disputes/{quote(dispute_id, safe='')}"
+        return Dispute.model_validate(await self._req("GET", path, params={"owner_id": owner_id}))
+
+    async def submit_dispute_evidence(
+        self, owner_id: str, dispute_id: str, idempotency_key: str, body: dict[str, Any]
+    ) -> Dispute:
+        path = f"/disputes/{quote(dispute_id, safe='')}/evidence"
+        json = body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
+        return Dispute.model_validate(await self._req("POST", path, json=json))
 
     async def psp_event(self, event: dict[str, Any]) -> PspEventResult:
         """A verified PSP webhook event (the gateway checked its signature and shape)."""

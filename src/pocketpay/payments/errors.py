@@ -84,3 +84,9 @@ class PayoutNotCancelable(AppError):
     code = "payouts.not_cancelable"
     status = 409
     title = "Payout not cancelable"
+
+
+class DisputeNotOpen(AppError):
+    code = "disputes.not_open"
+    status = 409
+    title = "Dispute not open for evidence"

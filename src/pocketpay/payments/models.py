@@ -167,6 +167,31 @@ payouts = Table(
     Index("ix_payments_payouts_owner_seq", "owner_id", "seq"),
 )
 
+# Disputes (chargebacks and inquiries) the PSP opened on our payments (``flows.disputes``).
+# ``id`` derives from the PSP's dispute id, so concurrent webhooks of one dispute make one row.
+# ``status`` is Stripe's; the evidence text we sent is kept as the user wrote it.
+disputes = Table(
+    "payments_disputes",
+    metadata,
+    seq_column(),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("psp_dispute_id", String(80), nullable=False, unique=True),
+    Column("payment_id", String(40), nullable=False, index=True),
+    Column("owner_id", String(60), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("evidence_due_by", DateTime(timezone=True), nullable=True),
+    Column("evidence_text", Text, nullable=True),
+    Column("evidence_submitted_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+    Index("ix_payments_disputes_owner_seq", "owner_id", "seq"),
+)
+
 # Inbox for PSP webhooks: each PSP event id is applied once.
 psp_events = inbox_table(metadata, "payments_psp")
 

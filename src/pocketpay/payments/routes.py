@@ -12,6 +12,10 @@ from pocketpay.payments.api import PaymentsApi
 from pocketpay.payments.schemas import (
     AttemptOperation,
     CaptureIn,
+    Dispute,
+    DisputeEvidenceInternal,
+    DisputeList,
+    DisputeListInternal,
     Payment,
     PaymentCreateInternal,
     PaymentList,
@@ -114,6 +118,21 @@ def build_router(api: PaymentsApi) -> APIRouter:
     @r.post("/payouts/{payout_id}/cancel", response_model=Payout)
     async def cancel_payout(payout_id: str, owner_id: str) -> Payout:
         return await api.cancel_payout(owner_id, payout_id)
+
+    @r.get("/disputes", response_model=DisputeList)
+    async def list_disputes(query: Annotated[DisputeListInternal, Query()]) -> DisputeList:
+        return await api.list_disputes(query.owner_id, query.payment_id, query)
+
+    @r.get("/disputes/{dispute_id}", response_model=Dispute)
+    async def get_dispute(dispute_id: str, owner_id: str) -> Dispute:
+        return await api.get_dispute(owner_id, dispute_id)
+
+    @r.post("/disputes/{dispute_id}/evidence", response_model=Dispute)
+    async def submit_dispute_evidence(dispute_id: str, body: DisputeEvidenceInternal) -> Dispute:
+        fields = body.model_dump(exclude=_ROUTED)
+        return await api.submit_dispute_evidence(
+            body.owner_id, dispute_id, body.idempotency_key, fields
+        )
 
     @r.post("/psp-events", response_model=PspEventResult)
     async def psp_event(event: dict[str, Any]) -> PspEventResult:

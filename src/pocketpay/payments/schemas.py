@@ -423,3 +423,91 @@ class PayoutList(BaseModel):
     data: list[Payout]
     has_more: bool = Field(description="More objects lie beyond data, in the page's direction.")
     next_cursor: str | None = Field(description="When has_more: the cursor of the next page.")
+
+
+# -- disputes ----------------------------------------------------------------------------
+
+DisputeStatus = Literal[
+    "warning_needs_response",
+    "warning_under_review",
+    "warning_closed",
+    "needs_response",
+    "under_review",
+    "won",
+    "lost",
+]
+
+
+class Dispute(BaseModel):
+    """A chargeback the cardholder's bank opened on one of your payments (or, with a
+    ``warning_`` status, an inquiry, which holds no money)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "dp_01JD5QD2C3D4E5F6G7H8J9K0LM",
+                    "object": "dispute",
+                    "payment_id": "pay_01JD5QC9Z8Y7X6W5V4T3S2R1QP",
+                    "amount_minor": 2500,
+                    "currency": "USD",
+                    "status": "needs_response",
+                    "reason": "fraudulent",
+                    "evidence_due_by": "2025-02-07T12:05:00+00:00",
+                    "evidence": None,
+                    "evidence_submitted_at": None,
+                    "created_at": "2025-01-31T12:05:00+00:00",
+                    "updated_at": "2025-01-31T12:05:00+00:00",
+                    "closed_at": None,
+                }
+            ]
+        }
+    )
+
+    id: str
+    object: Literal["dispute"]
+    payment_id: str
+    amount_minor: int = Field(description="The disputed amount, held from your wallet.")
+    currency: str
+    status: DisputeStatus = Field(
+        description="needs_response → under_review (evidence sent) → won | lost; an inquiry: "
+        "warning_needs_response → warning_under_review → warning_closed."
+    )
+    reason: str = Field(examples=["fraudulent", "product_not_received", "duplicate"])
+    evidence_due_by: str | None = Field(description="Submit evidence before this time.")
+    evidence: str | None = Field(description="The evidence text you submitted.")
+    evidence_submitted_at: str | None
+    created_at: str
+    updated_at: str
+    closed_at: str | None
+
+
+class DisputeList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Dispute]
+    has_more: bool = Field(description="More objects lie beyond data, in the page's direction.")
+    next_cursor: str | None = Field(description="When has_more: the cursor of the next page.")
+
+
+class DisputeListInternal(Page):
+    owner_id: str
+    payment_id: str | None = None
+
+
+class DisputeEvidence(BaseModel):
+    """Your answer to the dispute, sent to the bank through the PSP and submitted at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(
+        min_length=1,
+        max_length=20_000,
+        description="What happened, with whatever proves it (receipts, tracking numbers, "
+        "messages with the customer).",
+        examples=["Delivered on 2025-01-20, tracking 1Z999AA10123456784, signed by the customer."],
+    )
+
+
+class DisputeEvidenceInternal(DisputeEvidence):
+    owner_id: str
+    idempotency_key: str = Field(min_length=1, max_length=255)

@@ -19,7 +19,7 @@ from pocketpay.kit.listing import Page, fetch_page
 from pocketpay.kit.metrics import PAYMENTS
 from pocketpay.kit.outbox import add_event
 from pocketpay.payments.errors import InvalidTransition, PaymentNotFound
-from pocketpay.payments.models import outbox, payments, payouts, refunds, timeline
+from pocketpay.payments.models import disputes, outbox, payments, payouts, refunds, timeline
 from pocketpay.payments.schemas import PaymentListQuery
 from pocketpay.payments.states import PaymentStatus, can_transition
 
@@ -301,6 +301,23 @@ async def payouts_of(
     p = payouts.c
     scope = select(payouts).where(p.owner_id == owner_id)
     return await fetch_page(conn, scope, [], [p.seq], p.id, p.created_at, page, "payout")
+
+
+async def disputes_of(
+    conn: AsyncConnection, owner_id: str, payment_id: str | None, page: Page
+) -> tuple[list[Row[Any]], bool]:
+    """The owner's disputes (of one payment, if given: it must be the owner's), newest
+    first."""
+    if payment_id is not None:
+        await get(conn, payment_id, owner_id)
+    d = disputes.c
+    scope = select(disputes).where(d.owner_id == owner_id)
+    filters = [] if payment_id is None else [d.payment_id == payment_id]
+    return await fetch_page(conn, scope, filters, [d.seq], d.id, d.created_at, page, "dispute")
+
+
+async def get_dispute(conn: AsyncConnection, dispute_id: str, owner_id: str | None) -> Row[Any]:
+    return await _owned(conn, disputes, dispute_id, owner_id, "dispute")
 
 
 async def events_of(conn: AsyncConnection, payment_id: str) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """The payment use cases, one module per flow: ``intents`` (authorize, capture, cancel,
-compensations), ``refunds`` (the refund phases), ``payouts`` (the payout saga), ``recovery``
+compensations), ``refunds`` (the refund phases), ``payouts`` (the payout saga), ``disputes``
+(chargebacks and their evidence), ``recovery``
 (webhooks, settlement, the reconciler). ``Flows`` binds them to one context for the routes,
 consumers and jobs."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pocketpay.payments.flows import intents, payouts, recovery, refunds
+from pocketpay.payments.flows import disputes, intents, payouts, recovery, refunds
 from pocketpay.payments.flows.context import Ctx
 from pocketpay.payments.schemas import PayoutCreate
 
@@ -51,6 +52,11 @@ class Flows:
 
     async def poll_payouts(self, limit: int = 100) -> int:
         return await payouts.poll_due(self.ctx, limit)
+
+    async def submit_dispute_evidence(
+        self, owner_id: str, dispute_id: str, key: str, text: str
+    ) -> dict[str, Any]:
+        return await disputes.submit_evidence(self.ctx, owner_id, dispute_id, key, text)
 
     async def handle_psp_event(self, event: dict[str, Any]) -> dict[str, str]:
         return await recovery.handle_psp_event(self.ctx, event)

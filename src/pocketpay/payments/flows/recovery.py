@@ -15,7 +15,7 @@ from pocketpay.kit.failpoints import failpoint
 from pocketpay.kit.outbox import claim_inbox
 from pocketpay.payments import attempts, service
 from pocketpay.payments.errors import ProviderUnavailable
-from pocketpay.payments.flows import intents, payouts, refunds
+from pocketpay.payments.flows import disputes, intents, payouts, refunds
 from pocketpay.payments.flows.context import Ctx
 from pocketpay.payments.models import attempts as attempts_table
 from pocketpay.payments.models import payments, psp_events
@@ -57,6 +57,8 @@ async def handle_psp_event(ctx: Ctx, event: dict[str, Any]) -> dict[str, str]:
         applied = await _refund_event(ctx, obj, inbox)
     elif etype.startswith("payout."):
         applied = await payouts.on_psp_event(ctx, obj, inbox)
+    elif etype.startswith("charge.dispute."):
+        applied = await disputes.on_psp_event(ctx, obj, inbox)
     else:
         # Settlement is the settle job's, at each payment's ``available_on``; a
         # ``balance.available`` wakes it (a pass inside the webhook request made the PSP wait).

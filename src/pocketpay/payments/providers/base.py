@@ -61,6 +61,20 @@ class PayoutResult:
 
 
 @dataclass(frozen=True)
+class DisputeResult:
+    """A dispute as the PSP has it now (Stripe's statuses)."""
+
+    dispute_id: str
+    intent_id: str | None
+    amount_minor: int
+    currency: str
+    status: str  # warning_needs_response | warning_under_review | warning_closed |
+    # needs_response | under_review | won | lost
+    reason: str
+    due_by: int | None  # the evidence deadline (unix seconds)
+
+
+@dataclass(frozen=True)
 class PspIntent:
     """A PaymentIntent as the PSP lists it (for reconciliation)."""
 
@@ -182,6 +196,19 @@ class Provider(Protocol):
     async def retrieve_payout(self, payout_id: str) -> PayoutResult: ...
 
     async def cancel_payout(self, payout_id: str, idempotency_key: str) -> PayoutResult: ...
+
+    async def retrieve_dispute(self, dispute_id: str) -> DisputeResult: ...
+
+    async def submit_dispute_evidence(
+        self, dispute_id: str, text: str, idempotency_key: str
+    ) -> DisputeResult:
+        """Send ``text`` as the dispute's evidence and submit it for the bank's decision.
+        ``PspRejected`` when the dispute no longer takes evidence."""
+        ...
+
+    async def close_dispute(self, dispute_id: str, idempotency_key: str) -> DisputeResult:
+        """Accept the dispute (the cardholder keeps the money)."""
+        ...
 
     async def ping(self) -> float: ...
 

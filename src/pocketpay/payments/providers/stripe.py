@@ -17,6 +17,7 @@ from pocketpay.kit.tracing import client_span
 from pocketpay.payments.providers.base import (
     BankAccount,
     CallWindow,
+    DisputeResult,
     IntentResult,
     PayoutResult,
     PspDeclined,
@@ -361,6 +362,33 @@ class StripeProvider:
         )
         return _payout(po)
 
+    async def retrieve_dispute(self, dispute_id: str) -> DisputeResult:
+        dp = await self._call(
+            "retrieve_dispute", lambda: self._client.v1.disputes.retrieve_async(dispute_id)
+        )
+        return _dispute(dp)
+
+    async def submit_dispute_evidence(
+        self, dispute_id: str, text: str, idempotency_key: str
+    ) -> DisputeResult:
+        params: Any = {"evidence": {"uncategorized_text": text}, "submit": True}
+        dp = await self._call(
+            "submit_dispute_evidence",
+            lambda: self._client.v1.disputes.update_async(
+                dispute_id, params, {"idempotency_key": idempotency_key}
+            ),
+        )
+        return _dispute(dp)
+
+    async def close_dispute(self, dispute_id: str, idempotency_key: str) -> DisputeResult:
+        dp = await self._call(
+            "close_dispute",
+            lambda: self._client.v1.disputes.close_async(
+                dispute_id, None, {"idempotency_key": idempotency_key}
+            ),
+        )
+        return _dispute(dp)
+
     async def ping(self) -> float:
         start = time.perf_counter()
         await self._call("ping", lambda: self._ping_client.v1.balance.retrieve_async(), probe=True)
@@ -422,6 +450,21 @@ def _payout(obj: Any) -> PayoutResult:
         status=po["status"],
         failure_code=po.get("failure_code"),
         failure_message=po.get("failure_message"),
+    )
+
+
+def _dispute(obj: Any) -> DisputeResult:
+    dp = _plain(obj)
+    intent = dp.get("payment_intent")
+    due_by = (dp.get("evidence_details") or {}).get("due_by")
+    return DisputeResult(
+        dispute_id=dp["id"],
+        intent_id=intent if isinstance(intent, str) or intent is None else intent.get("id"),
+        amount_minor=int(dp["amount"]),
+        currency=str(dp["currency"]).upper(),
+        status=dp["status"],
+        reason=dp.get("reason") or "general",
+        due_by=int(due_by) if due_by else None,
     )
 
 
