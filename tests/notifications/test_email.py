@@ -26,6 +26,7 @@ from pocketpay.kit.clock import ManualClock
 from pocketpay.ledger.wallet_transfers import view as transfer_view
 from pocketpay.notifications.email import EmailFailed, EmailSender
 from pocketpay.notifications.templates import TEMPLATES, render
+from pocketpay.payments.flows import disputes, payouts
 from pocketpay.payments.service import payment_view, refund_view
 from pocketpay.settings import NotificationsSettings, Settings
 
@@ -315,6 +316,46 @@ def subscription(previous: str, status: str) -> dict[str, Any]:
     return subscription_view(row, None) | extra | {"cause": "payment_failed"}
 
 
+def dispute(status: str) -> dict[str, Any]:
+    row = SimpleNamespace(
+        id="dp_1",
+        payment_id="pay_1",
+        owner_id="usr_a",
+        purpose="top_up",
+        amount_minor=5000,
+        currency="USD",
+        status=status,
+        reason="fraudulent",
+        evidence_due_by=AT,
+        evidence_text=None,
+        evidence_submitted_at=None,
+        created_at=AT,
+        updated_at=AT,
+        closed_at=None,
+    )
+    return disputes.view(row) | {"owner_id": row.owner_id, "purpose": row.purpose}
+
+
+def payout(status: str, failure: str | None = None) -> dict[str, Any]:
+    row = SimpleNamespace(
+        id="po_1",
+        owner_id="usr_a",
+        amount_minor=2500,
+        currency="GBP",
+        status=status,
+        country="GB",
+        routing_number="110000000",
+        last4="6789",
+        description=None,
+        metadata={},
+        failure_code="no_account" if failure else None,
+        failure_message=failure,
+        created_at=AT,
+        updated_at=AT,
+    )
+    return payouts.view(row) | {"owner_id": row.owner_id}
+
+
 RETRY_AT = datetime(2026, 3, 3, 9, 30, tzinfo=UTC)
 DECLINED = payment("failed", 1999, "EUR", failure_message="Your card was declined")
 DISABLED = {"url": "https://hooks.example.com/pp", "endpoint_id": "we_1"}
@@ -340,6 +381,20 @@ CASES = [
      "Your subscription is past due", "(it was active)"),
     ("notifications.endpoint.disabled", DISABLED, "usr_a",
      "Webhook endpoint disabled", "https://hooks.example.com/pp"),
+    ("payments.dispute.created", dispute("needs_response"), "usr_a",
+     "Payment of 50.00 USD disputed", "before 2026-03-01 09:30 UTC"),
+    ("payments.dispute.created", dispute("warning_needs_response"), "usr_a",
+     "The card issuer asks about 50.00 USD", "No money is held"),
+    ("payments.dispute.closed", dispute("won"), "usr_a",
+     "Dispute won: 50.00 USD is back", "in your favour"),
+    ("payments.dispute.closed", dispute("lost"), "usr_a",
+     "Dispute lost: 50.00 USD returned to the cardholder", "went back to them"),
+    ("payments.dispute.closed", dispute("warning_closed"), "usr_a",
+     "Inquiry about 50.00 USD closed", "No money moved"),
+    ("payments.payout.paid", payout("paid"), "usr_a",
+     "Payout of 25.00 GBP paid", "ending in 6789"),
+    ("payments.payout.failed", payout("failed", "The account does not exist."), "usr_a",
+     "Payout of 25.00 GBP failed", "failed: The account does not exist."),
 ]  # fmt: skip
 
 
@@ -364,6 +419,10 @@ def test_every_template_is_covered() -> None:
         "billing.invoice.payment_failed",
         "billing.subscription.updated",
         "notifications.endpoint.disabled",
+        "payments.dispute.created",
+        "payments.dispute.closed",
+        "payments.payout.paid",
+        "payments.payout.failed",
     }
 
 
