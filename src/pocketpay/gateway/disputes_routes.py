@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from pocketpay.gateway.problems import AUTH, BODY, IDEMPOTENT, LIST, problems
 from pocketpay.kit.listing import Page
@@ -17,6 +18,12 @@ from pocketpay.kit.tokens import Principal
 from pocketpay.payments.schemas import Dispute, DisputeEvidence, DisputeList
 
 TAGS: list[str | Enum] = ["disputes"]
+
+
+class DisputeClose(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
 _EVIDENCE_ERRORS = ("not_found", "disputes.not_open", "payments.provider_unavailable")
 
 
@@ -86,4 +93,24 @@ def disputes_routes(
             data | {"dispute_id": did},
             lambda k: gw.payments.submit_dispute_evidence(who.user_id, did, k, data),
             200,
+        )
+
+    @r.post(
+        "/disputes/{dispute_id}/close",
+        response_model=Dispute,
+        tags=TAGS,
+        responses=problems(*AUTH, *BODY, *IDEMPOTENT, *_EVIDENCE_ERRORS),
+    )
+    async def accept_dispute(
+        request: Request,
+        dispute_id: str,
+        body: DisputeClose | None = None,
+        who: Principal = Depends(principal),
+        key: str | None = idem_header,
+    ) -> JSONResponse:
+        """Accept the dispute instead of answering it: it is `lost` at once and the held
+        amount goes back to the cardholder."""
+        did = object_id(dispute_id, "dispute")
+        return await once(
+            request, who, key, {}, lambda _k: gw.payments.accept_dispute(who.user_id, did), 200
         )

@@ -229,6 +229,12 @@ class PaymentsApi:
             )
         return Dispute.model_validate(view)
 
+    async def accept_dispute(self, owner_id: str, dispute_id: str) -> Dispute:
+        """Accept the loss: ``disputes.not_open`` (409) once decided."""
+        with client_span("payments POST /disputes/{dispute_id}/close"):
+            view = await self._flows.accept_dispute(owner_id, dispute_id)
+        return Dispute.model_validate(view)
+
     # -- saved payment methods --------------------------------------------------------------
 
     async def save_payment_method(

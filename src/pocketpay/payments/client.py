@@ -94,6 +94,8 @@ class PaymentsClient(Protocol):
         self, owner_id: str, dispute_id: str, idempotency_key: str, body: dict[str, Any]
     ) -> Dispute: ...
 
+    async def accept_dispute(self, owner_id: str, dispute_id: str) -> Dispute: ...
+
     async def psp_event(self, event: dict[str, Any]) -> PspEventResult: ...
 
     async def provider_health(self) -> ProviderHealth: ...
@@ -236,6 +238,11 @@ class HttpPaymentsClient:
         path = f"/disputes/{quote(dispute_id, safe='')}/evidence"
         json = body | {"owner_id": owner_id, "idempotency_key": idempotency_key}
         return Dispute.model_validate(await self._req("POST", path, json=json))
+
+    async def accept_dispute(self, owner_id: str, dispute_id: str) -> Dispute:
+        path = f"/disputes/{quote(dispute_id, safe='')}/close"
+        body = await self._req("POST", path, params={"owner_id": owner_id}, json={})
+        return Dispute.model_validate(body)
 
     async def psp_event(self, event: dict[str, Any]) -> PspEventResult:
         """A verified PSP webhook event (the gateway checked its signature and shape)."""

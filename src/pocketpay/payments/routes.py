@@ -134,6 +134,10 @@ def build_router(api: PaymentsApi) -> APIRouter:
             body.owner_id, dispute_id, body.idempotency_key, fields
         )
 
+    @r.post("/disputes/{dispute_id}/close", response_model=Dispute)
+    async def accept_dispute(dispute_id: str, owner_id: str) -> Dispute:
+        return await api.accept_dispute(owner_id, dispute_id)
+
     @r.post("/psp-events", response_model=PspEventResult)
     async def psp_event(event: dict[str, Any]) -> PspEventResult:
         return await api.psp_event(event)

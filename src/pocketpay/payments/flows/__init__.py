@@ -58,6 +58,9 @@ class Flows:
     ) -> dict[str, Any]:
         return await disputes.submit_evidence(self.ctx, owner_id, dispute_id, key, text)
 
+    async def accept_dispute(self, owner_id: str, dispute_id: str) -> dict[str, Any]:
+        return await disputes.accept(self.ctx, owner_id, dispute_id)
+
     async def handle_psp_event(self, event: dict[str, Any]) -> dict[str, str]:
         return await recovery.handle_psp_event(self.ctx, event)
 

@@ -15,6 +15,8 @@ Phases and recovery points:
    the PSP call: the caller's retry with the same key replays the PSP's answer, and the
    PSP's ``charge.dispute.updated`` webhook applies it anyway.
 3. decision (webhook ``charge.dispute.closed``): won or lost, with ``payments.dispute.closed``.
+   ``POST /disputes/{id}/close`` accepts the loss (the PSP closes it, key ``pp_<dispute>_close``)
+   and applies the PSP's answer the same way.
 
 A dispute's status only moves forward: a decided dispute (won, lost, warning_closed) is never
 changed again, whatever arrives late.
@@ -222,6 +224,28 @@ async def submit_evidence(
             "Idempotency-Key)."
         ) from exc
     await failpoint("payments.dispute.after_psp")
+    await apply(ctx, res)
+    async with ctx.engine.connect() as conn:
+        return view(await service.get_dispute(conn, dispute_id_, owner_id))
+
+
+async def accept(ctx: Ctx, owner_id: str, dispute_id_: str) -> dict[str, Any]:
+    """Give up: the cardholder keeps the money (the dispute is ``lost``). ``disputes.not_open``
+    (409) once decided. The PSP's key derives from the dispute alone: accepting twice is one
+    close."""
+    async with ctx.engine.connect() as conn:
+        row = await service.get_dispute(conn, dispute_id_, owner_id)
+    if row.status in CLOSED:
+        raise DisputeNotOpen(f"The dispute is already {row.status}.")
+    try:
+        res = await ctx.provider.close_dispute(row.psp_dispute_id, f"pp_{row.id}_close")
+    except PspRejected as exc:
+        await _refresh(ctx, row.psp_dispute_id)
+        raise DisputeNotOpen(f"The payment provider refused to close the dispute: {exc}") from exc
+    except PspUnavailable as exc:
+        raise ProviderUnavailable(
+            "The payment provider did not answer; send the same request again."
+        ) from exc
     await apply(ctx, res)
     async with ctx.engine.connect() as conn:
         return view(await service.get_dispute(conn, dispute_id_, owner_id))
