@@ -23,6 +23,16 @@ class MoneyError(ValueError):
     """An amount or currency that is not valid money."""
 
 
+class AmountError(MoneyError):
+    """A decimal amount ``parse_decimal`` refuses; ``reason`` says why, so a form can say it in
+    its own words: ``format`` (not a plain decimal number), ``places`` (more decimals than
+    the currency has), ``zero`` (not above zero), ``too_large``."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def normalize_currency(code: str) -> str:
     upper = code.strip().upper()
     if upper not in CURRENCY_EXPONENTS:
@@ -94,16 +104,18 @@ def parse_decimal(amount: str, currency: str) -> int:
     other form raise ``MoneyError`` (nothing is rounded)."""
     match = _DECIMAL.fullmatch(amount.strip())
     if match is None:
-        raise MoneyError(f"amount {amount[:40]!r} is not a decimal number such as 12.34")
+        raise AmountError(f"amount {amount[:40]!r} is not a decimal number such as 12.34", "format")
     exp = CURRENCY_EXPONENTS[currency]
     whole: str = match.group(1)
     frac: str = match.group(2) or ""
     if len(frac) > exp:
-        raise MoneyError(
+        raise AmountError(
             f"{currency} has {exp} decimal places; {amount.strip()} has {len(frac)}: "
-            "nothing is rounded"
+            "nothing is rounded",
+            "places",
         )
     minor: int = int(whole) * 10**exp + int(frac.ljust(exp, "0") or "0")
     if not 0 < minor <= MAX_AMOUNT_MINOR:
-        raise MoneyError(f"amount must be above 0 and at most {MAX_AMOUNT_MINOR} minor units")
+        limit = f"amount must be above 0 and at most {MAX_AMOUNT_MINOR} minor units"
+        raise AmountError(limit, "zero" if minor == 0 else "too_large")
     return minor

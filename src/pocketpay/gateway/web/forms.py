@@ -9,13 +9,18 @@ differ (``amount`` here, ``amount_minor`` there), and ``API_FIELD`` maps them ba
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import ValidationError
 
 from pocketpay.kit.errors import AppError
-from pocketpay.kit.money import CURRENCY_EXPONENTS, MAX_AMOUNT_MINOR, Money, MoneyError
+from pocketpay.kit.money import (
+    CURRENCY_EXPONENTS,
+    AmountError,
+    Money,
+    MoneyError,
+    parse_decimal,
+)
 
 FORM = "_form"  # errors about the form as a whole, shown above its button
 
@@ -123,7 +128,9 @@ def currency_of(text: str) -> str:
 
 
 def amount_minor(text: str, currency: str, *, required: bool = True) -> int | None:
-    """``"12.50"`` in ``currency`` as minor units (1250); None when empty and not required."""
+    """``"12.50"`` in ``currency`` as minor units (1250); None when empty and not required.
+    Read by ``kit.money.parse_decimal`` (the API's reading of ``"amount"``), with its
+    refusals said in a form's words."""
     raw = text.strip()
     if "," in raw:
         # "12,50" is 12.50 in much of the world and 1250 in the rest: never guess.
@@ -132,20 +139,24 @@ def amount_minor(text: str, currency: str, *, required: bool = True) -> int | No
         if required:
             raise FormError({"amount": "Enter an amount."})
         return None
-    exponent = CURRENCY_EXPONENTS.get(currency, 2)
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise FormError({"amount": "Enter an amount as a number, like 12.50."}) from None
-    if not value.is_finite() or value <= 0:
+    if raw.startswith("-"):
         raise FormError({"amount": "Enter an amount greater than zero."})
-    minor = value.scaleb(exponent)
-    if minor != minor.to_integral_value():
+    try:
+        return parse_decimal(raw, currency)  # a currency of currency_of()
+    except AmountError as exc:
+        raise FormError({"amount": _amount_words(exc.reason, currency)}) from None
+
+
+def _amount_words(reason: str, currency: str) -> str:
+    if reason == "places":
+        exponent = CURRENCY_EXPONENTS.get(currency, 2)
         places = f"{exponent} decimal places" if exponent else "no decimal places"
-        raise FormError({"amount": f"{currency} amounts have {places}."})
-    if minor > MAX_AMOUNT_MINOR:
-        raise FormError({"amount": "This amount is too large."})
-    return int(minor)
+        return f"{currency} amounts have {places}."
+    if reason == "zero":
+        return "Enter an amount greater than zero."
+    if reason == "too_large":
+        return "This amount is too large."
+    return "Enter an amount as a number, like 12.50."
 
 
 def money(amount: int, currency: str) -> str:
