@@ -151,6 +151,29 @@ async def test_an_access_token_expiring_mid_stream_ends_it(stack: Stack) -> None
     assert h.count(alice["user"]["id"]) == 0
 
 
+async def test_an_api_key_revoked_mid_stream_ends_it_at_the_next_heartbeat(stack: Stack) -> None:
+    alice = await stack.user()
+    r = await stack.http.post("/api/v1/api-keys", json={"name": "s"}, headers=alice["headers"])
+    assert r.status_code == 201, r.text
+    key = r.json()
+    h = hub(stack)
+    h.heartbeat_seconds = 0.05  # asked again at every heartbeat: make them come quickly
+    try:
+        async with sse(stack.http, {"Authorization": f"Bearer {key['secret']}"}) as s:
+            assert (await s.frame()) is not None  # a heartbeat: the key is still good
+            revoked = await stack.http.post(
+                f"/api/v1/api-keys/{key['id']}/revoke", headers=alice["headers"]
+            )
+            assert revoked.status_code == 200
+            end = await s.event()
+            assert end is not None and end.event == "stream.token_expired"
+            assert end.body["data"] == {"reason": "revoked"}
+            assert await s.event() is None
+    finally:
+        h.heartbeat_seconds = stack.runtime.settings.stream.heartbeat_seconds
+    assert h.count(alice["user"]["id"]) == 0
+
+
 async def test_connection_limit_per_user_is_429(stack: Stack) -> None:
     alice, bob = await stack.user(), await stack.user()
     limit = stack.runtime.settings.stream.max_connections_per_user

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -101,6 +102,24 @@ class AuthService:
         bind_principal(principal.user_id)
         self._limits.caller(principal.user_id, None)
         return principal
+
+    def revalidator(self, token: str) -> Callable[[], Awaitable[bool]] | None:
+        """For a long-lived connection (a stream): asks again whether an API key still works
+        (revoked, or rolled past its overlap: False). None for an access token, whose ``exp``
+        ends it. A database that cannot be asked is not a revocation: True."""
+        if not is_api_key(token):
+            return None
+
+        async def still_valid() -> bool:
+            try:
+                await self._keys.resolve(token)
+            except AppError:
+                return False
+            except Exception:
+                return True
+            return True
+
+        return still_valid
 
     async def signup(self, email: str, password: str, name: str) -> dict[str, Any]:
         email = email.lower()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,12 +69,15 @@ class StreamConnection:
         cursor: int,
         expires_at: datetime | None,
         queue_max: int,
+        still_valid: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.hub = hub
         self.user_id = user_id
         self.cursor = cursor  # the last seq put in the queue
         self.delivered = cursor  # the last seq the transport sent: the resume point
         self.expires_at = expires_at
+        # Asked at every heartbeat: False (an API key revoked or rolled) ends the stream.
+        self.still_valid = still_valid
         self.queue: asyncio.Queue[Frame] = asyncio.Queue(maxsize=queue_max)
         self._wake = asyncio.Event()
         self._ended = False
@@ -144,6 +148,9 @@ class StreamConnection:
             if len(events) == limit:
                 continue  # more waiting: read on once the transport made room
             if not await self._sleep():
+                if self.still_valid is not None and not await self.still_valid():
+                    self.end(control("stream.token_expired", {"reason": "revoked"}, final=True))
+                    return
                 self._offer(HEARTBEAT)
 
     async def _sleep(self) -> bool:
@@ -222,7 +229,11 @@ class StreamHub:
             )
 
     async def open(
-        self, user_id: str, resume_from: int | None, expires_at: datetime | None
+        self,
+        user_id: str,
+        resume_from: int | None,
+        expires_at: datetime | None,
+        still_valid: Callable[[], Awaitable[bool]] | None = None,
     ) -> StreamConnection:
         """A started connection of ``user_id`` reading after ``resume_from`` (None: from
         now). A cursor the log no longer covers starts from now after a
@@ -234,7 +245,7 @@ class StreamHub:
             resume_from = None
         cursor = await self.log.newest(user_id) if resume_from is None else resume_from
         self._check_limit(user_id)  # again: no await between this check and the add
-        conn = StreamConnection(self, user_id, cursor, expires_at, self.queue_max)
+        conn = StreamConnection(self, user_id, cursor, expires_at, self.queue_max, still_valid)
         self._by_user.setdefault(user_id, set()).add(conn)
         conn.start(first)
         return conn

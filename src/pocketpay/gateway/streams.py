@@ -5,7 +5,9 @@
 Auth: ``Authorization: Bearer`` (access token or API key, as every route), else the web app's
 HttpOnly cookie ``pocketpay_session`` (browsers cannot set headers on EventSource). An access
 token's ``exp`` ends the stream: SSE sends ``stream.token_expired`` then closes, the WebSocket
-closes with 4401. A WebSocket authenticated by the cookie must come from this origin (a page of
+closes with 4401. An API key is asked about again at every heartbeat: revoked (or rolled past
+its overlap), the stream ends the same way, with ``{"reason": "revoked"}``. A WebSocket
+authenticated by the cookie must come from this origin (a page of
 another site could otherwise open it with the user's cookie).
 """
 
@@ -157,7 +159,9 @@ def build_router(auth: AuthService, hub: StreamHub) -> APIRouter:
         token, _ = _cookie_or_bearer(authorization, request.cookies.get(SESSION_COOKIE))
         principal = await auth.authenticate(token, request)
         cursor = _cursor(last_event_id_header or last_event_id)
-        conn = await hub.open(principal.user_id, cursor, _expires_at(token))
+        conn = await hub.open(
+            principal.user_id, cursor, _expires_at(token), auth.revalidator(token)
+        )
         shutdown = anyio.Event()
         return EventSourceResponse(
             _sse_frames(hub, conn, shutdown),
@@ -192,7 +196,9 @@ def build_router(auth: AuthService, hub: StreamHub) -> APIRouter:
             raise Forbidden("A WebSocket signed in by cookie must come from this site.")
         request = Request({**websocket.scope, "type": "http", "method": "GET"})
         principal = await auth.authenticate(token, request)
-        return await hub.open(principal.user_id, _cursor(resume_from), _expires_at(token))
+        return await hub.open(
+            principal.user_id, _cursor(resume_from), _expires_at(token), auth.revalidator(token)
+        )
 
     return r
 
