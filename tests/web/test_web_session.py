@@ -155,3 +155,28 @@ async def test_session_renewal_by_script_needs_our_origin(sqlite_stack: Stack) -
         await b.submit("/app", "/app/session/logout", {})
         r = await b.http.post("/app/session/refresh", headers={"Origin": sqlite_stack.base_url})
         assert r.status_code == 401
+
+
+async def test_two_tabs_renewing_one_session_at_once_both_stay_signed_in(
+    sqlite_stack: Stack,
+) -> None:
+    """Both tabs' session cookies ended; each renews it with the refresh cookie they share.
+    The second renewal, right after the first, is not mistaken for a stolen token."""
+    async with Browser(sqlite_stack) as tab1, Browser(sqlite_stack) as tab2:
+        await tab1.signup()
+        shared = tab1.http.cookies.get("pocketpay_refresh")
+        assert shared
+        tab1.http.cookies.delete("pocketpay_session")
+        tab2.http.cookies.set("pocketpay_refresh", shared, path="/app/session")
+        origin = {"Origin": sqlite_stack.base_url}
+        first = await tab1.http.post("/app/session/refresh", headers=origin)
+        second = await tab2.http.post("/app/session/refresh", headers=origin)
+        assert (first.status_code, second.status_code) == (204, 204)
+        renewed = {first.cookies.get("pocketpay_refresh"), second.cookies.get("pocketpay_refresh")}
+        assert len(renewed) == 2 and shared not in renewed and None not in renewed
+        for tab in (tab1, tab2):
+            page = await tab.get("/app")
+            assert page.status_code == 200, page.text[:300]
+    # Through the API (no grace), the same reuse is a stolen token: the family is revoked.
+    api = await sqlite_stack.http.post("/api/v1/auth/refresh", json={"refresh_token": shared})
+    assert api.status_code == 401

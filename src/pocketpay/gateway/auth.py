@@ -160,7 +160,11 @@ class AuthService:
             raise Unauthorized("Wrong email or password.", code="auth.invalid_credentials")
         return await self._session(row, new_id("fam"), self._clock.now())
 
-    async def refresh(self, token: str) -> dict[str, Any]:
+    async def refresh(self, token: str, *, reuse_grace_seconds: float = 0.0) -> dict[str, Any]:
+        """A new session for a refresh token, which is single use: presented again, its whole
+        family is revoked (a stolen token). ``reuse_grace_seconds`` (the web app's cookie: two
+        tabs renewing the same session at once) lets a token used that recently renew once
+        more in its family instead."""
         now = self._clock.now()
         async with self._engine.begin() as conn:
             rt = (
@@ -181,7 +185,11 @@ class AuthService:
                 )
                 .values(used_at=now)
             )
-            if used.rowcount == 0:
+            racing = (
+                rt.used_at is not None
+                and (now - aware(rt.used_at)).total_seconds() <= reuse_grace_seconds
+            )
+            if used.rowcount == 0 and not racing:
                 await conn.execute(
                     delete(refresh_tokens).where(refresh_tokens.c.family == rt.family)
                 )

@@ -167,6 +167,12 @@ def _session_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: params.Depe
     _refresh_routes(r, gw, pages, per_ip)
 
 
+# Two tabs whose session ended renew it at once with the one refresh cookie they share: the
+# second within this many seconds of the first renews too (else it would look like a stolen
+# token and end the session of both).
+REFRESH_RACE_SECONDS = 10.0
+
+
 def _refresh_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: params.Depends) -> None:
     sessions = pages.sessions
 
@@ -180,7 +186,7 @@ def _refresh_routes(r: APIRouter, gw: Gateway, pages: Pages, per_ip: params.Depe
         if not token:
             return False
         try:
-            session = await gw.auth.refresh(token)
+            session = await gw.auth.refresh(token, reuse_grace_seconds=REFRESH_RACE_SECONDS)
         except AppError as exc:
             if exc.status != 401:
                 raise
