@@ -25,7 +25,13 @@ from pocketpay.kit.outbox import OutboxRelay
 from pocketpay.kit.tracing import client_span
 from pocketpay.ledger import conversions, history, service, wallet_transfers
 from pocketpay.ledger import fx as fx_rates
-from pocketpay.ledger.chart import AccountCode, parse_account_id, wallet_account_id
+from pocketpay.ledger.chart import (
+    AccountCode,
+    debt_of_wallet,
+    is_user_account,
+    parse_account_id,
+    wallet_account_id,
+)
 from pocketpay.ledger.errors import AccountNotFound, InvalidTransfer
 from pocketpay.ledger.schemas import (
     Backlog,
@@ -189,14 +195,22 @@ class LedgerApi:
 
     async def wallets(self, owner_id: str) -> WalletList:
         async with self._reads.connect() as conn:
-            rows = await service.wallets(conn, owner_id)
-        return WalletList(data=[_wallet(b) for b in rows])
+            rows = await service.wallets_and_debts(conn, owner_id)
+        return WalletList(data=[_wallet(b, debt) for b, debt in rows])
 
     async def entries(self, owner_id: str, currency: str, page: Page) -> EntryList:
-        cur = _currency(currency)
+        acct = wallet_account_id(owner_id, _currency(currency))
+        return await self._entries(acct, page)
+
+    async def account_entries(self, owner_id: str, account_id: str, page: Page) -> EntryList:
+        """The entries of the owner's account ``account_id`` (a wallet or a debt account),
+        newest first; another user's account or no account: ``not_found``."""
+        _mine(owner_id, account_id)
+        return await self._entries(account_id, page)
+
+    async def _entries(self, acct: str, page: Page) -> EntryList:
         async with self._reads.connect() as conn:
-            rows, more = await service.entries(conn, owner_id, cur, page)
-        acct = wallet_account_id(owner_id, cur)
+            rows, more = await service.entries(conn, acct, page)
         data = [_entry(service.transfer_dict(r), acct) for r in rows]
         cursor = next_cursor(page, [str(e.seq) for e in data], more)
         return EntryList(data=data, has_more=more, next_cursor=cursor)
@@ -262,15 +276,24 @@ class LedgerApi:
         return Conversion.model_validate(conversions.conversion_view(row))
 
     async def wallet_at(self, owner_id: str, account_id: str, at: datetime | None) -> Wallet:
-        """The owner's wallet ``account_id`` now, or as it was at ``at`` (its running balance
-        after its last transfer by then: one index seek, ``ledger.history``). Another user's
-        account, or no account: ``not_found``."""
+        """The owner's account ``account_id`` (a wallet, with its debt; or a debt account) now,
+        or as it was at ``at`` (its running balance after its last transfer by then: one
+        index seek each, ``ledger.history``). Another user's account, or no account:
+        ``not_found``."""
         currency = _mine(owner_id, account_id)
+        code, _, _ = parse_account_id(account_id)
+        debt_id = debt_of_wallet(account_id) if code == AccountCode.WALLET else account_id
         async with self._reads.connect() as conn:
             if at is None:
-                return _wallet(await service.balance(conn, account_id))
-            counters = await history.balance_at(conn, account_id, at) or history.ZERO
-        return _wallet(service.Balance(account_id, currency, *counters))
+                found = await service.balances_of(conn, list({account_id, debt_id}))
+                zero = service.Balance(account_id, currency, 0, 0, 0, 0)
+                b, debt = found.get(account_id, zero), found.get(debt_id)
+            else:
+                counters = await history.balance_at(conn, account_id, at) or history.ZERO
+                b = service.Balance(account_id, currency, *counters)
+                owed = await history.balance_at(conn, debt_id, at)
+                debt = None if owed is None else service.Balance(debt_id, currency, *owed)
+        return _wallet(b, debt)
 
     async def open_wallet(self, owner_id: str, currency: str) -> Wallet:
         """The owner's wallet in ``currency``, made now if it does not exist (idempotent)."""
@@ -278,7 +301,8 @@ class LedgerApi:
         now = self._clock.now()
         async with self._engine.begin() as conn:
             await service.ensure_account(conn, account_id, now)
-            return _wallet(await service.balance(conn, account_id))
+            found = await service.balances_of(conn, [account_id, debt_of_wallet(account_id)])
+        return _wallet(found[account_id], found.get(debt_of_wallet(account_id)))
 
     async def list_conversions(self, owner_id: str, page: Page) -> ConversionList:
         async with self._reads.connect() as conn:
@@ -289,19 +313,23 @@ class LedgerApi:
 
 
 def _mine(owner_id: str, account_id: str) -> str:
-    """The currency of ``account_id`` if it is a wallet of ``owner_id``; else not found."""
+    """The currency of ``account_id`` if it is a wallet or a debt account of ``owner_id``;
+    else not found."""
     try:
         code, owner, currency = parse_account_id(account_id)
     except ValueError:
         owner, currency = None, ""
-    if owner != owner_id or code != AccountCode.WALLET:
+    if owner != owner_id or not is_user_account(code):
         raise AccountNotFound(f"No account {account_id[:120]} of yours.", code="not_found")
     return currency
 
 
-def _wallet(b: service.Balance) -> Wallet:
+def _wallet(b: service.Balance, debt: service.Balance | None = None) -> Wallet:
+    """A wallet with its debt account's debt, or a debt account (itself its debt)."""
+    code, _, _ = parse_account_id(b.account_id)
     return Wallet(
         account_id=b.account_id,
+        account_type="debt" if code == AccountCode.DEBT else "wallet",
         currency=b.currency,
         available_minor=b.available_minor,
         pending_minor=b.pending_minor,
@@ -310,6 +338,8 @@ def _wallet(b: service.Balance) -> Wallet:
         debits_posted=b.debits_posted,
         credits_pending=b.credits_pending,
         credits_posted=b.credits_posted,
+        debt_minor=0 if debt is None else debt.debits_posted - debt.credits_posted,
+        debt_account_id=None if debt is None else debt.account_id,
     )
 
 

@@ -2,6 +2,8 @@
 
 1. Per currency, debits equal credits (posted and pending): money is conserved.
 2. Every stored balance equals the sum of the transfers that touched the account.
+3. No wallet's available balance is negative, and no debt account was repaid more than it
+   owed (credits_posted > debits_posted): read from the stored balances already summed.
 """
 
 from __future__ import annotations
@@ -83,4 +85,14 @@ def _compare(derived: Totals, stored: Totals) -> list[str]:
     for cur, (posted, pending) in sorted(per_currency.items()):
         if posted or pending:
             problems.append(f"{cur}: debits minus credits is {posted} posted, {pending} pending")
+    return problems + _signs(stored)
+
+
+def _signs(stored: Totals) -> list[str]:
+    problems: list[str] = []
+    for account, (dp, dpo, _cp, cpo) in sorted(stored.items()):
+        if account.startswith("wal_") and cpo - dpo - dp < 0:
+            problems.append(f"{account}: available balance {cpo - dpo - dp} is negative")
+        if account.startswith("debt_") and cpo > dpo:
+            problems.append(f"{account}: repaid {cpo} but owed {dpo} (a negative debt)")
     return problems

@@ -61,6 +61,10 @@ class LedgerClient(Protocol):
 
     async def entries(self, owner_id: str, currency: str, page: Page) -> EntryList: ...
 
+    async def account_entries(self, owner_id: str, account_id: str, page: Page) -> EntryList:
+        """The entries of the owner's wallet or debt account; see ``LedgerApi.account_entries``."""
+        ...
+
     async def backlog(self) -> Backlog: ...
 
     async def fx_rates(self) -> FxRates: ...
@@ -167,6 +171,11 @@ class HttpLedgerClient:
     async def entries(self, owner_id: str, currency: str, page: Page) -> EntryList:
         params = page.model_dump(exclude_none=True) | {"owner_id": owner_id}
         answer = await self._req("GET", f"/wallets/{currency}/entries", params=params)
+        return EntryList.model_validate(answer)
+
+    async def account_entries(self, owner_id: str, account_id: str, page: Page) -> EntryList:
+        params = page.model_dump(exclude_none=True) | {"owner_id": owner_id}
+        answer = await self._req("GET", f"/accounts/{account_id}/entries", params=params)
         return EntryList.model_validate(answer)
 
     async def backlog(self) -> Backlog:

@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pocketpay.kit.bus import Envelope
 from pocketpay.kit.clock import Clock
 from pocketpay.kit.outbox import claim_inbox
-from pocketpay.ledger import service
+from pocketpay.ledger import disputes, service
 from pocketpay.ledger.chart import TransferCode, system_account_id, wallet_account_id
 from pocketpay.ledger.models import inbox
 
-SUBJECTS = ["payments.payment.>", "payments.refund.>", "payments.payout.>"]
+SUBJECTS = ["payments.payment.>", "payments.refund.>", "payments.payout.>", "payments.dispute.>"]
 
 
 def auth_id(payment_id: str) -> str:
@@ -167,6 +167,14 @@ async def _payout_voided(conn: AsyncConnection, d: dict[str, Any], now: datetime
     )
 
 
+async def _dispute_created(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
+    await disputes.opened(conn, d, credited_account(d), now)
+
+
+async def _dispute_closed(conn: AsyncConnection, d: dict[str, Any], now: datetime) -> None:
+    await disputes.closed(conn, d, credited_account(d), now)
+
+
 # Every terminal payment state has a handler (refunded: each refund posts its own hold).
 HANDLERS = {
     "payments.payment.authorized": _authorized,
@@ -179,6 +187,9 @@ HANDLERS = {
     "payments.payout.paid": _payout_paid,
     "payments.payout.failed": _payout_voided,
     "payments.payout.canceled": _payout_voided,
+    # An inquiry (warning_*) moves no money; updated (evidence, status) changes nothing here.
+    "payments.dispute.created": _dispute_created,
+    "payments.dispute.closed": _dispute_closed,
 }
 
 

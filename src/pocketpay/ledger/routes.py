@@ -71,6 +71,12 @@ def build_router(api: LedgerApi) -> APIRouter:
     async def entries(currency: str, query: Annotated[EntryListInternal, Query()]) -> EntryList:
         return await api.entries(query.owner_id, currency, query)
 
+    @r.get("/accounts/{account_id}/entries", response_model=EntryList)
+    async def account_entries(
+        account_id: str, query: Annotated[EntryListInternal, Query()]
+    ) -> EntryList:
+        return await api.account_entries(query.owner_id, account_id, query)
+
     @r.get("/health/backlog", response_model=Backlog)
     async def backlog() -> Backlog:
         return await api.backlog()

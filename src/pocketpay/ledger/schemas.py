@@ -111,9 +111,11 @@ class Collection(BaseModel):
 
 class Wallet(BaseModel):
     """A wallet's figures: posted = credits_posted - debits_posted, pending = credits_pending
-    - debits_pending, available = posted - debits_pending."""
+    - debits_pending, available = posted - debits_pending. A debt account (``account_type``
+    debt, from ``wallet_at``) has the same figures, negative: posted = -debt."""
 
     account_id: str
+    account_type: Literal["wallet", "debt"] = "wallet"
     currency: str
     available_minor: int
     pending_minor: int
@@ -122,6 +124,14 @@ class Wallet(BaseModel):
     debits_posted: int
     credits_pending: int
     credits_posted: int
+    debt_minor: int = Field(
+        default=0,
+        description="What the owner owes in this currency (a dispute the wallet could not "
+        "cover); repaid first by the next credits.",
+    )
+    debt_account_id: str | None = Field(
+        default=None, description="The owner's debt account in this currency; null: never owed."
+    )
 
 
 class WalletOpenIn(_Strict):
@@ -191,7 +201,8 @@ class Entry(BaseModel):
     seq: int
     code: str = Field(
         description="Why the money moved: card_authorization, card_capture, settlement, "
-        "refund, wallet_transfer or invoice_from_wallet."
+        "refund, wallet_transfer, invoice_from_wallet, fx_sell, fx_fee, fx_buy, payout, "
+        "dispute_hold, dispute_debt, dispute_reinstate, dispute_loss or debt_repayment."
     )
     kind: str = Field(description="posted, pending, post_pending or void_pending.")
     direction: Literal["credit", "debit"]

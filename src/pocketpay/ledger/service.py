@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pocketpay.kit.clock import aware
 from pocketpay.kit.db import insert_ignore
+from pocketpay.kit.ids import new_id
 from pocketpay.kit.listing import InvalidCursor, Page, created_filters
 from pocketpay.kit.metrics import LEDGER_TRANSFERS
 from pocketpay.kit.money import MAX_AMOUNT_MINOR
@@ -29,10 +30,11 @@ from pocketpay.kit.outbox import add_event
 from pocketpay.ledger.chart import (
     AccountCode,
     TransferCode,
+    debt_of_wallet,
     is_guarded,
     parse_account_id,
     shard_count,
-    wallet_account_id,
+    wallet_of_debt,
 )
 from pocketpay.ledger.errors import (
     InsufficientFunds,
@@ -130,6 +132,8 @@ async def _apply(conn: AsyncConnection, ch: _Change, now: datetime) -> None:
     tagged with the transfer."""
     if ch.code == AccountCode.WALLET:
         conn.info.setdefault(_TOUCHED, set()).add(ch.account_id)
+    elif ch.code == AccountCode.DEBT:  # the wallet's view carries its debt
+        conn.info.setdefault(_TOUCHED, set()).add(wallet_of_debt(ch.account_id))
     guarded = ch.guard_amount is not None and is_guarded(ch.code)
     history = shard_count(ch.code) == 1
     stmt = _balance_update(tuple(ch.deltas), guarded, history)
@@ -169,20 +173,102 @@ _TOUCHED = "ledger.touched_wallets"
 
 @contextlib.asynccontextmanager
 async def unit(engine: AsyncEngine, now: datetime) -> AsyncIterator[AsyncConnection]:
-    """The ledger's unit of work: a transaction that, before it commits, writes one
-    ``ledger.wallet.updated`` event per user wallet whose balance it changed (however many
-    transfers touched it), carrying the wallet as the API shows it. Entrypoints that move
-    money open this instead of ``engine.begin()``."""
+    """The ledger's unit of work: a transaction that, before it commits, repays the debts of
+    the wallets it credited (``repay_debts``) and writes one ``ledger.wallet.updated`` event
+    per user wallet whose balance (or debt) it changed, however many transfers touched it,
+    carrying the wallet as the API shows it. Entrypoints that move money open this instead of
+    ``engine.begin()``."""
     async with engine.begin() as conn:
         conn.info.pop(_TOUCHED, None)  # a rolled-back transaction's leftovers
         yield conn
-        for account_id in sorted(conn.info.pop(_TOUCHED, set())):
-            view = wallet_view(await balance(conn, account_id))
-            await add_event(conn, outbox, "ledger.wallet.updated", view, now)
+        touched = conn.info.pop(_TOUCHED, set())
+        if touched:
+            views = await repay_debts(conn, sorted(touched), now)
+            conn.info.pop(_TOUCHED, None)  # the repayments touched the same wallets again
+            for view in views:
+                await add_event(conn, outbox, "ledger.wallet.updated", view, now)
 
 
-def wallet_view(b: Balance) -> dict[str, Any]:
-    """A wallet as ``GET /api/v1/wallets`` shows it, plus its owner (``ledger.wallet.updated``)."""
+async def repay_debts(
+    conn: AsyncConnection, wallet_ids: list[str], now: datetime
+) -> list[dict[str, Any]]:
+    """Debts are repaid first by the next credits: each wallet of ``wallet_ids`` whose owner
+    owes in its currency and which has money available pays ``min(available, debt)`` to its
+    debt account (posted ``debt_repay:<new id>``). Returns the wallets' views after it.
+
+    One query reads the balances of all the wallets and of their debt accounts (it replaces
+    the one read per wallet the events needed), so the transfer hot path pays nothing more
+    while nobody owes. The figures are exact: a wallet here was written by this transaction
+    (its row is locked until the commit; SQLite has one writer), and every change of a debt
+    takes its wallet's row first (``lock_wallet`` in the dispute handlers; a repayment debits
+    the wallet before it credits the debt), so no other transaction repays the same debt
+    meanwhile and a debt never goes below zero."""
+    debt_ids = {w: debt_of_wallet(w) for w in wallet_ids}
+    figures = await balances_of(conn, [*wallet_ids, *debt_ids.values()])
+    views = []
+    for wallet_id in wallet_ids:
+        _, _, currency = parse_account_id(wallet_id)
+        b = figures.get(wallet_id) or Balance(wallet_id, currency, 0, 0, 0, 0)
+        d = figures.get(debt_ids[wallet_id])
+        debt = d.debits_posted - d.credits_posted if d else 0
+        repay = min(b.available_minor, debt)
+        if repay > 0:
+            await create_transfer(
+                conn,
+                TransferRequest(
+                    id=f"debt_repay:{new_id('rp')}",
+                    debit_account_id=wallet_id,
+                    credit_account_id=debt_ids[wallet_id],
+                    amount_minor=repay,
+                    currency=currency,
+                    code=TransferCode.DEBT_REPAYMENT,
+                ),
+                now,
+            )
+            b = replace(b, debits_posted=b.debits_posted + repay)
+            debt -= repay
+        views.append(wallet_view(b, debt, debt_ids[wallet_id] if d else None))
+    return views
+
+
+async def balances_of(conn: AsyncConnection, account_ids: list[str]) -> dict[str, Balance]:
+    """The balances of the given accounts that exist, in one query."""
+    rows = (await conn.execute(_BALANCES_OF, {"w_ids": account_ids})).all()
+    out = {}
+    for r in rows:
+        _, _, currency = parse_account_id(r[0])
+        out[r[0]] = Balance(r[0], currency, *(int(v) for v in r[1:]))
+    return out
+
+
+_BALANCES_OF = (  # built once; the ids are bound at execution (an expanding IN)
+    select(
+        balances.c.account_id,
+        func.sum(balances.c.debits_pending),
+        func.sum(balances.c.debits_posted),
+        func.sum(balances.c.credits_pending),
+        func.sum(balances.c.credits_posted),
+    )
+    .where(balances.c.account_id.in_(bindparam("w_ids", expanding=True)))
+    .group_by(balances.c.account_id)
+)
+
+
+async def lock_wallet(conn: AsyncConnection, wallet_id: str, now: datetime) -> None:
+    """Take the wallet's balance row (PostgreSQL: ``FOR UPDATE``; SQLite has one writer)
+    before a change of its owner's debt, so debts change under their wallet's row as
+    repayments do (one lock order: no deadlock, no repayment of a stale debt)."""
+    await ensure_account(conn, wallet_id, now)
+    b = balances.c
+    await conn.execute(select(b.shard).where(b.account_id == wallet_id).with_for_update())
+
+
+def wallet_view(
+    b: Balance, debt_minor: int = 0, debt_account_id: str | None = None
+) -> dict[str, Any]:
+    """A wallet as ``GET /api/v1/wallets`` shows it, plus its owner (``ledger.wallet.updated``).
+    ``debt_minor``: what the owner owes in this currency (``debt_account_id``: the account,
+    None if the owner never owed)."""
     _, owner_id, _ = parse_account_id(b.account_id)
     return {
         "id": b.account_id,
@@ -192,6 +278,8 @@ def wallet_view(b: Balance) -> dict[str, Any]:
         "available_minor": b.available_minor,
         "pending_minor": b.pending_minor,
         "posted_minor": b.posted_minor,
+        "debt_minor": debt_minor,
+        "debt_account_id": debt_account_id,
     }
 
 
@@ -485,14 +573,25 @@ async def balance(conn: AsyncConnection, account_id: str) -> Balance:
 
 async def wallets(conn: AsyncConnection, owner_id: str) -> list[Balance]:
     """Every wallet of the owner with its balance, in one query (not one per wallet)."""
+    return [wallet for wallet, _ in await wallets_and_debts(conn, owner_id)]
+
+
+async def wallets_and_debts(
+    conn: AsyncConnection, owner_id: str
+) -> list[tuple[Balance, Balance | None]]:
+    """Every wallet of the owner with its balance, and its debt account (None if the owner
+    never owed in that currency), in one query (not one per wallet)."""
     rows = (await conn.execute(_WALLETS, {"w_owner": owner_id})).all()
-    return [Balance(r[0], r[1], *(int(v) for v in r[2:])) for r in rows]
+    found = {r[0]: Balance(r[0], r[2], *(int(v) for v in r[3:])) for r in rows}
+    wallet = int(AccountCode.WALLET)
+    return [(found[r[0]], found.get(debt_of_wallet(r[0]))) for r in rows if r[1] == wallet]
 
 
 _a, _b = accounts.c, balances.c
 _WALLETS = (  # built once; the owner is bound at execution
     select(
         _a.id,
+        _a.code,
         _a.currency,
         func.coalesce(func.sum(_b.debits_pending), 0),
         func.coalesce(func.sum(_b.debits_posted), 0),
@@ -500,22 +599,23 @@ _WALLETS = (  # built once; the owner is bound at execution
         func.coalesce(func.sum(_b.credits_posted), 0),
     )
     .select_from(accounts.outerjoin(balances, _b.account_id == _a.id))
-    .where(_a.owner_id == bindparam("w_owner"), _a.code == int(AccountCode.WALLET))
-    .group_by(_a.id, _a.currency)
-    .order_by(_a.currency)
+    .where(
+        _a.owner_id == bindparam("w_owner"),
+        _a.code.in_([int(AccountCode.WALLET), int(AccountCode.DEBT)]),
+    )
+    .group_by(_a.id, _a.code, _a.currency)
+    .order_by(_a.currency, _a.code)
 )
 
 
-async def entries(
-    conn: AsyncConnection, owner_id: str, currency: str, page: Page
-) -> tuple[list[Row[Any]], bool]:
-    """Transfers that touch a wallet, newest first, paged by ``seq`` (``starting_after``:
-    older than that entry; ``ending_before``: the ones just newer, still answered newest
-    first), within ``created[...]``; and whether more lie beyond in that direction. Entry
-    cursors are seqs, so any number is a valid position (no lookup)."""
+async def entries(conn: AsyncConnection, acct: str, page: Page) -> tuple[list[Row[Any]], bool]:
+    """Transfers that touch an account (a wallet or a debt account), newest first, paged by
+    ``seq`` (``starting_after``: older than that entry; ``ending_before``: the ones just
+    newer, still answered newest first), within ``created[...]``; and whether more lie beyond
+    in that direction. Entry cursors are seqs, so any number is a valid position (no
+    lookup)."""
     if page.starting_after and page.ending_before:
         raise InvalidCursor("Send starting_after or ending_before, not both.")
-    acct = wallet_account_id(owner_id, currency)
     t = transfers.c
     newer = page.ending_before is not None
     take = page.limit + 1
