@@ -19,6 +19,8 @@ async def test_top_up_moves_through_every_state_and_credits_the_wallet(stack: St
         "available_minor": 5000,
         "pending_minor": 0,
         "posted_minor": 5000,
+        "debt_minor": 0,
+        "debt_account_id": None,
     }
     assert await stack.ledger_problems() == []
 

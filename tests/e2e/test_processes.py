@@ -170,6 +170,8 @@ def test_top_up_transfer_and_refund_across_processes(fleet: Fleet, http: httpx.C
         "available_minor": 5000,
         "pending_minor": 0,
         "posted_minor": 5000,
+        "debt_minor": 0,
+        "debt_account_id": None,
     }
     # The idempotency store is shared (PostgreSQL): a retry replays, it does not pay twice.
     again = alice.post(

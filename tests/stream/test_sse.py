@@ -72,6 +72,8 @@ async def test_a_top_up_streams_in_order_with_ids_and_the_wallet(stack: Stack) -
         "available_minor": 2500,
         "pending_minor": 0,
         "posted_minor": 2500,
+        "debt_minor": 0,
+        "debt_account_id": None,
     }
 
 

@@ -20,9 +20,16 @@ from pocketpay.ledger.schemas import EntryList, Wallet
 
 
 class Account(BaseModel):
-    id: str = Field(description="The ledger account's id (a wallet: wal_<user>_<CUR>).")
+    id: str = Field(
+        description="The ledger account's id (a wallet: wal_<user>_<CUR>; a debt account: "
+        "debt_<user>_<CUR>)."
+    )
     object: Literal["account"] = "account"
-    type: Literal["wallet"] = "wallet"
+    type: Literal["wallet", "debt"] = Field(
+        default="wallet",
+        description="wallet: your money; debt: what you owe (a disputed payment your wallet "
+        "could no longer cover), shown negative and repaid first by your next credits.",
+    )
     currency: str
     available_minor: int
     pending_minor: int
@@ -70,7 +77,27 @@ def _figures(w: Wallet) -> dict[str, Any]:
 
 
 def account_view(w: Wallet) -> Account:
-    return Account(id=w.account_id, **_figures(w))
+    return Account(id=w.account_id, type=w.account_type, **_figures(w))
+
+
+def debt_view(w: Wallet) -> Account | None:
+    """The wallet's debt account, if its owner ever owed: a debt is posted only (nothing
+    pending), so its figures are the wallet's ``debt_minor``, negative."""
+    if w.debt_account_id is None:
+        return None
+    owed = -w.debt_minor
+    cur = w.currency
+    return Account(
+        id=w.debt_account_id,
+        type="debt",
+        currency=cur,
+        available_minor=owed,
+        pending_minor=0,
+        posted_minor=owed,
+        available=decimal_string(owed, cur),
+        pending=decimal_string(0, cur),
+        posted=decimal_string(owed, cur),
+    )
 
 
 def accounts_routes(
@@ -84,9 +111,11 @@ def accounts_routes(
 ) -> None:
     @r.get("/accounts", tags=["accounts"], responses=problems(*AUTH))
     async def list_accounts(who: Principal = Depends(principal)) -> AccountList:
-        """Your ledger accounts: a wallet per currency you hold."""
+        """Your ledger accounts: a wallet per currency you hold, each followed by its debt
+        account if you ever owed in that currency."""
         wallets = await gw.ledger.wallets(who.user_id)
-        return AccountList(data=[account_view(w) for w in wallets.data])
+        views = [(account_view(w), debt_view(w)) for w in wallets.data]
+        return AccountList(data=[a for pair in views for a in pair if a is not None])
 
     @r.post(
         "/accounts",
@@ -142,6 +171,5 @@ def accounts_routes(
     ) -> EntryList:
         """The account's entries, newest first (cursors: an entry's seq)."""
         aid = object_id(account_id, "account")
-        wallet = await gw.ledger.wallet_at(who.user_id, aid, None)  # yours, or not_found
-        entries: EntryList = await gw.ledger.entries(who.user_id, wallet.currency, page)
+        entries: EntryList = await gw.ledger.account_entries(who.user_id, aid, page)
         return entries

@@ -174,6 +174,8 @@ class WalletBalance(BaseModel):
                     "available_minor": 2000,
                     "pending_minor": 0,
                     "posted_minor": 2000,
+                    "debt_minor": 0,
+                    "debt_account_id": None,
                 }
             ]
         }
@@ -185,6 +187,14 @@ class WalletBalance(BaseModel):
     available_minor: int = Field(description="What can be sent or refunded now.")
     pending_minor: int = Field(description="Authorized card payments not yet captured.")
     posted_minor: int
+    debt_minor: int = Field(
+        default=0,
+        description="What you owe in this currency (a disputed payment the wallet could no "
+        "longer cover); your next credits repay it first.",
+    )
+    debt_account_id: str | None = Field(
+        default=None, description="Your debt account in this currency; null: you never owed."
+    )
 
 
 class WalletBalances(BaseModel):
