@@ -99,6 +99,19 @@ class PspRefund:
     metadata: dict[str, str]
 
 
+@dataclass(frozen=True)
+class PspPayout:
+    """A payout as the PSP lists it (for reconciliation)."""
+
+    payout_id: str
+    status: str  # Stripe's: pending | in_transit | paid | failed | canceled
+    amount_minor: int
+    currency: str  # upper case, as ours
+    created: int  # unix seconds
+    arrival_date: int  # unix seconds: when it is expected at the bank (paid or failed then)
+    metadata: dict[str, str]
+
+
 class PspError(Exception):
     """Base of adapter errors."""
 
@@ -218,6 +231,10 @@ class Provider(Protocol):
 
     def list_refunds(self, *, intent_id: str | None = None) -> AsyncIterator[PspRefund]:
         """Every refund (of ``intent_id`` only, if given), newest first."""
+        ...
+
+    def list_payouts(self) -> AsyncIterator[PspPayout]:
+        """Every payout, newest first."""
         ...
 
     def stats(self) -> dict[str, Any]: ...

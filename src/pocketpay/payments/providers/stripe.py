@@ -22,6 +22,7 @@ from pocketpay.payments.providers.base import (
     PayoutResult,
     PspDeclined,
     PspIntent,
+    PspPayout,
     PspRefund,
     PspRejected,
     PspUnavailable,
@@ -430,6 +431,22 @@ class StripeProvider:
                 amount_minor=int(body["amount"]),
                 intent_id=body.get("payment_intent"),
                 created=int(body["created"]),
+                metadata=dict(body.get("metadata") or {}),
+            )
+
+    async def list_payouts(self) -> AsyncIterator[PspPayout]:
+        """Every payout, newest first, auto-paged."""
+        params: Any = {"limit": 100}
+        first = await self._call("list_payouts", lambda: self._client.v1.payouts.list_async(params))
+        async for po in _paged(first):
+            body = _plain(po)
+            yield PspPayout(
+                payout_id=body["id"],
+                status=body["status"],
+                amount_minor=int(body["amount"]),
+                currency=str(body["currency"]).upper(),
+                created=int(body["created"]),
+                arrival_date=int(body.get("arrival_date") or body["created"]),
                 metadata=dict(body.get("metadata") or {}),
             )
 
