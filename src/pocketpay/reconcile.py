@@ -14,11 +14,31 @@ c. **Payments against the PSP**: every PaymentIntent whose metadata carries a ``
    matches one payment of ours, with a consistent status and amount received; no payment has
    two intents; every PSP refund matches one refund of ours (by its ``refund_id`` metadata)
    and agrees on success; every succeeded refund of ours is known to the PSP.
+d. **Payouts against the ledger**: a ``paid`` payout has its hold posted (``payout_post:<payout>``
+   for its amount, from the owner's wallet ``wal_<owner>_<CUR>``); a ``failed`` or ``canceled``
+   one has no posting (its hold ``payout_hold:<payout>`` voided, or tombstoned: written
+   already voided, or never placed); no payout hold is open past ``hold_deadline_seconds``
+   while its payout is final; every ``payout_post`` belongs to a paid payout of ours.
+e. **Payouts against the PSP**: every PSP payout whose metadata carries a ``payout_id`` matches
+   one payout of ours with an agreeing status (``PAYOUT_AGREES``); no payout of ours has two at
+   the PSP; every paid or in-transit payout of ours is known to the PSP.
+f. **Disputes against the ledger** (the ledger's ids, ``ledger.disputes``): a chargeback (a
+   status not starting with ``warning_``) is covered in full by its pending
+   ``dispute_hold:<dispute>`` (what the account still had) plus its posted
+   ``dispute_debt:<dispute>`` (the shortfall, a debt of the owner); the hold debits the account
+   the disputed payment credited (the wallet; an invoice's: ``sys_revenue_<CUR>``). Lost: the
+   hold is posted and ``dispute_loss:<dispute>`` gives the whole amount back to the PSP. Won:
+   the hold is voided, the debt part reinstated (``dispute_reinstate:<dispute>``), nothing
+   lost. Undecided: the hold is still open, nothing lost. An inquiry (``warning_*``) moves no
+   money: it has no ``dispute_*`` transfer at all.
 
-Things in flight are not findings: a payment or refund changed less than ``grace_seconds``
-ago (its event may not be consumed yet, its PSP answer not applied yet), an intent younger
-than that. The PSP is listed *before* our tables are read, so an intent we created is always
-backed by a payment row in the snapshot (payments inserts the row before calling the PSP).
+Things in flight are not findings: a payment, refund, payout or dispute changed less than
+``grace_seconds`` ago (its event may not be consumed yet, its PSP answer not applied yet), an
+intent younger than that, a PSP payout created or due at the bank less than that ago (the PSP
+lists no time of its last change: a payout moves to paid or failed at its ``arrival_date``, and
+its webhook may not be applied yet). The PSP is listed *before* our tables are read, so an
+intent or payout we created is always backed by a row in the snapshot (payments inserts the
+row before calling the PSP).
 
 This is an operator tool outside the components: it reads the payments and ledger tables
 directly, in one snapshot through one engine. That assumes both live in one database, which
@@ -43,10 +63,17 @@ from pocketpay.ledger.chart import system_account_id, wallet_account_id
 from pocketpay.ledger.check import run_check
 from pocketpay.ledger.models import transfers
 from pocketpay.payments.flows.refunds import COMPENSATION
-from pocketpay.payments.models import payments, refunds
-from pocketpay.payments.providers.base import Provider, PspError, PspIntent, PspRefund
+from pocketpay.payments.models import disputes, payments, payouts, refunds
+from pocketpay.payments.providers.base import (
+    Provider,
+    PspError,
+    PspIntent,
+    PspPayout,
+    PspRefund,
+)
 from pocketpay.payments.providers.stripe import StripeProvider
 from pocketpay.payments.schemas import INVOICE
+from pocketpay.payments.states import PAYOUT_FINAL
 from pocketpay.settings import Settings
 
 CAPTURED = frozenset({"captured", "settled", "refunded"})
@@ -62,7 +89,29 @@ AGREES: dict[str, frozenset[str]] = {
 }
 _HOLD_PREFIXES = ("pay_auth:", "refund_hold:")
 
-_TRANSFER_PREFIXES = ("pay_cap:", "pay_settle:", "refund_post:", *_HOLD_PREFIXES)
+PAYOUT_UNPAID_EXITS = frozenset({"failed", "canceled"})
+_PAYOUT_MOVING = frozenset({"pending", "in_transit"})
+# PSP payout status -> the payout statuses of ours that agree with it.
+PAYOUT_AGREES: dict[str, frozenset[str]] = {
+    "paid": frozenset({"paid"}),
+    "failed": frozenset({"failed"}),
+    "canceled": frozenset({"canceled"}),
+    "pending": _PAYOUT_MOVING,
+    "in_transit": _PAYOUT_MOVING,
+}
+# A dispute's transfers in the ledger are ``dispute_<step>:<dispute>`` (``ledger.disputes``).
+DISPUTE_STEPS = ("hold", "debt", "release", "reinstate", "post", "loss")
+INQUIRY_PREFIX = "warning_"
+
+_TRANSFER_PREFIXES = (
+    "pay_cap:",
+    "pay_settle:",
+    "refund_post:",
+    *_HOLD_PREFIXES,
+    "payout_hold:",
+    "payout_post:",
+    "dispute_",
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +147,8 @@ class Snapshot:
     payments: dict[str, Any]  # id -> row
     refunds: dict[str, Any]
     transfers: dict[str, Any]
+    payouts: dict[str, Any] = field(default_factory=dict)
+    disputes: dict[str, Any] = field(default_factory=dict)
 
 
 def provider_from_settings(settings: Settings, clock: Clock) -> StripeProvider:
@@ -130,12 +181,14 @@ async def reconcile(
     report = Report()
     intents: list[PspIntent] | None = None
     psp_refunds: list[PspRefund] = []
+    psp_payouts: list[PspPayout] = []
     if provider is None:
         report.notes.append("PSP not checked (--no-psp)")
     else:
         try:
             intents = [pi async for pi in provider.list_intents()]
             psp_refunds = [r async for r in provider.list_refunds()]
+            psp_payouts = [po async for po in provider.list_payouts()]
         except PspError as exc:
             intents = None
             report.notes.append(f"PSP not checked: {exc}")
@@ -147,15 +200,21 @@ async def reconcile(
     report.checked = {
         "payments": len(snap.payments),
         "refunds": len(snap.refunds),
+        "payouts": len(snap.payouts),
+        "disputes": len(snap.disputes),
         "ledger transfers": len(snap.transfers),
     }
     young = now - timedelta(seconds=grace_seconds)
     old_hold = now - timedelta(seconds=hold_deadline_seconds)
     check_payments_ledger(snap, report, young, old_hold)
+    check_payouts_ledger(snap, report, young, old_hold)
+    check_disputes_ledger(snap, report, young)
     if intents is not None:
         report.checked["PSP intents"] = len(intents)
         report.checked["PSP refunds"] = len(psp_refunds)
+        report.checked["PSP payouts"] = len(psp_payouts)
         check_payments_psp(snap, intents, psp_refunds, report, young)
+        check_payouts_psp(snap, psp_payouts, report, young)
     return report
 
 
@@ -190,13 +249,37 @@ async def _read(conn: AsyncConnection) -> Snapshot:
     t = transfers.c
     trs = await conn.execute(
         select(
-            t.id, t.kind, t.pending_state, t.amount_minor, t.credit_account_id, t.created_at
+            t.id,
+            t.kind,
+            t.pending_state,
+            t.amount_minor,
+            t.debit_account_id,
+            t.credit_account_id,
+            t.created_at,
         ).where(or_(*(t.id.startswith(prefix) for prefix in _TRANSFER_PREFIXES)))
+    )
+    po = payouts.c
+    pos = await conn.execute(
+        select(
+            po.id,
+            po.owner_id,
+            po.amount_minor,
+            po.currency,
+            po.status,
+            po.psp_payout_id,
+            po.updated_at,
+        )
+    )
+    d = disputes.c
+    dps = await conn.execute(
+        select(d.id, d.owner_id, d.purpose, d.amount_minor, d.currency, d.status, d.updated_at)
     )
     return Snapshot(
         {row.id: row for row in pays},
         {row.id: row for row in refs},
         {row.id: row for row in trs},
+        {row.id: row for row in pos},
+        {row.id: row for row in dps},
     )
 
 
@@ -376,3 +459,189 @@ def _check_refunds_psp(
                 refund_id=rid,
                 psp_refund=found[0].refund_id,
             )
+
+
+# -- payouts ---------------------------------------------------------------------------------
+
+
+def check_payouts_ledger(
+    snap: Snapshot, report: Report, young: datetime, old_hold: datetime
+) -> None:
+    tr = snap.transfers
+    for poid, po in snap.payouts.items():
+        if _utc(po.updated_at) > young:
+            continue  # its event may not be consumed yet
+        hold = tr.get(f"payout_hold:{poid}")
+        post = tr.get(f"payout_post:{poid}")
+        if po.status == "paid":
+            _payout_posted(po, post, report)
+        elif post is not None:
+            report.add(
+                "ledger.payout_posted_unexpected",
+                f"{po.status} but posted {post.amount_minor}",
+                payout_id=poid,
+            )
+        want = wallet_account_id(po.owner_id, po.currency)
+        for t in (hold, post):
+            if t is not None and t.debit_account_id != want:
+                report.add(
+                    "ledger.wrong_account",
+                    f"payout, {t.id} debits {t.debit_account_id}, not {want}",
+                    payout_id=poid,
+                )
+        _stale_hold(hold, po.status in PAYOUT_FINAL, old_hold, report)
+    for tid in tr:
+        poid = tid.removeprefix("payout_post:")
+        if poid != tid and poid not in snap.payouts:
+            report.add("ledger.payout_post_unknown", "no such payout", transfer_id=tid)
+
+
+def _payout_posted(po: Any, post: Any, report: Report) -> None:
+    if post is None:
+        report.add("ledger.payout_post_missing", "paid, hold not posted", payout_id=po.id)
+    elif post.amount_minor != po.amount_minor:
+        report.add(
+            "ledger.payout_amount_mismatch",
+            f"paid {po.amount_minor}, posted {post.amount_minor}",
+            payout_id=po.id,
+        )
+
+
+def check_payouts_psp(
+    snap: Snapshot, psp_payouts: list[PspPayout], report: Report, young: datetime
+) -> None:
+    by_payout: dict[str, list[PspPayout]] = defaultdict(list)
+    for x in psp_payouts:
+        if poid := x.metadata.get("payout_id"):
+            by_payout[poid].append(x)
+    for poid, found in by_payout.items():
+        po = snap.payouts.get(poid)
+        if po is None:
+            for x in found:
+                report.add(
+                    "psp.payout_unknown", "no such payout", payout_id=poid, psp_payout=x.payout_id
+                )
+            continue
+        if len(found) > 1:
+            ids = ",".join(x.payout_id for x in found)
+            report.add(
+                "psp.duplicate_payout", f"{len(found)} PSP payouts", payout_id=poid, psp_payouts=ids
+            )
+        x = next((f for f in found if f.payout_id == po.psp_payout_id), found[0])
+        if _utc(po.updated_at) > young or _psp_payout_moved(x) > young.timestamp():
+            continue
+        if po.status not in PAYOUT_AGREES.get(x.status, frozenset()):
+            report.add(
+                "psp.payout_status_mismatch",
+                f"ours {po.status}, PSP {x.status}",
+                payout_id=poid,
+                psp_payout=x.payout_id,
+            )
+        elif (x.amount_minor, x.currency) != (po.amount_minor, po.currency):
+            report.add(
+                "psp.payout_amount_mismatch",
+                f"ours {po.amount_minor} {po.currency}, PSP {x.amount_minor} {x.currency}",
+                payout_id=poid,
+                psp_payout=x.payout_id,
+            )
+    for poid, po in snap.payouts.items():
+        sent = po.status in ("paid", "in_transit")  # statuses only the PSP gives
+        if sent and poid not in by_payout and _utc(po.updated_at) <= young:
+            report.add("psp.payout_missing", f"{po.status}, PSP has no payout", payout_id=poid)
+
+
+def _psp_payout_moved(x: PspPayout) -> int:
+    """When the PSP payout last changed, as far as its list tells: a payout turns paid or
+    failed at its arrival date; before that it was created (or moved in transit, unlisted,
+    which agrees with ours either way)."""
+    return max(x.created, x.arrival_date) if x.status in ("paid", "failed") else x.created
+
+
+# -- disputes --------------------------------------------------------------------------------
+
+
+def check_disputes_ledger(snap: Snapshot, report: Report, young: datetime) -> None:
+    for did, d in snap.disputes.items():
+        if _utc(d.updated_at) > young:
+            continue  # its event may not be consumed yet
+        steps = {s: snap.transfers.get(f"dispute_{s}:{did}") for s in DISPUTE_STEPS}
+        if d.status.startswith(INQUIRY_PREFIX):
+            moved = [t.id for t in steps.values() if t is not None]
+            if moved:
+                report.add(
+                    "ledger.dispute_inquiry_moved",
+                    f"{d.status} (an inquiry) but {', '.join(moved)}",
+                    dispute_id=did,
+                )
+            continue
+        _dispute_covered(d, steps, report)
+        if d.status == "lost":
+            _dispute_lost(d, steps, report)
+        else:
+            _dispute_not_lost(d, steps, report)
+
+
+def _dispute_covered(d: Any, steps: dict[str, Any], report: Report) -> None:
+    """The whole disputed amount is taken at once: held from the account the payment
+    credited, the shortfall (money already spent) as the owner's debt."""
+    hold, debt = steps["hold"], steps["debt"]
+    held = hold.amount_minor if hold is not None else 0
+    owed = debt.amount_minor if debt is not None else 0
+    if hold is None and debt is None:
+        report.add("ledger.dispute_hold_missing", f"{d.status}, nothing held", dispute_id=d.id)
+    elif held + owed != d.amount_minor:
+        report.add(
+            "ledger.dispute_amount_mismatch",
+            f"disputed {d.amount_minor}, held {held} + debt {owed}",
+            dispute_id=d.id,
+        )
+    if d.purpose == INVOICE:
+        want = system_account_id("revenue", d.currency)
+    else:
+        want = wallet_account_id(d.owner_id, d.currency)
+    if hold is not None and hold.debit_account_id != want:
+        report.add(
+            "ledger.wrong_account",
+            f"{d.purpose} dispute, {hold.id} debits {hold.debit_account_id}, not {want}",
+            dispute_id=d.id,
+        )
+
+
+def _dispute_lost(d: Any, steps: dict[str, Any], report: Report) -> None:
+    hold, loss = steps["hold"], steps["loss"]
+    if loss is None:
+        report.add("ledger.dispute_loss_missing", "lost, nothing given back", dispute_id=d.id)
+    elif loss.amount_minor != d.amount_minor:
+        report.add(
+            "ledger.dispute_loss_amount_mismatch",
+            f"disputed {d.amount_minor}, lost {loss.amount_minor}",
+            dispute_id=d.id,
+        )
+    if hold is not None and hold.pending_state != "posted":
+        report.add(
+            "ledger.dispute_hold_not_posted", f"lost, hold is {hold.pending_state}", dispute_id=d.id
+        )
+
+
+def _dispute_not_lost(d: Any, steps: dict[str, Any], report: Report) -> None:
+    """Won: the hold released and the debt part reinstated. Undecided: the hold still open.
+    Neither gives anything to the PSP."""
+    hold, debt, loss = steps["hold"], steps["debt"], steps["loss"]
+    if loss is not None:
+        report.add("ledger.dispute_loss_unexpected", f"{d.status} but {loss.id}", dispute_id=d.id)
+    want = "voided" if d.status == "won" else "open"
+    if hold is not None and hold.pending_state != want:
+        report.add(
+            "ledger.dispute_hold_unexpected",
+            f"{d.status}, hold is {hold.pending_state}, not {want}",
+            dispute_id=d.id,
+        )
+    if d.status != "won" or debt is None:
+        return
+    back = steps["reinstate"].amount_minor if steps["reinstate"] is not None else 0
+    if back != debt.amount_minor:
+        report.add(
+            "ledger.dispute_reinstate_missing",
+            f"won, debt {debt.amount_minor}, reinstated {back}",
+            dispute_id=d.id,
+        )
