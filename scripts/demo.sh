@@ -135,6 +135,18 @@ payout_is() { # payout_is ID STATUS
   [ "$LAST" = "$2" ]
 }
 
+dispute_of() { # dispute_of PAYMENT_ID: LAST = the id of the payment's dispute, once recorded
+  LAST=$(call 200 GET "$API/payments/$1/disputes" -H "$(auth "$ALICE")" | jq -r '.data[0].id // empty') ||
+    exit 1
+  [ -n "$LAST" ]
+}
+
+dispute_is() { # dispute_is ID STATUS
+  LAST=$(call 200 GET "$API/disputes/$1" -H "$(auth "$ALICE")" | jq -r .status) || exit 1
+  [ "$LAST" != lost ] || die "dispute $1 was lost"
+  [ "$LAST" = "$2" ]
+}
+
 pay() { # pay AMOUNT_MINOR PAYMENT_METHOD [CAPTURE_METHOD]: prints the new payment
   call 202 POST "$API/payments" -H "$(auth "$ALICE")" -H "$JSON" -H "Idempotency-Key: $(new_key)" \
     -d "{\"amount_minor\":$1,\"currency\":\"USD\",\"payment_method\":\"$2\",\"capture_method\":\"${3:-automatic}\"}"
@@ -287,6 +299,23 @@ walkthrough() {
   wait_until "payout $payout to be paid" payout_is "$payout" paid
   wait_until "Alice's payout to leave her wallet" balance_is "$ALICE" posted_minor $((a1 - 500))
   expect_wallet Alice "$ALICE" $((a1 - 500))
+
+  echo "13. A cardholder disputes Alice's 20.00 top-up: held, answered with evidence, won back"
+  local dpay dispute a2
+  a2=$((a1 - 500))
+  dpay=$(pay 2000 pm_card_createDispute | jq -r .id)
+  wait_until "payment $dpay to be captured" payment_is "$dpay" captured settled
+  wait_until "the dispute on $dpay to be recorded" dispute_of "$dpay"
+  dispute=$LAST
+  call 200 GET "$API/disputes/$dispute" -H "$(auth "$ALICE")" |
+    jq -r '"  \(.id): \(.status), \(.amount_minor) cents, reason \(.reason), evidence due \(.evidence_due_by)"'
+  expect_wallet Alice "$ALICE" "$a2"  # the 20.00 came in and is held
+  call 200 POST "$API/disputes/$dispute/evidence" -H "$(auth "$ALICE")" -H "$JSON" \
+    -H "Idempotency-Key: $(new_key)" -d '{"text":"Delivered and signed for. winning_evidence"}' |
+    jq -r '"  evidence sent: \(.status)"'
+  wait_until "dispute $dispute to be won" dispute_is "$dispute" won
+  echo "  dispute $dispute: won"
+  expect_wallet Alice "$ALICE" $((a2 + 2000))
   echo "demo: OK"
 }
 

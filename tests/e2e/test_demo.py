@@ -57,10 +57,14 @@ def test_walkthrough_runs_twice_in_a_row(tmp_path: Path) -> None:
     assert output.count("alice@example.com signed up") == 1
     assert output.count("alice@example.com exists: logged in") == 1
     assert "Alice: 0.00 -> 45.00 USD" in output
-    # Each run Alice then pays 5.00 out to her bank account: it is paid and leaves the wallet.
-    assert "Alice: 40.00 -> 85.00 USD" in output
-    assert output.count("Alice's wallet: 40.00 USD available") == 1
-    assert output.count("Alice's wallet: 80.00 USD available") == 1
+    # Each run Alice then pays 5.00 out to her bank account (it is paid and leaves the wallet),
+    # and tops up 20.00 that the cardholder disputes: held, then won back with her evidence.
+    assert "Alice: 60.00 -> 105.00 USD" in output
+    assert output.count("Alice's wallet: 40.00 USD available") == 2  # paid out; then held
+    assert output.count("Alice's wallet: 60.00 USD available") == 1  # won back
+    assert output.count("Alice's wallet: 100.00 USD available") == 2
+    assert output.count("Alice's wallet: 120.00 USD available") == 1
+    assert len(re.findall(r"dispute dp_\w+: won", output)) == 2
     # Each run Bob also converts 5.00 USD to yen, once: a second conversion of the quote is 409.
     assert "Bob:   15.00 -> 35.00 USD" in output
     assert output.count("the same quote again: 409 fx.quote_already_converted") == 2
