@@ -24,6 +24,8 @@ from tests.support import Stack, eventually, running_stack
 
 pytestmark = pytest.mark.timeout(180)
 
+# The sandbox decides nothing by itself within a test: ``decide`` does.
+UNDECIDED = {"dispute_decision_seconds": 3600.0}
 WIN = "Delivered and signed for. winning_evidence"
 LOSE = "We think the customer is mistaken."
 
@@ -31,7 +33,7 @@ LOSE = "We think the customer is mistaken."
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
     failpoints.disarm()
-    async with running_stack(request.param, tmp_path) as s:
+    async with running_stack(request.param, tmp_path, sandbox=UNDECIDED) as s:
         yield s
     failpoints.disarm()
 
@@ -76,7 +78,12 @@ async def open_dispute(stack: Stack, payment_id: str, *, inquiry: bool = False) 
 
 async def decide(stack: Stack) -> None:
     """The bank decides every submitted dispute now (the sandbox's next tick)."""
-    await stack.sandbox.tick()
+    settings = stack.sandbox.settings
+    settings.dispute_decision_seconds = 0.0
+    try:
+        await stack.sandbox.tick()
+    finally:
+        settings.dispute_decision_seconds = UNDECIDED["dispute_decision_seconds"]
 
 
 async def evidence(
@@ -250,7 +257,7 @@ async def test_a_crash_around_the_psp_call_converges_on_retry(stack: Stack, poin
     failpoints.disarm()
     r = await evidence(stack, user, dispute["id"], WIN, key="ev-crash")
     assert r.status_code == 200, r.text
-    assert r.json()["status"] == "under_review"
+    assert (r.json()["status"], r.json()["evidence"]) == ("under_review", WIN)
     assert psp_dispute(stack, pay["id"]).submission_count == 1  # the PSP replayed its answer
     await decide(stack)
     await wait_dispute(stack, user, dispute["id"], "won")
