@@ -297,6 +297,20 @@ async def test_inquiries_move_nothing(ledger: Ledger) -> None:
     assert await ledger.transfer_ids(like=f"dispute_%:{d['id']}") == set()
 
 
+async def test_an_inquiry_turned_chargeback_holds_from_its_update(ledger: Ledger) -> None:
+    alice = owner()
+    pay = await ledger.top_up(alice, 1000)
+    d = dispute(alice, pay, 1000, status="warning_needs_response")
+    await ledger.deliver("payments.dispute.created", d)
+    assert await ledger.figures(alice) == (1000, 1000, 0)
+    await ledger.deliver("payments.dispute.updated", d | {"status": "needs_response"})
+    assert await ledger.figures(alice) == (0, 1000, 0)  # held now
+    await ledger.deliver("payments.dispute.updated", d | {"status": "under_review"})
+    assert await ledger.figures(alice) == (0, 1000, 0)  # once
+    await ledger.deliver("payments.dispute.closed", d | {"status": "won"})
+    assert await ledger.figures(alice) == (1000, 1000, 0)
+
+
 async def test_contradictions_raise_and_change_nothing(ledger: Ledger) -> None:
     alice, d = await _partly_spent(ledger)
     await ledger.deliver("payments.dispute.closed", d | {"status": "lost"})

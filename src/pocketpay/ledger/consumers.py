@@ -189,6 +189,9 @@ HANDLERS = {
     "payments.payout.canceled": _payout_voided,
     # An inquiry (warning_*) moves no money; updated (evidence, status) changes nothing here.
     "payments.dispute.created": _dispute_created,
+    # An inquiry the bank turns into a chargeback leaves warning_* in an update: it holds then
+    # (the open step, once; an update of an inquiry or of an opened dispute changes nothing).
+    "payments.dispute.updated": _dispute_created,
     "payments.dispute.closed": _dispute_closed,
 }
 
