@@ -4,15 +4,15 @@ and as exact decimal strings in major units. Thin: ``LedgerClient`` does the wor
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from pocketpay.gateway.problems import AUTH, BODY, IDEMPOTENT, LIST, problems
+from pocketpay.gateway.route_kit import RouteKit
 from pocketpay.kit.listing import Page
 from pocketpay.kit.money import decimal_string
 from pocketpay.kit.tokens import Principal
@@ -100,15 +100,10 @@ def debt_view(w: Wallet) -> Account | None:
     )
 
 
-def accounts_routes(
-    r: APIRouter,
-    gw: Any,
-    principal: Any,
-    once: Callable[..., Awaitable[JSONResponse]],
-    idem_header: Any,
-    entry_page: Any,
-    object_id: Any,
-) -> None:
+def accounts_routes(kit: RouteKit, entry_page: Any) -> None:
+    r, gw, principal, once, idem_header = kit.r, kit.gw, kit.principal, kit.once, kit.idem_header
+    object_id = kit.object_id
+
     @r.get("/accounts", tags=["accounts"], responses=problems(*AUTH))
     async def list_accounts(who: Principal = Depends(principal)) -> AccountList:
         """Your ledger accounts: a wallet per currency you hold, each followed by its debt

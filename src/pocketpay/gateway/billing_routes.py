@@ -4,10 +4,9 @@ idempotency, call ``BillingClient``."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from pocketpay.billing.client import BillingClient
@@ -28,6 +27,7 @@ from pocketpay.billing.schemas import (
     TestClockAdvance,
 )
 from pocketpay.gateway.problems import AUTH, BODY, IDEMPOTENT, LIST, problems
+from pocketpay.gateway.route_kit import RouteKit
 from pocketpay.kit.errors import Forbidden, Unavailable
 from pocketpay.kit.listing import Page
 from pocketpay.kit.tokens import Principal
@@ -48,15 +48,9 @@ class _Unavailable:
 _PDF: dict[int | str, dict[str, Any]] = {200: {"content": {"application/pdf": {}}}}
 
 
-def billing_routes(
-    r: APIRouter,
-    gw: Any,
-    principal: Any,
-    once: Callable[..., Awaitable[JSONResponse]],
-    idem_header: Any,
-    page_of: Any,
-    object_id: Any,
-) -> None:
+def billing_routes(kit: RouteKit) -> None:
+    r, gw, principal, once, idem_header = kit.r, kit.gw, kit.principal, kit.once, kit.idem_header
+    page_of, object_id = kit.page_of, kit.object_id
     # A deployment may run without billing (scale mode, no billing process): its routes
     # then answer 503 billing.unavailable instead of the gateway failing to start.
     b: BillingClient = gw.billing or _Unavailable()

@@ -4,15 +4,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from pocketpay.gateway.problems import AUTH, BODY, IDEMPOTENT, LIST, problems
+from pocketpay.gateway.route_kit import RouteKit
 from pocketpay.kit.listing import Page
 from pocketpay.kit.tokens import Principal
 from pocketpay.payments.schemas import Dispute, DisputeEvidence, DisputeList
@@ -27,15 +26,9 @@ class DisputeClose(BaseModel):
 _EVIDENCE_ERRORS = ("not_found", "disputes.not_open", "payments.provider_unavailable")
 
 
-def disputes_routes(
-    r: APIRouter,
-    gw: Any,
-    principal: Any,
-    once: Callable[..., Awaitable[JSONResponse]],
-    idem_header: Any,
-    page_of: Any,
-    object_id: Any,
-) -> None:
+def disputes_routes(kit: RouteKit) -> None:
+    r, gw, principal, once, idem_header = kit.r, kit.gw, kit.principal, kit.once, kit.idem_header
+    page_of, object_id = kit.page_of, kit.object_id
     dispute_page = page_of("dp", "dispute")
 
     @r.get("/disputes", tags=TAGS, responses=problems(*AUTH, *LIST))

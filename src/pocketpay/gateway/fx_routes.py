@@ -4,14 +4,12 @@ Thin, like ``routes``: authenticate, validate, apply idempotency, call ``LedgerC
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pocketpay.gateway.problems import AUTH, BODY, IDEMPOTENT, LIST, problems
+from pocketpay.gateway.route_kit import RouteKit
 from pocketpay.kit.listing import Page
 from pocketpay.kit.tokens import Principal
 from pocketpay.ledger.schemas import Conversion, ConversionList, FxQuote, FxQuoteIn, FxRates
@@ -38,15 +36,9 @@ _CONVERT_ERRORS = (
 )
 
 
-def fx_routes(
-    r: APIRouter,
-    gw: Any,
-    principal: Any,
-    once: Callable[..., Awaitable[JSONResponse]],
-    idem_header: Any,
-    page_of: Any,
-    object_id: Any,
-) -> None:
+def fx_routes(kit: RouteKit) -> None:
+    r, gw, principal, once, idem_header = kit.r, kit.gw, kit.principal, kit.once, kit.idem_header
+    page_of, object_id = kit.page_of, kit.object_id
     conversion_page = page_of("cnv", "conversion")
 
     @r.get("/fx/rates", tags=["fx"], responses=problems(*AUTH, "fx.rates_unavailable"))

@@ -4,14 +4,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from pocketpay.gateway.problems import AUTH, BODY, IDEMPOTENT, LIST, problems
+from pocketpay.gateway.route_kit import RouteKit
 from pocketpay.kit.errors import Unavailable
 from pocketpay.kit.listing import Page
 from pocketpay.kit.tokens import Principal
@@ -44,15 +44,9 @@ class _Unavailable:
         )
 
 
-def notifications_routes(
-    r: APIRouter,
-    gw: Any,
-    principal: Any,
-    once: Callable[..., Awaitable[JSONResponse]],
-    idem_header: Any,
-    page_of: Any,
-    object_id: Any,
-) -> None:
+def notifications_routes(kit: RouteKit) -> None:
+    r, gw, principal, once, idem_header = kit.r, kit.gw, kit.principal, kit.once, kit.idem_header
+    page_of, object_id = kit.page_of, kit.object_id
     n: NotificationsClient = gw.notifications or _Unavailable()
     endpoint_page = page_of("we", "webhook endpoint")
     delivery_page = page_of("msg", "delivery")

@@ -4,14 +4,12 @@ holds the saga)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from pocketpay.gateway.problems import AUTH, BODY, IDEMPOTENT, LIST, problems
+from pocketpay.gateway.route_kit import RouteKit
 from pocketpay.kit.listing import Page
 from pocketpay.kit.tokens import Principal
 from pocketpay.payments.schemas import Payout, PayoutCreate, PayoutList
@@ -30,15 +28,9 @@ _CREATE_ERRORS = (
 _CANCEL_ERRORS = ("not_found", "payouts.not_cancelable", "payments.provider_unavailable")
 
 
-def payouts_routes(
-    r: APIRouter,
-    gw: Any,
-    principal: Any,
-    once: Callable[..., Awaitable[JSONResponse]],
-    idem_header: Any,
-    page_of: Any,
-    object_id: Any,
-) -> None:
+def payouts_routes(kit: RouteKit) -> None:
+    r, gw, principal, once, idem_header = kit.r, kit.gw, kit.principal, kit.once, kit.idem_header
+    page_of, object_id = kit.page_of, kit.object_id
     payout_page = page_of("po", "payout")
 
     @r.post(

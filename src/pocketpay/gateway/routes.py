@@ -32,6 +32,7 @@ from pocketpay.gateway.problems import (
     LIST,
     problems,
 )
+from pocketpay.gateway.route_kit import RouteKit
 from pocketpay.gateway.schemas import (
     LoginIn,
     RefreshIn,
@@ -195,12 +196,13 @@ def build_router(gw: Gateway) -> APIRouter:
     _payment_routes(r, gw, principal, once)
     _wallet_routes(r, gw, principal, once)
     _webhook_routes(r, gw)
-    billing_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
-    notifications_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
-    fx_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
-    accounts_routes(r, gw, principal, once, IdemHeader, _ENTRY_LIST, _object_id)
-    payouts_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
-    disputes_routes(r, gw, principal, once, IdemHeader, _page_of, _object_id)
+    kit = RouteKit(r, gw, principal, once, IdemHeader, _page_of, _object_id)
+    billing_routes(kit)
+    notifications_routes(kit)
+    fx_routes(kit)
+    accounts_routes(kit, _ENTRY_LIST)
+    payouts_routes(kit)
+    disputes_routes(kit)
     refuse_other_methods(r)
     return r
 
