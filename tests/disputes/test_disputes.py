@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from pocketpay.kit import failpoints
-from pocketpay.payments.models import payments
-from pocketpay.sandbox import disputes as sandbox_disputes
-from pocketpay.sandbox.state import Store
 from tests.api.test_webhooks import deliver, event
+from tests.disputes.support import open_dispute, spent
 from tests.support import Stack, eventually, running_stack
 
 pytestmark = pytest.mark.timeout(180)
@@ -56,24 +53,6 @@ async def wait_dispute(
         return found if found["status"] == status else None
 
     return await eventually(check)
-
-
-async def open_dispute(stack: Stack, payment_id: str, *, inquiry: bool = False) -> None:
-    """The cardholder's bank disputes one of our captured payments (the sandbox's ops route)."""
-    async with stack.runtime.engine.connect() as conn:
-        intent = await conn.scalar(
-            select(payments.c.psp_intent_id).where(payments.c.id == payment_id)
-        )
-    assert intent is not None
-
-    def op(store: Store) -> dict[str, Any]:
-        pi = store.payment_intent(intent)
-        assert pi.latest_charge is not None
-        charge = store.charge(pi.latest_charge)
-        return sandbox_disputes.open_for_charge(store, charge, inquiry=inquiry).to_stripe()
-
-    outcome = await stack.sandbox.execute(op)
-    assert outcome.status == 200, outcome.body
 
 
 async def decide(stack: Stack) -> None:
@@ -152,15 +131,7 @@ async def test_a_dispute_lost_takes_the_amount(stack: Stack) -> None:
 async def test_money_already_spent_becomes_a_debt_repaid_by_the_next_top_up(
     stack: Stack,
 ) -> None:
-    user, friend = await stack.user(), await stack.user()
-    pay = await stack.pay(user, 5000)
-    await stack.wait_available(user, 5000)
-    sent = await stack.post(
-        user,
-        "/api/v1/transfers",
-        {"recipient": friend["user"]["email"], "amount_minor": 4000, "currency": "USD"},
-    )
-    assert sent.status_code in (200, 201), sent.text
+    user, friend, pay = await spent(stack, 5000, 4000)
     await open_dispute(stack, pay["id"])
     dispute = await dispute_of(stack, user, pay["id"])
     # 1000 held from what is left; the 4000 already sent is a debt.
@@ -183,15 +154,7 @@ async def test_money_already_spent_becomes_a_debt_repaid_by_the_next_top_up(
 async def test_a_dispute_won_after_the_debt_was_repaid_gives_the_repayment_back(
     stack: Stack,
 ) -> None:
-    user, friend = await stack.user(), await stack.user()
-    pay = await stack.pay(user, 5000)
-    await stack.wait_available(user, 5000)
-    sent = await stack.post(
-        user,
-        "/api/v1/transfers",
-        {"recipient": friend["user"]["email"], "amount_minor": 5000, "currency": "USD"},
-    )
-    assert sent.status_code in (200, 201), sent.text
+    user, _, pay = await spent(stack, 5000, 5000)
     await open_dispute(stack, pay["id"])
     dispute = await dispute_of(stack, user, pay["id"])
     await wallet_is(stack, user, available_minor=0, debt_minor=5000)

@@ -15,10 +15,9 @@ from sqlalchemy import insert, select, update
 
 from pocketpay.ledger.chart import debt_account_id, system_account_id, wallet_account_id
 from pocketpay.ledger.models import transfers
-from pocketpay.payments.models import disputes, payments, payouts
+from pocketpay.payments.models import disputes, payouts
 from pocketpay.reconcile import Report, reconcile
-from pocketpay.sandbox import disputes as sandbox_disputes
-from pocketpay.sandbox.state import Store
+from tests.disputes.support import open_dispute
 from tests.operations.test_check import check, clean
 from tests.payouts.support import (
     DEST,
@@ -332,24 +331,6 @@ async def _answer(stack: Stack, user: dict[str, Any], dispute_id: str, text: str
     assert r.status_code == 200, r.text
 
 
-async def _open_dispute(stack: Stack, payment_id: str) -> None:
-    """The cardholder's bank disputes a payment made with an ordinary card (the sandbox's
-    operator route), after its money has been spent."""
-    async with stack.runtime.engine.connect() as conn:
-        intent = await conn.scalar(
-            select(payments.c.psp_intent_id).where(payments.c.id == payment_id)
-        )
-    assert intent is not None
-
-    def op(store: Store) -> dict[str, Any]:
-        pi = store.payment_intent(intent)
-        assert pi.latest_charge is not None
-        return sandbox_disputes.open_for_charge(store, store.charge(pi.latest_charge)).to_stripe()
-
-    outcome = await stack.sandbox.execute(op)
-    assert outcome.status == 200, outcome.body
-
-
 async def test_disputes_clean_then_broken(stack: Stack) -> None:
     """Won (with a debt part), lost and an inquiry, through payments and the real ledger:
     clean; then our rows say what the ledger did not do."""
@@ -363,7 +344,7 @@ async def test_disputes_clean_then_broken(stack: Stack) -> None:
         {"recipient": friend["user"]["email"], "amount_minor": 3000, "currency": "USD"},
     )
     assert sent.status_code in (200, 201), sent.text
-    await _open_dispute(stack, won_pay["id"])  # 2000 held, 3000 a debt
+    await open_dispute(stack, won_pay["id"])  # 2000 held, 3000 a debt
     lost_pay = await stack.pay(lost_user, 4000, pm="pm_card_createDispute")
     asked_pay = await stack.pay(asked_user, 2000, pm="pm_card_createDisputeInquiry")
     won = await _dispute_of(stack, won_user, won_pay["id"])
