@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from tests.support import Stack
+from tests.support import Stack, eventually
 from tests.web.web import Browser, error_of, hidden
 
 
@@ -172,3 +172,39 @@ async def test_payments_and_entries_are_paged(sqlite_stack: Stack) -> None:
         assert (await b.get(after)).status_code == 200
         assert (await b.get("/app/payments?after=not%20an%20id")).status_code == 404
         assert (await b.get("/app/wallets/XYZ")).status_code == 404
+
+
+async def test_a_disputed_top_up_shows_its_dispute_and_takes_evidence(stack: Stack) -> None:
+    stack.sandbox.settings.dispute_decision_seconds = 3600.0  # the bank takes its time
+    async with Browser(stack) as b:
+        await b.signup()
+        made = await b.submit(
+            "/app/top-up",
+            "/app/top-up",
+            {"amount": "20", "currency": "USD", "card": "pm_card_createDispute"},
+        )
+        assert made.status_code == 303, made.text[:300]
+        page_path = made.headers["location"]
+        pid = page_path.rsplit("/", 1)[1]
+
+        async def disputed() -> str | None:
+            listed = (await stack.get(b.api, f"/api/v1/payments/{pid}/disputes")).json()["data"]
+            return str(listed[0]["id"]) if listed else None
+
+        did = await eventually(disputed)
+        page = (await b.get(page_path)).text
+        assert f'id="dispute-{did}" data-status="needs_response"' in page
+        action = f"/app/disputes/{did}/evidence"
+
+        empty = await b.submit(page_path, action, {"text": "  "})
+        assert empty.status_code == 422
+        assert error_of(empty.text, f"evidence-{did}") == "Write what happened and what proves it."
+
+        sent = await b.submit(page_path, action, {"text": "Signed for on delivery."})
+        assert sent.status_code == 303 and sent.headers["location"] == page_path
+        page = (await b.get(page_path)).text
+        assert f'id="dispute-{did}" data-status="under_review"' in page
+        assert "Your evidence: Signed for on delivery." in page
+        assert action not in page  # no more evidence once it is under review
+        other = await stack.user()
+        assert (await stack.get(other, f"/api/v1/disputes/{did}")).status_code == 404

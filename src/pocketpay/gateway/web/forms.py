@@ -30,6 +30,7 @@ TEST_CARDS: dict[str, str] = {
     "pm_card_mastercard": "Mastercard ending 4444 (pays)",
     "pm_card_chargeDeclined": "Visa ending 0002 (declined)",
     "pm_card_chargeDeclinedInsufficientFunds": "Visa ending 9995 (declined: no funds)",
+    "pm_card_createDispute": "Visa ending 0259 (pays, then disputed by the cardholder)",
 }
 CURRENCIES = sorted(CURRENCY_EXPONENTS)
 

@@ -30,8 +30,10 @@ from pocketpay.gateway.web.forms import (
 from pocketpay.gateway.web.pages import Pages
 from pocketpay.gateway.web.session import CSRF_FIELD
 from pocketpay.kit.errors import AppError, NotFound
+from pocketpay.kit.listing import Page
 from pocketpay.kit.tokens import Principal
 from pocketpay.payments.schemas import (
+    DisputeEvidence,
     Payment,
     PaymentCreate,
     PaymentListQuery,
@@ -62,6 +64,16 @@ def _payment_id(value: str) -> str:
     if not _ID.fullmatch(value):
         raise NotFound("There is no such payment among yours.")
     return value
+
+
+def _dispute_id(value: str) -> str:
+    if not _ID.fullmatch(value):
+        raise NotFound("There is no such dispute among yours.")
+    return value
+
+
+# A dispute takes evidence while the bank waits for it (then it is under review, or decided).
+OPEN_FOR_EVIDENCE = ("needs_response", "warning_needs_response")
 
 
 def can_capture(p: Payment) -> bool:
@@ -146,9 +158,12 @@ async def payment_context(
 ) -> dict[str, Any]:
     p = await gw.payments.get(who.user_id, payment_id)
     timeline = await gw.payments.events(who.user_id, payment_id)
+    disputes = await gw.payments.list_disputes(who.user_id, payment_id, Page(limit=10))
     return {
         "p": p,
         "timeline": timeline.data,
+        "disputes": disputes.data,
+        "open_for_evidence": OPEN_FOR_EVIDENCE,
         "can_capture": can_capture(p),
         "can_refund": can_refund(p),
         "key": new_key(),
@@ -312,6 +327,39 @@ def _payment_actions(
 
     for action, op in (("refund", refund), ("capture", capture), ("cancel", cancel)):
         _action_route(r, form_of, action, op, act)
+
+    @r.post("/app/disputes/{dispute_id}/evidence", name="web_dispute_evidence")
+    async def dispute_evidence(
+        request: Request, dispute_id: str, form: Form = Depends(form_of)
+    ) -> Response:
+        """The evidence form of a dispute on its payment's page."""
+        who = await sessions.require(request)
+        sessions.check_post(request, form.get(CSRF_FIELD, ""), who.user_id)
+        did = _dispute_id(dispute_id)
+        dispute = await gw.payments.get_dispute(who.user_id, did)
+        text = form.get("text", "").strip()
+
+        async def work() -> Response:
+            if not text:
+                raise FormError({"text": "Write what happened and what proves it."})
+            body = DisputeEvidence(text=text).model_dump()
+            await once(
+                gw,
+                request,
+                who,
+                form,
+                body,
+                lambda k: gw.payments.submit_dispute_evidence(who.user_id, did, k, body),
+            )
+            return RedirectResponse(f"/app/payments/{dispute.payment_id}", 303)
+
+        async def again(exc: FormError) -> Response:
+            errors = {f"dispute-{did}": exc.errors}
+            return await payment_page(
+                gw, pages, request, who, dispute.payment_id, errors, exc.status
+            )
+
+        return await guarded(work, again)
 
 
 def _action_route(r: APIRouter, form_of: FormOf, action: str, op: PaymentOp, act: Act) -> None:

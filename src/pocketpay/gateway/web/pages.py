@@ -43,6 +43,9 @@ LIVE_EVENTS = (
     "ledger.transfer.posted",
     "ledger.wallet.updated",
     "billing.invoice.paid",
+    "payments.dispute.created",
+    "payments.dispute.updated",
+    "payments.dispute.closed",
 )
 
 
