@@ -63,6 +63,10 @@ class PspSettings(BaseModel):
     webhook_tolerance_seconds: int = 300
     # How often payments asks the PSP whether captured funds are available (settlement).
     settle_poll_seconds: float = 1.0
+    # Lost dispute webhooks: how often the PSP's disputes opened in the last
+    # ``dispute_sweep_window_days`` are listed and what we miss is applied.
+    dispute_sweep_seconds: float = Field(default=300.0, gt=0)
+    dispute_sweep_window_days: float = Field(default=30.0, gt=0)
     # How long a created payment may wait for its PSP attempt before the reconciler asks the
     # PSP again (same idempotency key). Long enough not to race the consumer under a backlog.
     attempt_retry_seconds: float = 30.0

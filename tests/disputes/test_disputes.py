@@ -264,3 +264,30 @@ async def test_accepting_a_dispute_loses_it_at_once(stack: Stack) -> None:
     assert (again.status_code, again.json()["code"]) == (409, "disputes.not_open")
     await wallet_is(stack, user, available_minor=0, posted_minor=0, debt_minor=0)
     assert await stack.ledger_problems() == []
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_lost_webhooks_the_sweep_finds_the_dispute_and_its_decision(
+    tmp_path: Path, backend: str
+) -> None:
+    # The sandbox's webhooks go nowhere: only the sweep of the PSP's disputes learns of it.
+    lost = UNDECIDED | {"webhook_url": "http://127.0.0.1:9/nowhere"}
+    async with running_stack(backend, tmp_path, sandbox=lost) as s:
+        flows = s.runtime.components["payments"].state["flows"]
+        user = await s.user()
+        pay = await s.pay(user, 5000, pm="pm_card_createDispute")
+        assert psp_dispute(s, pay["id"]).status == "needs_response"
+        assert await flows.sweep_disputes(3600) == 1
+        dispute = await dispute_of(s, user, pay["id"])
+        await wallet_is(s, user, available_minor=0, debt_minor=0)
+        assert await flows.sweep_disputes(3600) == 0  # known, nothing new
+
+        assert (await evidence(s, user, dispute["id"], WIN)).status_code == 200
+        await decide(s)
+        assert s.sandbox.events_of("charge.dispute.closed")  # sent, never received
+        assert await flows.sweep_disputes(3600) == 1
+        await wait_dispute(s, user, dispute["id"], "won")
+        await wallet_is(s, user, available_minor=5000, debt_minor=0)
+        assert await s.ledger_problems() == []

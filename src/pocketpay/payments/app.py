@@ -113,7 +113,15 @@ def build(
     poll = PeriodicJob(
         "payments-payouts", lambda: full_pass(flows.poll_payouts(), PASS_LIMIT), interval
     )
-    jobs = [settle, recover, poll]
+    # Disputes whose webhooks were lost: the PSP's recent ones listed (``flows.disputes.sweep``).
+    window = settings.psp.dispute_sweep_window_days * 86400
+
+    async def sweep_disputes() -> bool:
+        await flows.sweep_disputes(window)
+        return False  # one pass lists them all: nothing left for at once
+
+    sweep = PeriodicJob("payments-disputes", sweep_disputes, settings.psp.dispute_sweep_seconds)
+    jobs = [settle, recover, poll, sweep]
     if admission.limit:
         jobs.append(PeriodicJob("payments-admission", admission.sample, SAMPLE_SECONDS))
     return Component(

@@ -61,6 +61,9 @@ class Flows:
     async def accept_dispute(self, owner_id: str, dispute_id: str) -> dict[str, Any]:
         return await disputes.accept(self.ctx, owner_id, dispute_id)
 
+    async def sweep_disputes(self, window_seconds: float) -> int:
+        return await disputes.sweep(self.ctx, window_seconds)
+
     async def handle_psp_event(self, event: dict[str, Any]) -> dict[str, str]:
         return await recovery.handle_psp_event(self.ctx, event)
 

@@ -18,6 +18,9 @@ Phases and recovery points:
    ``POST /disputes/{id}/close`` accepts the loss (the PSP closes it, key ``pp_<dispute>_close``)
    and applies the PSP's answer the same way.
 
+A webhook the PSP never managed to deliver: ``sweep`` lists the PSP's recent disputes every
+``psp.dispute_sweep_seconds`` and applies what we miss.
+
 A dispute's status only moves forward: a decided dispute (won, lost, warning_closed) is never
 changed again, whatever arrives late.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,6 +45,8 @@ from pocketpay.payments.errors import DisputeNotOpen, ProviderUnavailable
 from pocketpay.payments.flows.context import Ctx
 from pocketpay.payments.models import disputes, outbox, payments, psp_events
 from pocketpay.payments.providers.base import DisputeResult, PspRejected, PspUnavailable
+
+log = structlog.get_logger(__name__)
 
 CLOSED = frozenset({"won", "lost", "warning_closed"})
 OPEN_FOR_EVIDENCE = frozenset({"needs_response", "warning_needs_response"})
@@ -185,6 +191,35 @@ async def _insert(conn: AsyncConnection, res: DisputeResult, pay: Any, now: date
         },
     )
     return result.first() is not None
+
+
+async def sweep(ctx: Ctx, window_seconds: float) -> int:
+    """Lost webhooks: list the PSP's disputes opened within ``window_seconds`` and apply each
+    one we do not have, or have at another, undecided status (``apply`` is idempotent: it
+    moves a status forward only). The number applied."""
+    since = int(ctx.clock.now().timestamp() - window_seconds)
+    try:
+        listed = [res async for res in ctx.provider.list_disputes(created_gte=since)]
+    except (PspUnavailable, PspRejected) as exc:
+        log.warning("disputes.sweep_failed", error=str(exc)[:200])
+        return 0
+    if not listed:
+        return 0
+    d = disputes.c
+    ids = [res.dispute_id for res in listed]
+    async with ctx.engine.connect() as conn:
+        rows = await conn.execute(
+            select(d.psp_dispute_id, d.status).where(d.psp_dispute_id.in_(ids))
+        )
+        known = {r.psp_dispute_id: r.status for r in rows}
+    applied = 0
+    for res in listed:
+        status = known.get(res.dispute_id)
+        if status in CLOSED or status == res.status:
+            continue
+        if await apply(ctx, res):
+            applied += 1
+    return applied
 
 
 # -- phase 2: evidence -----------------------------------------------------------------------

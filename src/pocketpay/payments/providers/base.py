@@ -212,6 +212,10 @@ class Provider(Protocol):
 
     async def retrieve_dispute(self, dispute_id: str) -> DisputeResult: ...
 
+    def list_disputes(self, *, created_gte: int | None = None) -> AsyncIterator[DisputeResult]:
+        """Every dispute (opened at or after ``created_gte``), newest first."""
+        ...
+
     async def submit_dispute_evidence(
         self, dispute_id: str, text: str, idempotency_key: str
     ) -> DisputeResult:

@@ -369,6 +369,19 @@ class StripeProvider:
         )
         return _dispute(dp)
 
+    async def list_disputes(
+        self, *, created_gte: int | None = None
+    ) -> AsyncIterator[DisputeResult]:
+        """Every dispute, newest first, auto-paged (the sweep that finds lost webhooks)."""
+        params: Any = {"limit": 100}
+        if created_gte is not None:
+            params["created"] = {"gte": created_gte}
+        first = await self._call(
+            "list_disputes", lambda: self._client.v1.disputes.list_async(params)
+        )
+        async for dp in _paged(first):
+            yield _dispute(dp)
+
     async def submit_dispute_evidence(
         self, dispute_id: str, text: str, idempotency_key: str
     ) -> DisputeResult:
