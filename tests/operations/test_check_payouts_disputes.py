@@ -34,7 +34,10 @@ from tests.support import Stack, eventually
 
 pytestmark = pytest.mark.timeout(120)
 
-OLD = datetime.now(UTC) - timedelta(hours=2)  # past the grace and the hold deadline
+# The hand-written rows' times, and the check's "now" for them: fixed when the module is
+# imported, so the rows are as old at check time however long the suite ran before.
+NOW = datetime.now(UTC)
+OLD = NOW - timedelta(hours=2)  # past the grace and the hold deadline
 OWNER = "usr_forged"
 WALLET = wallet_account_id(OWNER, "USD")
 DISPUTES = system_account_id("disputes", "USD")
@@ -227,7 +230,7 @@ DISPUTE_CASES: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
         [_hold("dp_invoice", 1000, "open", debit=system_account_id("revenue", "USD"))],
     ),
     # In flight (changed just now): nothing held yet is no finding.
-    (_dispute_row("dp_young", "needs_response", at=datetime.now(UTC)), []),
+    (_dispute_row("dp_young", "needs_response", at=NOW), []),
     # Broken.
     (_dispute_row("dp_short", "under_review"), [_hold("dp_short", 500, "open")]),
     (_dispute_row("dp_none", "needs_response"), []),
@@ -289,7 +292,7 @@ async def test_dispute_and_payout_ledger_findings(stack: Stack) -> None:
         await conn.execute(
             insert(transfers).values(**_transfer("payout_post:po_nobody", 100, kind="posted"))
         )
-    report = await reconcile(stack.runtime.engine, None, now=datetime.now(UTC))
+    report = await reconcile(stack.runtime.engine, None, now=NOW)
     assert report.checked["disputes"] == len(DISPUTE_CASES)
     assert found(report) == {
         ("ledger.dispute_amount_mismatch", "dp_short"),
