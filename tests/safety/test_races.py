@@ -75,6 +75,9 @@ async def test_concurrent_partial_refunds_one_failing(stack: Stack) -> None:
     payment = await stack.pay(user, 10_000)
     await stack.wait_available(user, 10_000)
     path = f"/api/v1/payments/{payment['id']}/refunds"
+    # B must stay held until the test fails it: the reconciler would otherwise resume it
+    # after attempt_retry_seconds (0.5 s in tests, less than a loaded machine takes for A).
+    _ctx(stack).retry_seconds = 3600.0
     failpoints.arm("payments.refund.after_held", "raise")  # B stops, held, before the PSP
     b = await stack.post(user, path, {"amount_minor": 6000}, key="refund-b")
     assert b.status_code == 500
