@@ -297,3 +297,24 @@ async def running_stack(
     finally:
         if backend == "postgres":
             await reset_nats_stream(settings.bus.stream)  # leave no stream behind
+
+
+@asynccontextmanager
+async def ledger_only(backend: str, var_dir: Path) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """The ledger component alone (no server): (its ``LedgerApi``, an ``HttpLedgerClient``
+    over its internal API in process, the engine)."""
+    from pocketpay.kit.client import InternalClient
+    from pocketpay.ledger.client import HttpLedgerClient
+
+    runtime = Runtime(await make_settings(backend, var_dir, free_port()), ("ledger",))
+    internal = InternalClient(
+        "ledger",
+        "http://ledger",
+        token=runtime.settings.resolved_internal_token(),
+        transport=httpx.ASGITransport(app=runtime.app),
+    )
+    try:
+        yield runtime.components["ledger"].state["api"], HttpLedgerClient(internal), runtime.engine
+    finally:
+        await internal.aclose()
+        await runtime.engine.dispose()

@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pocketpay.kit.client import InternalClient
 from pocketpay.kit.errors import AppError
 from pocketpay.ledger import service
 from pocketpay.ledger.api import LedgerApi
@@ -31,9 +29,8 @@ from pocketpay.ledger.check import run_check
 from pocketpay.ledger.client import HttpLedgerClient, LedgerClient
 from pocketpay.ledger.models import outbox
 from pocketpay.ledger.schemas import Collection
-from pocketpay.runtime import Runtime
 from tests.ledger.test_ledger_service import fund, snapshot
-from tests.support import free_port, make_settings
+from tests.support import ledger_only
 
 REVENUE = system_account_id("revenue", "USD")
 EVENT = "ledger.collection.posted"
@@ -67,20 +64,8 @@ class Ledger:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
-    runtime = Runtime(await make_settings(request.param, tmp_path, free_port()), ("ledger",))
-    internal = InternalClient(
-        "ledger",
-        "http://ledger",
-        token=runtime.settings.resolved_internal_token(),
-        transport=httpx.ASGITransport(app=runtime.app),
-    )
-    try:
-        yield Ledger(
-            runtime.components["ledger"].state["api"], HttpLedgerClient(internal), runtime.engine
-        )
-    finally:
-        await internal.aclose()
-        await runtime.engine.dispose()
+    async with ledger_only(request.param, tmp_path) as parts:
+        yield Ledger(*parts)
 
 
 async def _collect(

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,7 +25,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.bus import Envelope
-from pocketpay.kit.client import InternalClient
 from pocketpay.kit.clock import ManualClock
 from pocketpay.kit.errors import AppError
 from pocketpay.kit.ids import new_id
@@ -39,8 +37,7 @@ from pocketpay.ledger.client import HttpLedgerClient
 from pocketpay.ledger.consumers import LedgerConsumer
 from pocketpay.ledger.errors import InvalidTransfer
 from pocketpay.ledger.models import outbox, transfers
-from pocketpay.runtime import Runtime
-from tests.support import free_port, make_settings
+from tests.support import ledger_only
 
 DISPUTES = system_account_id("disputes", "USD")
 SETTLED = system_account_id("psp_settled", "USD")
@@ -110,20 +107,8 @@ class Ledger:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
-    runtime = Runtime(await make_settings(request.param, tmp_path, free_port()), ("ledger",))
-    internal = InternalClient(
-        "ledger",
-        "http://ledger",
-        token=runtime.settings.resolved_internal_token(),
-        transport=httpx.ASGITransport(app=runtime.app),
-    )
-    try:
-        yield Ledger(
-            runtime.components["ledger"].state["api"], HttpLedgerClient(internal), runtime.engine
-        )
-    finally:
-        await internal.aclose()
-        await runtime.engine.dispose()
+    async with ledger_only(request.param, tmp_path) as parts:
+        yield Ledger(*parts)
 
 
 def owner() -> str:

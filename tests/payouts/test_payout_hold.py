@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pocketpay.kit.bus import Envelope
-from pocketpay.kit.client import InternalClient
 from pocketpay.kit.clock import SystemClock
 from pocketpay.kit.errors import AppError
 from pocketpay.ledger import service
@@ -26,9 +24,8 @@ from pocketpay.ledger.chart import system_account_id, wallet_account_id
 from pocketpay.ledger.check import run_check
 from pocketpay.ledger.client import HttpLedgerClient, LedgerClient
 from pocketpay.ledger.consumers import LedgerConsumer
-from pocketpay.runtime import Runtime
 from tests.ledger.test_ledger_service import fund, snapshot
-from tests.support import free_port, make_settings
+from tests.support import ledger_only
 
 SETTLED = system_account_id("psp_settled", "USD")
 
@@ -62,20 +59,8 @@ class Ledger:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
-    runtime = Runtime(await make_settings(request.param, tmp_path, free_port()), ("ledger",))
-    internal = InternalClient(
-        "ledger",
-        "http://ledger",
-        token=runtime.settings.resolved_internal_token(),
-        transport=httpx.ASGITransport(app=runtime.app),
-    )
-    try:
-        yield Ledger(
-            runtime.components["ledger"].state["api"], HttpLedgerClient(internal), runtime.engine
-        )
-    finally:
-        await internal.aclose()
-        await runtime.engine.dispose()
+    async with ledger_only(request.param, tmp_path) as parts:
+        yield Ledger(*parts)
 
 
 async def _hold(client: LedgerClient, payout_id: str, owner: str, amount: int) -> str:
